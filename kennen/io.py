@@ -1,0 +1,66 @@
+"""Atomic file writes and small table/JSON helpers.
+
+Every output is written to a temporary name in the target directory and moved
+into place with :func:`os.replace`, so a killed stage never leaves a
+half-written file behind (style.md rule 12).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it into place on success.
+
+    On any exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary readable files
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Atomically write ``text`` to ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON (NaN is rejected: JSON has none)."""
+    write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], fieldnames: Sequence[str]) -> None:
+    """Atomically write ``rows`` as CSV with the given column order (booleans as 0/1)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(fieldnames), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: int(v) if isinstance(v, bool) else v for k, v in row.items()} for row in rows)
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Read a CSV file into a list of string-valued dicts."""
+    from kennen.errors import KennenError
+
+    path = Path(path)
+    if not path.is_file():
+        raise KennenError(f"{path}: file not found (run the stage that writes it, or `dvc pull`)")
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

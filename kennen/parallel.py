@@ -1,0 +1,113 @@
+"""Executor layer: where the work inside a stage runs.
+
+DVC runs stages one at a time, so parallelism lives inside a stage
+(``shared/dvc-notes.md`` §4). The stage process is the driver and the only
+writer of outputs; workers only compute and return results.
+
+The backend is chosen by environment variables that DVC does not track, so
+changing them never re-runs a stage, and never changes a result (every task
+is seeded from the base seed and its model id, and runs single-threaded):
+
+- ``KENNEN_EXECUTOR``: ``process`` (default, a local process pool),
+  ``serial`` (in the stage process; for debugging), or ``dask``.
+- ``KENNEN_WORKERS``: worker processes for ``process`` (default: CPU count).
+- ``KENNEN_DASK_SCHEDULER``: scheduler address for ``dask`` (``tcp://host:8786``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from kennen.errors import KennenError
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("process", "serial", "dask")
+
+
+def _single_thread() -> None:
+    """Worker initialiser: one torch thread per worker, so 2 workers fill 2 cores."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class SerialExecutor(cf.Executor):
+    """Runs each task at submission, in the calling process."""
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> cf.Future:
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(e)
+        return future
+
+
+def executor_settings() -> tuple[str, int]:
+    """(backend, workers) from the environment, validated."""
+    backend = os.environ.get("KENNEN_EXECUTOR", "process")
+    if backend not in EXECUTORS:
+        raise KennenError(f"KENNEN_EXECUTOR: expected one of {', '.join(EXECUTORS)}, got {backend!r}")
+    workers_text = os.environ.get("KENNEN_WORKERS", str(os.cpu_count() or 1))
+    try:
+        workers = int(workers_text)
+        assert workers >= 1
+    except (ValueError, AssertionError):
+        raise KennenError(f"KENNEN_WORKERS: expected a positive integer, got {workers_text!r}") from None
+    return backend, workers
+
+
+@contextlib.contextmanager
+def get_executor(n_tasks: int) -> Iterator[cf.Executor]:
+    """The executor named by the environment, sized for ``n_tasks`` tasks."""
+    backend, workers = executor_settings()
+    if backend == "serial" or (backend == "process" and min(workers, n_tasks) <= 1):
+        log.info("executor: serial")
+        yield SerialExecutor()
+    elif backend == "process":
+        workers = min(workers, n_tasks)
+        log.info("executor: process pool, %d workers", workers)
+        ctx = multiprocessing.get_context("spawn")  # fork is unsafe with torch's thread pools
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_single_thread) as ex:
+            yield ex
+    else:
+        with _dask_executor() as ex:
+            yield ex
+
+
+@contextlib.contextmanager
+def _dask_executor() -> Iterator[cf.Executor]:
+    address = os.environ.get("KENNEN_DASK_SCHEDULER", "")
+    if not address:
+        raise KennenError(
+            "KENNEN_DASK_SCHEDULER: set it to the scheduler address (tcp://host:8786) to use KENNEN_EXECUTOR=dask"
+        )
+    try:
+        from distributed import Client
+    except ImportError:
+        raise KennenError("KENNEN_EXECUTOR=dask needs the dask extra: pip install -e '.[dask]'") from None
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError) as e:
+        raise KennenError(f"KENNEN_DASK_SCHEDULER: cannot reach the Dask scheduler at {address} ({e})") from None
+    log.info("executor: dask scheduler %s, %d workers", address, len(client.scheduler_info().get("workers", {})))
+    try:
+        client.run(_single_thread)
+        yield client.get_executor()
+    finally:
+        client.close()
+
+
+def run_tasks(fn: Callable, tasks: Iterable[Any], n_tasks: int) -> Iterator[tuple[Any, Any]]:
+    """Run ``fn(task)`` for every task; yield (task, result) in completion order."""
+    with get_executor(n_tasks) as ex:
+        futures = {ex.submit(fn, t): t for t in tasks}
+        for future in cf.as_completed(futures):
+            yield futures[future], future.result()

@@ -1,0 +1,1 @@
+"""The MNIST-NETS model zoo: configurations, network template, training, storage."""

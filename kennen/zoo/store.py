@@ -1,0 +1,113 @@
+"""Zoo storage: shard files of about ``shard_size`` models plus flat tables.
+
+A shard is two files written by one ``train_zoo@<shard>`` stage:
+
+- ``shard-N.safetensors``: every model's state_dict, keys ``<model_id>/<param>``
+  (safetensors: no pickles, memory-mapped reads);
+- ``shard-N.csv``: one row per model with the training outcome
+  (:data:`OUTCOME_COLUMNS`).
+
+The weights file is written first and the table last, each atomically; DVC
+records the stage only after both exist, so a killed stage leaves no
+half-written shard and reruns only the unfinished ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+from safetensors.torch import load_file
+
+from kennen.attributes import KEYS, parse_value
+from kennen.errors import KennenError
+from kennen.io import atomic_path, read_csv, write_csv
+from kennen.zoo.net import MnistNet, NetConfig
+from kennen.zoo.train import TrainResult
+
+OUTCOME_COLUMNS = ("model_id", "test_acc", "train_loss", "train_seconds", "diverged")
+# Columns of the sample table (data/zoo/sample.csv), one row per model to train.
+SAMPLE_COLUMNS = ("model_id", "shard", "config", "seed", "torch_seed", *KEYS, "n_params")
+# Columns of the flat zoo table (data/zoo/models.csv), one row per trained model.
+TABLE_COLUMNS = (*SAMPLE_COLUMNS, "test_acc", "train_loss", "train_seconds", "diverged")
+INT_COLUMNS = {"model_id", "shard", "config", "seed", "torch_seed", "n_params", "diverged", "ensemble_id", "n_members"}
+FLOAT_COLUMNS = {"test_acc", "train_loss", "train_seconds"}
+
+
+def shard_name(shard: int) -> str:
+    return f"shard-{shard}"  # unpadded: DVC's matrix writes ${item.shard} as is
+
+
+def write_shard(folder: Path, shard: int, results: Iterable[TrainResult]) -> None:
+    """Write one shard's weights and outcome table atomically, in model-id order."""
+    results = sorted(results, key=lambda r: r.model_id)
+    tensors = {f"{r.model_id}/{k}": np.ascontiguousarray(v) for r in results for k, v in r.state.items()}
+    meta = {
+        "format": "kennen-zoo-shard/1",
+        "shard": str(shard),
+        "model_ids": ",".join(str(r.model_id) for r in results),
+    }
+    with atomic_path(folder / f"{shard_name(shard)}.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    rows = [
+        {
+            "model_id": r.model_id,
+            "test_acc": round(r.test_acc, 4),
+            "train_loss": "nan" if math.isnan(r.train_loss) else round(r.train_loss, 6),
+            "train_seconds": round(r.seconds, 3),
+            "diverged": int(r.diverged),
+        }
+        for r in results
+    ]
+    write_csv(folder / f"{shard_name(shard)}.csv", rows, OUTCOME_COLUMNS)
+
+
+def shard_tables(folder: Path) -> list[Path]:
+    """The shard outcome tables in ``folder`` (DVC also keeps a .gitignore there)."""
+    return sorted(folder.glob("shard-[0-9]*.csv"), key=lambda p: int(p.stem.split("-")[1]))
+
+
+def typed_row(row: dict[str, str]) -> dict[str, Any]:
+    """Convert one CSV row of a zoo table to Python values."""
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if k in INT_COLUMNS:
+            out[k] = int(v)
+        elif k in FLOAT_COLUMNS:
+            out[k] = float(v)
+        elif k in KEYS:
+            out[k] = parse_value(k, v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_table(path: Path) -> list[dict[str, Any]]:
+    """Read a zoo table (sample or models table) with typed values."""
+    return [typed_row(r) for r in read_csv(path)]
+
+
+def load_model(shards_dir: Path, row: dict[str, Any]) -> MnistNet:
+    """Rebuild one zoo model from its table row and its shard's weights."""
+    path = shards_dir / f"{shard_name(row['shard'])}.safetensors"
+    if not path.is_file():
+        raise KennenError(f"{path}: shard file not found (run `dvc repro` or `dvc pull`)")
+    prefix = f"{row['model_id']}/"
+    state = {k[len(prefix) :]: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}
+    model = MnistNet(NetConfig(**{k: row[k] for k in NetConfig.__dataclass_fields__}))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def state_dicts(path: Path) -> dict[int, dict[str, torch.Tensor]]:
+    """All state_dicts of one shard, keyed by model id."""
+    out: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in load_file(str(path)).items():
+        model_id, name = key.split("/", 1)
+        out.setdefault(int(model_id), {})[name] = value
+    return out

@@ -1,0 +1,35 @@
+"""Stage ``ensembles``: same-configuration subsets of kept models -> ``data/zoo/ensembles.csv``."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+from kennen.config import load_params, section
+from kennen.io import write_csv
+from kennen.zoo.ensembles import ENSEMBLE_COLUMNS, EnsembleParams, build_ensembles
+from kennen.zoo.prune import read_kept
+from kennen.zoo.store import read_table
+from stages._common import parser, run
+
+log = logging.getLogger("kennen.ensembles")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--models", required=True)
+    p.add_argument("--kept", required=True)
+    p.add_argument("--out", required=True)
+
+    def body(args) -> None:
+        ep = section(EnsembleParams, load_params(args.params), "ensembles")
+        rows = build_ensembles(read_table(Path(args.models)), read_kept(Path(args.kept)), ep.max_members)
+        write_csv(args.out, rows, ENSEMBLE_COLUMNS)
+        log.info("wrote %s: %d ensembles, sizes %s", args.out, len(rows), dict(Counter(r["n_members"] for r in rows)))
+
+    return run(body, p, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

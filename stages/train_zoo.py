@@ -1,0 +1,83 @@
+"""Stage ``train_zoo@<shard>``: train one shard of the zoo -> ``shard-N.{safetensors,csv}``.
+
+The models of the shard run as tasks on the executor chosen by
+``KENNEN_EXECUTOR`` / ``KENNEN_WORKERS`` (see ``kennen.parallel``); this process
+is the only writer of the shard files.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+from kennen.config import load_params, section
+from kennen.errors import KennenError
+from kennen.log import progress
+from kennen.parallel import run_tasks
+from kennen.zoo.net import NetConfig
+from kennen.zoo.store import read_table, write_shard
+from kennen.zoo.train import TrainParams, TrainSpec, train_task
+from stages._common import parser, run
+
+log = logging.getLogger("kennen.train_zoo")
+
+SPLIT_FRACTION = {"all": 1.0, "half": 0.5, "quarter": 0.25}
+
+
+def _cost(spec: TrainSpec) -> float:
+    """Rough relative cost, to start the slowest models first (longest-processing-time order)."""
+    per_image = (1.0 if spec.net.pool else 4.0) * spec.net.n_conv
+    return SPLIT_FRACTION[spec.split.split("_")[0]] * per_image
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--shard", type=int, required=True)
+    p.add_argument("--sample", required=True, help="sample table from sample_zoo")
+    p.add_argument("--data", required=True, help="MNIST .npz from the data stage")
+    p.add_argument("--out-dir", required=True, help="folder of the shard files")
+
+    def body(args) -> None:
+        tp = section(TrainParams, load_params(args.params), "train_zoo")
+        rows = read_table(Path(args.sample))
+        mine = [r for r in rows if r["shard"] == args.shard]
+        if not mine:
+            n_shards = max(r["shard"] for r in rows) + 1
+            raise KennenError(
+                f"train_zoo.shards: shard {args.shard} holds no models (the sample has shards 0..{n_shards - 1})"
+            )
+        specs = [
+            TrainSpec(
+                r["model_id"],
+                NetConfig(**{k: r[k] for k in NetConfig.__dataclass_fields__}),
+                r["alg"],
+                r["bs"],
+                r["split"],
+                r["torch_seed"],
+                tp.epochs,
+            )
+            for r in mine
+        ]
+        specs.sort(key=_cost, reverse=True)
+        task = functools.partial(
+            train_task,
+            data_path=str(Path(args.data).resolve()),
+            pool_size=tp.pool_size,
+            perm_seed=tp.perm_seed,
+            test_batch=tp.test_batch,
+        )
+        results = [r for _, r in progress(run_tasks(task, specs, len(specs)), len(specs), f"shard {args.shard}", log)]
+        write_shard(Path(args.out_dir), args.shard, results)
+        log.info(
+            "wrote shard %d: %d models, mean test accuracy %.2f%%",
+            args.shard,
+            len(results),
+            sum(r.test_acc for r in results) / len(results),
+        )
+
+    return run(body, p, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
