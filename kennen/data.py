@@ -100,8 +100,12 @@ def load_source(params: DataParams) -> Mnist:
 
 def save(mnist: Mnist, path: str | Path) -> None:
     """Atomically write ``mnist`` as an uncompressed, pickle-free ``.npz``."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **mnist.__dict__)
+    # np.savez stamps each member with the current time; fixed stamps make the file byte-stable,
+    # so rerunning this stage does not invalidate every downstream stage.
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        for key in IDX_FILES:
+            with zf.open(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, getattr(mnist, key), allow_pickle=False)
 
 
 def load(path: str | Path) -> Mnist:
@@ -161,6 +165,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 pickles rebuild the raw bytes of an array
     }
 
     def find_class(self, module: str, name: str):

@@ -1,0 +1,89 @@
+"""Shared fixtures: synthetic MNIST-like IDX data and a tiny copy of the pipeline."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from kennen.data import IDX_FILES, write_idx
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tiny overrides of params.yaml: every key DVC tracks must still exist, so tests start from the real file.
+TINY = {
+    "seed": 7,
+    "sample_zoo": {"n_models": 8, "shard_size": 4, "groups": [{"n_configs": 1, "n_seeds": 3}],
+                   "space": {"pool": [True], "n_conv": [2], "n_fc": [2], "ks": [5]}},
+    "train_zoo": {"shards": [0, 1], "epochs": 1, "pool_size": 400},
+    "prune": {"min_acc": 0},
+    "ensembles": {"max_members": 3},
+}
+
+
+def synthetic_mnist(n_train: int = 600, n_test: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
+    """Learnable stand-in for MNIST: one random stroke template per digit plus noise, as uint8."""
+    rng = np.random.default_rng(seed)
+    templates = (rng.random((10, 28, 28)) > 0.8) * 200.0
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 10, n)
+        x = np.clip(templates[y] + rng.normal(0, 40, (n, 28, 28)), 0, 255).astype(np.uint8)
+        return x, y.astype(np.uint8)
+
+    xtr, ytr = make(n_train)
+    xte, yte = make(n_test)
+    return {"train_images": xtr, "train_labels": ytr, "test_images": xte, "test_labels": yte}
+
+
+@pytest.fixture(scope="session")
+def idx_dir(tmp_path_factory) -> Path:
+    """A folder of gzipped IDX files, laid out as torchvision stores MNIST."""
+    folder = tmp_path_factory.mktemp("idx")
+    for key, array in synthetic_mnist().items():
+        write_idx(folder / f"{IDX_FILES[key]}.gz", array)
+    return folder
+
+
+def deep_update(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and v else v
+    return out
+
+
+def tiny_params(idx: Path, **overrides) -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = deep_update(params, TINY)
+    params["data"] = params["data"] | {"source": "idx", "idx_dir": str(idx)}
+    return deep_update(params, overrides)
+
+
+def dvc(cwd: Path, *args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run the DVC CLI of this interpreter's environment in ``cwd``."""
+    env = os.environ | {"DVC_NO_ANALYTICS": "1", "KENNEN_EXECUTOR": os.environ.get("KENNEN_EXECUTOR", "serial")}
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, env=env, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def pipeline_copy(tmp_path, idx_dir) -> Path:
+    """A temporary git + DVC repo holding this project's pipeline with tiny params."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("kennen", "stages"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(idx_dir), sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "-q")
+    dvc(root, "config", "core.analytics", "false")
+    return root

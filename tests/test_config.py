@@ -1,0 +1,58 @@
+from dataclasses import dataclass
+
+import pytest
+
+from kennen.config import base_seed, from_dict, load_params, section
+from kennen.data import DataParams
+from kennen.errors import KennenError
+from kennen.zoo.train import TrainParams
+
+
+@dataclass(frozen=True)
+class _Inner:
+    n: int
+
+
+@dataclass(frozen=True)
+class _Outer:
+    a: int
+    rate: float = 1.0
+    items: tuple[_Inner, ...] = ()
+
+
+def test_nested_sections_are_typed():
+    obj = from_dict(_Outer, {"a": 1, "rate": 2, "items": [{"n": 3}]}, "s")
+    assert obj == _Outer(1, 2.0, (_Inner(3),))
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"a": 1, "b": 2}, "s.b: unknown key (expected one of: a, rate, items)"),
+    ({}, "s.a: missing key"),
+    ({"a": True}, "s.a: expected int, got True"),
+    ({"a": "1"}, "s.a: expected int, got '1'"),
+    ({"a": 1, "items": [{"n": 1.5}]}, "s.items[0].n: expected int, got 1.5"),
+    ({"a": 1, "items": {"n": 1}}, "s.items: expected a list"),
+])
+def test_errors_name_the_key(data, message):
+    with pytest.raises(KennenError) as e:
+        from_dict(_Outer, data, "s")
+    assert str(e.value).startswith(message)
+
+
+def test_repository_params_load():
+    params = load_params("params.yaml")
+    assert base_seed(params) >= 0
+    assert section(DataParams, params, "data").source == "wheel"
+    assert section(TrainParams, params, "train_zoo").epochs >= 1
+
+
+def test_bad_params_files(tmp_path):
+    with pytest.raises(KennenError, match="params file not found"):
+        load_params(tmp_path / "none.yaml")
+    (tmp_path / "p.yaml").write_text("a: [1,\n")
+    with pytest.raises(KennenError, match="not valid YAML"):
+        load_params(tmp_path / "p.yaml")
+    with pytest.raises(KennenError, match="seed: expected a non-negative int"):
+        base_seed({"seed": -1})
+    with pytest.raises(KennenError, match="data.source: expected 'wheel' or 'idx'"):
+        section(DataParams, {"data": {"source": "http"}}, "data")

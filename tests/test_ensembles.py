@@ -1,0 +1,71 @@
+import pytest
+
+from kennen.config import from_dict
+from kennen.errors import KennenError
+from kennen.zoo.ensembles import EnsembleParams, build_ensembles
+from kennen.zoo.net import NetConfig, count_params
+from kennen.zoo.prune import PruneParams, kept_ids
+
+
+def _model(model_id, config, cfg: NetConfig, acc=99.0, diverged=False):
+    return {"model_id": model_id, "config": config, "act": cfg.act, "drop": cfg.drop, "pool": cfg.pool, "ks": cfg.ks,
+            "n_conv": cfg.n_conv, "n_fc": cfg.n_fc, "alg": "sgd", "bs": 64, "split": "all", "size": "all",
+            "n_params": count_params(cfg), "test_acc": acc, "diverged": diverged}
+
+
+SMALL = NetConfig("relu", False, True, 5, 2, 2)  # 21,840 parameters (2^14)
+LARGE_POOL = NetConfig("relu", False, True, 5, 4, 4)  # 46,980 (2^15)
+NOPOOL = NetConfig("relu", False, False, 5, 2, 2)  # 405,840 (2^18)
+LARGEST = NetConfig("relu", True, False, 3, 4, 4)  # 590,820 (2^19)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "members", "n_par"),
+    [(SMALL, 2, 15), (SMALL, 3, 15), (SMALL, 4, 16), (LARGE_POOL, 2, 16), (LARGE_POOL, 3, 17), (NOPOOL, 2, 19), (NOPOOL, 3, 20),
+     (LARGEST, 4, 21)],
+)
+def test_ensembles_sum_member_parameters_and_reach_new_n_par_classes(cfg, members, n_par):
+    models = [_model(i, 0, cfg) for i in range(members)]
+    rows = build_ensembles(models, list(range(members)), max_members=members)
+    full = [r for r in rows if r["n_members"] == members]
+    assert len(full) == 1
+    assert full[0]["n_params"] == members * count_params(cfg)
+    assert full[0]["n_par"] == n_par and full[0]["ens"] is True
+
+
+def test_ensembles_reach_16_17_20_21():
+    reached = set()
+    for cfg in (SMALL, LARGE_POOL, NOPOOL, LARGEST):
+        models = [_model(i, 0, cfg) for i in range(4)]
+        reached |= {r["n_par"] for r in build_ensembles(models, [0, 1, 2, 3], 4)}
+    assert {16, 17, 20, 21} <= reached
+
+
+def test_every_subset_of_2_to_max_members_within_a_configuration():
+    models = [_model(i, i % 2, SMALL) for i in range(10)]  # config 0: ids 0,2,4,6,8; config 1: 1,3,5,7,9
+    rows = build_ensembles(models, list(range(10)), max_members=4)
+    # C(5,2) + C(5,3) + C(5,4) = 10 + 10 + 5 per configuration
+    assert len(rows) == 2 * 25
+    for r in rows:
+        ids = [int(i) for i in r["members"].split(";")]
+        assert len({i % 2 for i in ids}) == 1 and 2 <= len(ids) <= 4
+    assert [r["ensemble_id"] for r in rows] == list(range(50))
+
+
+def test_pruned_models_never_join_an_ensemble():
+    models = [_model(0, 0, SMALL, 99), _model(1, 0, SMALL, 50), _model(2, 0, SMALL, 99, diverged=True),
+              _model(3, 0, SMALL, 98)]
+    kept = kept_ids(models, 98)
+    assert kept == [0, 3]
+    assert [r["members"] for r in build_ensembles(models, kept, 4)] == ["0;3"]
+
+
+@pytest.mark.parametrize(("cls", "data", "message"), [
+    (PruneParams, {"min_acc": 101}, "prune.min_acc: must be within 0..100"),
+    (PruneParams, {"min_acc": -1}, "prune.min_acc: must be within 0..100"),
+    (EnsembleParams, {"max_members": 1}, "ensembles.max_members: must be within 2..7"),
+    (EnsembleParams, {"max_members": 8}, "ensembles.max_members: must be within 2..7"),
+])
+def test_bad_values_name_the_key(cls, data, message):
+    with pytest.raises(KennenError, match=message):
+        from_dict(cls, data, message.split(".")[0])
