@@ -19,8 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 # Tiny overrides of params.yaml: every key DVC tracks must still exist, so tests start from the real file.
 TINY = {
     "seed": 7,
-    "sample_zoo": {"n_models": 8, "shard_size": 4, "groups": [{"n_configs": 1, "n_seeds": 3}],
-                   "space": {"pool": [True], "n_conv": [2], "n_fc": [2], "ks": [5]}},
+    "sample_zoo": {
+        "n_models": 8,
+        "shard_size": 4,
+        "groups": [{"n_configs": 1, "n_seeds": 3}],
+        "space": {"pool": [True], "n_conv": [2], "n_fc": [2], "ks": [5]},
+    },
     "train_zoo": {"shards": [0, 1], "epochs": 1, "pool_size": 400},
     "prune": {"min_acc": 0},
     "ensembles": {"max_members": 3},

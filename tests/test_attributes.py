@@ -21,8 +21,20 @@ def test_mean_chance_is_34_86_as_the_paper_tabulates_it():
 
 def test_twelve_attributes_with_table1_class_counts():
     counts = {a.key: a.n_classes for a in ATTRIBUTES}
-    assert counts == {"act": 4, "drop": 2, "pool": 2, "ks": 2, "n_conv": 3, "n_fc": 3, "n_par": 8, "ens": 2,
-                      "alg": 3, "bs": 3, "split": 7, "size": 3}
+    assert counts == {
+        "act": 4,
+        "drop": 2,
+        "pool": 2,
+        "ks": 2,
+        "n_conv": 3,
+        "n_fc": 3,
+        "n_par": 8,
+        "ens": 2,
+        "alg": 3,
+        "bs": 3,
+        "split": 7,
+        "size": 3,
+    }
     assert sorted(REPORT_ORDER) == sorted(KEYS)
 
 

@@ -25,14 +25,17 @@ def test_nested_sections_are_typed():
     assert obj == _Outer(1, 2.0, (_Inner(3),))
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ({"a": 1, "b": 2}, "s.b: unknown key (expected one of: a, rate, items)"),
-    ({}, "s.a: missing key"),
-    ({"a": True}, "s.a: expected int, got True"),
-    ({"a": "1"}, "s.a: expected int, got '1'"),
-    ({"a": 1, "items": [{"n": 1.5}]}, "s.items[0].n: expected int, got 1.5"),
-    ({"a": 1, "items": {"n": 1}}, "s.items: expected a list"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"a": 1, "b": 2}, "s.b: unknown key (expected one of: a, rate, items)"),
+        ({}, "s.a: missing key"),
+        ({"a": True}, "s.a: expected int, got True"),
+        ({"a": "1"}, "s.a: expected int, got '1'"),
+        ({"a": 1, "items": [{"n": 1.5}]}, "s.items[0].n: expected int, got 1.5"),
+        ({"a": 1, "items": {"n": 1}}, "s.items: expected a list"),
+    ],
+)
 def test_errors_name_the_key(data, message):
     with pytest.raises(KennenError) as e:
         from_dict(_Outer, data, "s")
@@ -56,3 +59,25 @@ def test_bad_params_files(tmp_path):
         base_seed({"seed": -1})
     with pytest.raises(KennenError, match="data.source: expected 'wheel' or 'idx'"):
         section(DataParams, {"data": {"source": "http"}}, "data")
+
+
+def test_paper_profile_is_valid_and_matches_the_paper():
+    from kennen.zoo.ensembles import EnsembleParams
+    from kennen.zoo.prune import PruneParams
+    from kennen.zoo.sample import SampleParams
+
+    default, paper = load_params("params.yaml"), load_params("profiles/paper.yaml")
+    assert _keys(default) == _keys(paper)  # same knobs, only other values
+    for params in (default, paper):
+        sp = section(SampleParams, params, "sample_zoo")
+        assert list(section(TrainParams, params, "train_zoo").shards) == list(range(sp.n_shards))
+        section(EnsembleParams, params, "ensembles")
+    sp, tp = section(SampleParams, paper, "sample_zoo"), section(TrainParams, paper, "train_zoo")
+    assert (sp.n_models, sp.n_seeds, sp.groups, tp.epochs, tp.pool_size) == (10_000, 1000, (), 100, 60_000)
+    assert section(PruneParams, paper, "prune").min_acc == 98
+
+
+def _keys(tree, prefix=""):
+    if not isinstance(tree, dict) or not tree:
+        return {prefix}
+    return set().union(*(_keys(v, f"{prefix}.{k}") for k, v in tree.items()))

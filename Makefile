@@ -1,0 +1,26 @@
+# Two commands on a fresh machine (see README):
+#   make repro   - set up .venv and run the pipeline (`dvc repro` on params.yaml)
+#   make test    - set up .venv and run the test suite (what CI runs)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# Stages call `python -m stages.<name>`: put the venv first on PATH so that `python` is ours.
+RUN := PATH="$(BIN):$$PATH" DVC_NO_ANALYTICS=1
+
+.PHONY: setup repro test lint
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+repro: setup
+	$(RUN) dvc repro
+
+test: setup
+	$(RUN) python -m pytest
+
+lint: setup
+	$(BIN)/ruff check kennen stages tests

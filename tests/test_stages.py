@@ -1,0 +1,123 @@
+"""Stage scripts on bad input: one line on stderr naming the key or file, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from stages import data as data_stage
+from stages import ensembles as ensembles_stage
+from stages import prune as prune_stage
+from stages import sample_zoo as sample_stage
+from stages import train_zoo as train_stage
+from tests.conftest import tiny_params
+
+
+def write_params(tmp_path, params) -> str:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return str(path)
+
+
+def assert_one_line_error(capsys, code: int, needle: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("error: ") and needle in err[-1], err
+    assert not any(line.startswith("Traceback") for line in err)
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"sample_zoo": {"n_model": 3}}, "sample_zoo.n_model: unknown key"),
+        ({"sample_zoo": {"n_models": 10**9}}, "sample_zoo.n_models: 1000000000 exceeds"),
+        ({"sample_zoo": {"space": {"bs": [32]}}}, "sample_zoo.space.bs: value 32 is outside Table 1"),
+        ({"seed": "x"}, "seed: expected a non-negative int"),
+    ],
+)
+def test_sample_zoo_bad_params(tmp_path, idx_dir, capsys, override, needle):
+    out = tmp_path / "sample.csv"
+    code = sample_stage.main(["--params", write_params(tmp_path, tiny_params(idx_dir, **override)), "--out", str(out)])
+    assert_one_line_error(capsys, code, needle)
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_prune_min_acc_out_of_range(tmp_path, idx_dir, capsys):
+    out = tmp_path / "kept.json"
+    params = write_params(tmp_path, tiny_params(idx_dir, prune={"min_acc": 150}))
+    code = prune_stage.main(["--params", params, "--models", str(tmp_path / "models.csv"), "--out", str(out)])
+    assert_one_line_error(capsys, code, "prune.min_acc: must be within 0..100, got 150")
+    assert not out.exists()
+
+
+def test_missing_input_file_is_named(tmp_path, idx_dir, capsys):
+    params = write_params(tmp_path, tiny_params(idx_dir))
+    code = ensembles_stage.main(
+        [
+            "--params",
+            params,
+            "--models",
+            str(tmp_path / "nope.csv"),
+            "--kept",
+            str(tmp_path / "kept.json"),
+            "--out",
+            str(tmp_path / "e.csv"),
+        ]
+    )
+    assert_one_line_error(capsys, code, "nope.csv: file not found")
+
+
+def test_corrupt_data_file_stops_training(tmp_path, idx_dir, capsys):
+    params = write_params(tmp_path, tiny_params(idx_dir))
+    sample = tmp_path / "sample.csv"
+    assert sample_stage.main(["--params", params, "--out", str(sample)]) == 0
+    bad = tmp_path / "mnist.npz"
+    bad.write_bytes(b"garbage")
+    code = train_stage.main(
+        [
+            "--params",
+            params,
+            "--shard",
+            "0",
+            "--sample",
+            str(sample),
+            "--data",
+            str(bad),
+            "--out-dir",
+            str(tmp_path / "shards"),
+        ]
+    )
+    assert_one_line_error(capsys, code, "mnist.npz: corrupt MNIST file")
+    assert not (tmp_path / "shards").exists() or not any((tmp_path / "shards").iterdir())
+
+
+def test_shard_outside_the_sample(tmp_path, idx_dir, capsys):
+    params = write_params(tmp_path, tiny_params(idx_dir))
+    sample = tmp_path / "sample.csv"
+    assert sample_stage.main(["--params", params, "--out", str(sample)]) == 0
+    code = train_stage.main(
+        [
+            "--params",
+            params,
+            "--shard",
+            "9",
+            "--sample",
+            str(sample),
+            "--data",
+            "x.npz",
+            "--out-dir",
+            str(tmp_path / "shards"),
+        ]
+    )
+    assert_one_line_error(capsys, code, "train_zoo.shards: shard 9 holds no models (the sample has shards 0..1)")
+
+
+def test_data_stage_from_idx_folder(tmp_path, idx_dir, capsys):
+    out = tmp_path / "mnist.npz"
+    assert data_stage.main(["--params", write_params(tmp_path, tiny_params(idx_dir)), "--out", str(out)]) == 0
+    assert out.is_file()
+    bad = tiny_params(idx_dir)
+    bad["data"]["idx_dir"] = str(tmp_path / "missing")
+    code = data_stage.main(["--params", write_params(tmp_path, bad), "--out", str(tmp_path / "other.npz")])
+    assert_one_line_error(capsys, code, "data.idx_dir:")
+    assert not (tmp_path / "other.npz").exists()

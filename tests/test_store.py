@@ -1,0 +1,31 @@
+import numpy as np
+import torch
+
+from kennen import data as mnist_data
+from kennen.zoo.net import MnistNet, NetConfig
+from kennen.zoo.store import load_model, read_table, shard_tables, state_dicts, write_shard
+from kennen.zoo.train import TrainSpec, load_train_data, train_model
+
+
+def test_shard_round_trip_rebuilds_identical_models(idx_dir, tmp_path):
+    mnist_data.save(mnist_data.read_idx_dir(idx_dir), tmp_path / "m.npz")
+    d = load_train_data(str(tmp_path / "m.npz"), 400, 20, 256)
+    cfgs = {3: NetConfig("prelu", True, True, 3, 3, 3), 1: NetConfig("tanh", False, True, 5, 2, 2)}
+    results = [train_model(TrainSpec(i, c, "adam", 128, "half_1", torch_seed=i, epochs=1), d) for i, c in cfgs.items()]
+    write_shard(tmp_path / "shards", 7, results)
+
+    assert [p.name for p in shard_tables(tmp_path / "shards")] == ["shard-7.csv"]
+    rows = read_table(tmp_path / "shards" / "shard-7.csv")
+    assert [r["model_id"] for r in rows] == [1, 3]  # sorted by id whatever the completion order
+    assert not list((tmp_path / "shards").glob(".*.tmp"))
+    assert set(state_dicts(tmp_path / "shards" / "shard-7.safetensors")) == {1, 3}
+
+    x = d.test_x[:16]
+    for r in results:
+        cfg = cfgs[r.model_id]
+        row = {"model_id": r.model_id, "shard": 7, **cfg.__dict__}
+        model = load_model(tmp_path / "shards", row)
+        net = MnistNet(cfg)
+        net.load_state_dict({k: torch.from_numpy(v) for k, v in r.state.items()})
+        with torch.no_grad():
+            np.testing.assert_array_equal(model(x).numpy(), net.eval()(x).numpy())

@@ -1,0 +1,66 @@
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from kennen import data as mnist_data
+from kennen.attributes import SPLITS
+from kennen.zoo.net import NetConfig
+from kennen.zoo.train import OPTIMISERS, TrainSpec, load_train_data, subset_indices, train_model
+
+NET = NetConfig("relu", False, True, 5, 2, 2)
+
+
+@pytest.fixture(scope="module")
+def train_data(idx_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("d") / "mnist.npz"
+    mnist_data.save(mnist_data.read_idx_dir(idx_dir), path)
+    return load_train_data(str(path), 400, 20, 256)
+
+
+def test_subsets_are_disjoint_halves_and_quarters():
+    perm = np.random.RandomState(20).permutation(60_000)
+    subsets = {s: set(subset_indices(perm, s).tolist()) for s in SPLITS}
+    assert len(subsets["all"]) == 60_000
+    assert [len(subsets[f"half_{k}"]) for k in range(2)] == [30_000] * 2
+    assert [len(subsets[f"quarter_{k}"]) for k in range(4)] == [15_000] * 4
+    assert not subsets["half_0"] & subsets["half_1"]
+    quarters = [subsets[f"quarter_{k}"] for k in range(4)]
+    assert set.union(*quarters) == subsets["all"] and sum(map(len, quarters)) == 60_000
+
+
+def test_subsets_come_from_the_official_permutation():
+    # Official code: np.random.seed(20); np.random.permutation(60000); the halves are its two ends.
+    perm = np.random.RandomState(20).permutation(60_000)
+    np.testing.assert_array_equal(subset_indices(perm, "half_1"), perm[30_000:])
+
+
+def test_optimiser_settings_follow_the_official_code():
+    p = [torch.nn.Parameter(torch.zeros(1))]
+    sgd, adam, rms = (OPTIMISERS[k](p).defaults for k in ("sgd", "adam", "rmsprop"))
+    assert (sgd["lr"], sgd["momentum"]) == (0.1, 0.5)
+    assert adam["lr"] == 1e-3
+    assert (rms["lr"], rms["momentum"]) == (1e-3, 0.5)
+
+
+def test_training_is_deterministic_and_learns(train_data):
+    spec = TrainSpec(0, NET, "adam", 64, "all", torch_seed=123, epochs=2)
+    a, b = train_model(spec, train_data), train_model(spec, train_data)
+    assert a.test_acc == b.test_acc
+    for k in a.state:
+        np.testing.assert_array_equal(a.state[k], b.state[k])
+    assert a.test_acc > 50  # the synthetic digits are easy; chance is 10%
+    c = train_model(TrainSpec(0, NET, "adam", 64, "all", torch_seed=124, epochs=2), train_data)
+    assert not np.array_equal(a.state["classifier.0.weight"], c.state["classifier.0.weight"])
+
+
+def test_training_uses_only_its_subset(train_data):
+    idx = set(train_data.subsets["quarter_2"].tolist())
+    poisoned = train_data.train_x.clone()
+    poisoned[torch.tensor(sorted(set(range(len(poisoned))) - idx))] = float("nan")
+    # Any image outside quarter_2 would turn the loss and the weights into NaN.
+    result = train_model(
+        TrainSpec(0, NET, "sgd", 64, "quarter_2", torch_seed=5, epochs=1), replace(train_data, train_x=poisoned)
+    )
+    assert not result.diverged and np.isfinite(result.train_loss)
