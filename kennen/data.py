@@ -38,7 +38,7 @@ import numpy as np
 
 from kennen.config import require
 from kennen.errors import KennenError
-from kennen.io import atomic_path
+from kennen.io import save_npz
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -100,12 +100,7 @@ def load_source(params: DataParams) -> Mnist:
 
 def save(mnist: Mnist, path: str | Path) -> None:
     """Atomically write ``mnist`` as an uncompressed, pickle-free ``.npz``."""
-    # np.savez stamps each member with the current time; fixed stamps make the file byte-stable,
-    # so rerunning this stage does not invalidate every downstream stage.
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-        for key in IDX_FILES:
-            with zf.open(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, getattr(mnist, key), allow_pickle=False)
+    save_npz(path, **{key: getattr(mnist, key) for key in IDX_FILES})
 
 
 def load(path: str | Path) -> Mnist:
