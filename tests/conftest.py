@@ -28,6 +28,10 @@ TINY = {
     "train_zoo": {"shards": [0, 1], "epochs": 1, "pool_size": 400},
     "prune": {"min_acc": 0},
     "ensembles": {"max_members": 3},
+    "queries": {"n_max": 20},
+    "splits": {"test_fraction": 0.3},
+    "kennen_o": {"n_queries": 5, "hidden": 16, "optimisers": {"default": {"epochs": 3}, "official": {"epochs": 3}}},
+    "kennen_o_sweep": {"n_train": [2, 4], "n_queries": [1, 5], "outputs": ["prob", "top1", "bottom1"]},
 }
 
 
@@ -69,10 +73,21 @@ def tiny_params(idx: Path, **overrides) -> dict:
     return deep_update(params, overrides)
 
 
+def dvc_env() -> dict[str, str]:
+    """Environment for DVC subprocesses: stages run ``python``, which must be this interpreter."""
+    bin_dir = str(Path(sys.executable).parent)
+    return os.environ | {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "KENNEN_EXECUTOR": os.environ.get("KENNEN_EXECUTOR", "serial"),
+    }
+
+
 def dvc(cwd: Path, *args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     """Run the DVC CLI of this interpreter's environment in ``cwd``."""
-    env = os.environ | {"DVC_NO_ANALYTICS": "1", "KENNEN_EXECUTOR": os.environ.get("KENNEN_EXECUTOR", "serial")}
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, env=env, **kw)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, env=dvc_env(), **kw
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -90,4 +105,7 @@ def pipeline_copy(tmp_path, idx_dir) -> Path:
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     dvc(root, "init", "-q")
     dvc(root, "config", "core.analytics", "false")
+    git = ["git", "-c", "user.name=kennen-tests", "-c", "user.email=tests@kennen.invalid"]
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "tiny pipeline"], cwd=root, check=True)
     return root

@@ -1,0 +1,77 @@
+"""Plots and tables of metamodel results: confusion matrices and sweep curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kennen.attributes import ATTRIBUTES
+from kennen.io import write_csv
+from kennen.metamodel.metrics import confusion
+from kennen.plots import plt, save_figure
+
+
+def write_confusions(y_true: np.ndarray, y_pred: np.ndarray, data_dir: Path, figure: Path, title: str) -> None:
+    """One CSV per attribute (rows: actual, predicted labels; DVC's confusion template) and a PNG grid."""
+    fig, axes = plt.subplots(3, 4, figsize=(14, 10))
+    for i, (attr, ax) in enumerate(zip(ATTRIBUTES, axes.flat, strict=True)):
+        rows = [
+            {"actual": attr.labels[t], "predicted": attr.labels[p]}
+            for t, p in zip(y_true[:, i], y_pred[:, i], strict=True)
+        ]
+        write_csv(data_dir / f"{attr.key}.csv", rows, ("actual", "predicted"))
+        cm = confusion(y_true[:, i], y_pred[:, i], attr.n_classes)
+        recall = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        ax.imshow(recall, vmin=0, vmax=1, cmap="Blues")
+        ax.set_xticks(range(attr.n_classes), attr.labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(attr.n_classes), attr.labels, fontsize=7)
+        for (r, c), n in np.ndenumerate(cm):
+            if n:
+                ax.text(
+                    c, r, str(n), ha="center", va="center", fontsize=6, color="white" if recall[r, c] > 0.5 else "black"
+                )
+        ax.set_title(attr.title)
+    fig.suptitle(f"{title}: confusion matrices on the test boxes (rows: actual, columns: predicted)")
+    save_figure(fig, figure)
+
+
+def plot_curve(rows: list[dict], x: str, xlabel: str, title: str, figure: Path, log_x: bool = False) -> None:
+    """Mean accuracy and chance-scaled accuracy against ``x`` (paper Figure 4 style)."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    xs = [r[x] for r in rows]
+    ax.plot(xs, [r["acc_mean"] for r in rows], "o-", label="mean class-balanced accuracy")
+    ax.plot(xs, [r["acc_scaled"] for r in rows], "s--", label="scaled: chance = 0, perfect = 100")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel="%", title=title, ylim=(0, 100))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, figure)
+
+
+def plot_bars(
+    rows: list[dict], x: str, y: str, title: str, figure: Path, reference: dict[str, float] | None = None
+) -> None:
+    """Bars of ``y`` per ``x`` value, with optional paper reference markers."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    names = [str(r[x]) for r in rows]
+    ax.bar(names, [r[y] for r in rows], color="#4c72b0", label="kennen (this run)")
+    if reference:
+        ax.scatter(
+            [n for n in names if n in reference],
+            [reference[n] for n in names if n in reference],
+            color="#c44e52",
+            marker="D",
+            zorder=3,
+            label="paper",
+        )
+    ax.set(title=title, ylabel="%")
+    ax.tick_params(axis="x", rotation=45)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    save_figure(fig, figure)
+
+
+def write_table(path: Path, rows: list[dict]) -> None:
+    write_csv(path, rows, list(rows[0]))

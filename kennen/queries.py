@@ -1,0 +1,119 @@
+"""Query images and the black boxes' outputs on them (paper §4).
+
+The queries are ``n_max`` MNIST *test* images drawn with the base seed (the
+paper says "validation images"; the official ``mnist_val.pkl`` appears to be
+the test set, unverified). Every kept single model and every ensemble answers
+all of them once; metamodels later read the first ``n`` queries, so the
+query sets of a sweep are nested, as in the official code.
+
+The black boxes are one table (``boxes.csv``): kept single models first, then
+ensembles, with their 12 attributes; row ``i`` of the output array is box ``i``.
+An ensemble's output is the mean of its members' log-softmax outputs (§2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from kennen.attributes import KEYS
+from kennen.config import require
+from kennen.errors import KennenError
+from kennen.io import save_npz
+from kennen.zoo.net import MnistNet, NetConfig
+from kennen.zoo.sample import StableRng
+
+QUERY_OFFSET = 3
+BOX_COLUMNS = ("box", "kind", "id", "members", "config", *KEYS)
+
+
+@dataclass(frozen=True)
+class QueryParams:
+    """``queries`` section of params.yaml."""
+
+    n_max: int = 1000
+
+    def check(self, where: str) -> None:
+        require(
+            1 <= self.n_max <= 10_000,
+            f"{where}.n_max",
+            f"must be within 1..10000 (MNIST test images), got {self.n_max}",
+        )
+
+
+def draw_queries(n_images: int, n_max: int, seed: int) -> np.ndarray:
+    """Indices of ``n_max`` distinct test images, deterministic from ``seed``."""
+    if n_max > n_images:
+        raise KennenError(f"queries.n_max: {n_max} exceeds the {n_images} test images")
+    perm = StableRng(seed, QUERY_OFFSET).permutation_prefix(n_images)
+    return np.array([next(perm) for _ in range(n_max)], dtype=np.int64)
+
+
+def box_table(models: list[dict[str, Any]], kept: list[int], ensembles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Black boxes in output-row order: kept single models (by id), then ensembles (by id)."""
+    by_id = {m["model_id"]: m for m in models}
+    rows = [
+        {"kind": "single", "id": i, "members": str(i), **{k: by_id[i][k] for k in ("config", *KEYS)}}
+        for i in sorted(kept)
+    ]
+    rows += [
+        {"kind": "ensemble", "id": e["ensemble_id"], "members": e["members"], **{k: e[k] for k in ("config", *KEYS)}}
+        for e in ensembles
+    ]
+    return [{"box": i, **r} for i, r in enumerate(rows)]
+
+
+@torch.inference_mode()
+def model_outputs(
+    shard_path: str, models: list[tuple[int, NetConfig]], images: np.ndarray, batch: int = 250
+) -> dict[int, np.ndarray]:
+    """Log-probabilities [Q, 10] of the listed models of one shard on ``images`` [Q, 1, 28, 28].
+
+    Reads only these models' tensors from the shard, and feeds the queries in batches of
+    ``batch`` (measured: large batches of full-resolution activations are slower on one core).
+    """
+    torch.set_num_threads(1)
+    x = torch.from_numpy(images)
+    out = {}
+    with safe_open(shard_path, framework="pt") as f:
+        keys = list(f.keys())
+        for model_id, cfg in models:
+            prefix = f"{model_id}/"
+            net = MnistNet(cfg)
+            net.load_state_dict({k[len(prefix) :]: f.get_tensor(k) for k in keys if k.startswith(prefix)})
+            net.eval()
+            out[model_id] = torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)]).numpy()
+    return out
+
+
+def ensemble_outputs(single: dict[int, np.ndarray], members: list[list[int]]) -> np.ndarray:
+    """[E, Q, 10]: the mean of the members' log-softmax outputs, per ensemble."""
+    return np.stack([np.mean([single[m] for m in ms], axis=0) for ms in members]).astype(np.float32)
+
+
+def save_outputs(path: Path, outputs: np.ndarray, query_index: np.ndarray) -> None:
+    """Atomically write outputs [N, Q, 10] float32 and the queries' test-image indices."""
+    save_npz(path, outputs=outputs.astype(np.float32), query_index=query_index)
+
+
+def load_outputs(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(outputs [N, Q, 10] float32, query_index [Q])."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["outputs"], z["query_index"]
+    except FileNotFoundError:
+        raise KennenError(f"{path}: file not found (run `dvc repro queries` or `dvc pull`)") from None
+    except (OSError, ValueError, KeyError) as e:
+        raise KennenError(f"{path}: corrupt outputs file ({e})") from None
+
+
+def read_boxes(path: Path) -> list[dict[str, Any]]:
+    """The black-box table written by the ``queries`` stage, with typed values."""
+    from kennen.zoo.store import read_table
+
+    return [b | {"box": int(b["box"]), "id": int(b["id"])} for b in read_table(path)]

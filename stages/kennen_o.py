@@ -1,0 +1,112 @@
+"""Stage ``kennen_o``: train kennen-o on the R split with every optimiser setting; report the headline one.
+
+Writes the headline metrics (``acc.<attribute>``, ``acc.mean``; plus
+``<setting>.acc.mean`` for every setting), a per-setting table, per-attribute
+confusion matrices, the trained metamodel (safetensors + JSON) and DVCLive
+training curves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from dvclive import Live
+from safetensors.torch import save_file
+
+from kennen.attributes import ATTRIBUTES
+from kennen.config import base_seed, load_params, section
+from kennen.errors import KennenError
+from kennen.io import atomic_path, write_json, write_text
+from kennen.metamodel.kennen_o import KennenOParams, train_and_evaluate
+from kennen.metamodel.report import write_confusions, write_table
+from kennen.queries import load_outputs, read_boxes
+from stages._common import parser, run
+
+log = logging.getLogger("kennen.kennen_o")
+
+
+def load_inputs(args, n_queries: int):
+    """(outputs, query_index, boxes, R split) with the checks every metamodel stage needs."""
+    outputs, query_index = load_outputs(Path(args.outputs))
+    if n_queries > outputs.shape[1]:
+        raise KennenError(
+            f"kennen_o.n_queries: {n_queries} exceeds the {outputs.shape[1]} queries in {args.outputs} (queries.n_max)"
+        )
+    boxes = read_boxes(Path(args.boxes))
+    try:
+        split = json.loads((Path(args.splits) / "r.json").read_text())
+    except (OSError, ValueError) as e:
+        raise KennenError(f"{args.splits}/r.json: unreadable split file ({e})") from None
+    return outputs, query_index, boxes, split
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    for name in ("outputs", "boxes", "splits", "metrics", "plots", "figures", "model", "live"):
+        p.add_argument(f"--{name}", required=True)
+
+    def body(args) -> None:
+        params = load_params(args.params)
+        kp = section(KennenOParams, params, "kennen_o")
+        outputs, query_index, boxes, split = load_inputs(args, kp.n_queries)
+        seed = base_seed(params)
+        metrics: dict[str, float] = {}
+        table = []
+        headline = None
+        for name, opt in kp.optimisers.items():
+            live = Live(args.live, dvcyaml=False, save_dvc_exp=False, report=None) if name == kp.optimiser else None
+
+            def on_epoch(epoch: int, loss: float, live=live) -> None:
+                if live is not None:
+                    live.log_metric("train/loss", loss)
+                    live.next_step()
+
+            result = train_and_evaluate(
+                outputs, boxes, split, kp.n_queries, kp.output, kp.hidden, opt, seed, on_epoch=on_epoch
+            )
+            if live is not None:
+                live.end()
+            log.info("kennen-o [%s]: mean %.2f %s", name, result.metrics["acc.mean"], result.metrics)
+            table.append({"setting": name} | {k.removeprefix("acc."): v for k, v in result.metrics.items()})
+            metrics[f"{name}.acc.mean"] = result.metrics["acc.mean"]
+            if name == kp.optimiser:
+                headline = result
+        metrics = headline.metrics | {"n_train": len(split["train"]), "n_test": len(split["test"])} | metrics
+        write_json(args.metrics, metrics)
+        write_table(Path(args.plots) / "optimisers.csv", table)
+        write_confusions(
+            headline.y_true,
+            headline.y_pred,
+            Path(args.plots) / "confusion",
+            Path(args.figures) / "confusion.png",
+            f"kennen-o ({kp.output}, {kp.n_queries} queries)",
+        )
+        model = Path(args.model)
+        with atomic_path(model.with_suffix(".safetensors")) as tmp:
+            save_file({k: v.contiguous() for k, v in headline.model.state_dict().items()}, str(tmp))
+        write_text(
+            model.with_suffix(".json"),
+            json.dumps(
+                {
+                    "method": "kennen-o",
+                    "n_queries": kp.n_queries,
+                    "output": kp.output,
+                    "hidden": kp.hidden,
+                    "optimiser": kp.optimiser,
+                    "attributes": [a.key for a in ATTRIBUTES],
+                    "query_index": query_index[: kp.n_queries].tolist(),
+                    "n_train": len(split["train"]),
+                    "test_accuracy": headline.metrics,
+                },
+                indent=1,
+            )
+            + "\n",
+        )
+
+    return run(body, p, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""Stage ``kennen_o_sweep@<sweep>``: one Figure 4 / Table 3 analogue as plot data and PNG."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from kennen.config import base_seed, load_params, section
+from kennen.errors import KennenError
+from kennen.metamodel.kennen_o import KennenOParams
+from kennen.metamodel.report import plot_bars, plot_curve, write_table
+from kennen.metamodel.sweep import SWEEPS, SweepParams, run_sweep
+from kennen.paper import TABLE2, TABLE3_KENNEN_IO
+from kennen.splits import SplitParams
+from stages._common import parser, run
+from stages.kennen_o import load_inputs
+
+log = logging.getLogger("kennen.kennen_o_sweep")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--sweep", required=True, choices=SWEEPS)
+    for name in ("outputs", "boxes", "splits", "r-metrics", "plots", "figures"):
+        p.add_argument(f"--{name}", required=True)
+
+    def body(args) -> None:
+        params = load_params(args.params)
+        kp = section(KennenOParams, params, "kennen_o")
+        sp = section(SweepParams, params, "kennen_o_sweep")
+        held = section(SplitParams, params, "splits").extrapolation
+        outputs, _, boxes, r_split = load_inputs(args, kp.n_queries)
+        splits = {"r": r_split}
+        for name in held:
+            try:
+                splits[name] = json.loads((Path(args.splits) / f"{name}.json").read_text())
+            except (OSError, ValueError) as e:
+                raise KennenError(f"{args.splits}/{name}.json: unreadable split file ({e})") from None
+        r_metrics = json.loads(Path(args.r_metrics).read_text())
+        rows = run_sweep(args.sweep, sp, kp, outputs, boxes, splits, held, base_seed(params), r_metrics)
+        write_table(Path(args.plots) / f"sweep_{args.sweep}.csv", rows)
+        figure = Path(args.figures) / f"sweep_{args.sweep}.png"
+        if args.sweep == "n_train":
+            plot_curve(rows, "n_train", "training boxes", "kennen-o vs. number of training models", figure, log_x=True)
+        elif args.sweep == "n_queries":
+            plot_curve(rows, "n_queries", "queries", "kennen-o vs. number of queries", figure, log_x=True)
+        elif args.sweep == "output":
+            paper = {
+                "prob": TABLE2["kennen-o prob"]["mean"],
+                "top10": TABLE2["kennen-o top10"]["mean"],
+                "top1": TABLE2["kennen-o top1"]["mean"],
+            }
+            plot_bars(rows, "output", "acc_mean", "kennen-o mean accuracy by output type", figure, paper)
+        else:
+            plot_bars(
+                rows,
+                "split",
+                "relative",
+                "kennen-o on E splits, relative to R (R = 100, chance = 0)",
+                figure,
+                TABLE3_KENNEN_IO,
+            )
+        for row in rows:
+            log.info("%s", row)
+
+    return run(body, p, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

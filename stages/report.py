@@ -1,0 +1,48 @@
+"""Stage ``report``: the results page ``reports/README.md``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kennen.config import load_params
+from kennen.io import read_csv, write_text
+from kennen.results_page import render
+from stages._common import parser, run
+
+
+def _typed(rows: list[dict[str, str]]) -> list[dict]:
+    def conv(v: str):
+        try:
+            f = float(v)
+        except ValueError:
+            return v
+        return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+
+    return [{k: conv(v) for k, v in r.items()} for r in rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    for name in ("zoo", "kennen-o", "plots", "out"):
+        p.add_argument(f"--{name}", required=True)
+
+    def body(args) -> None:
+        plots = Path(args.plots)
+        sweeps = {
+            s: _typed(read_csv(plots / f"sweep_{s}.csv")) for s in ("n_train", "n_queries", "output", "extrapolation")
+        }
+        page = render(
+            json.loads(Path(args.zoo).read_text()),
+            json.loads(Path(args.kennen_o).read_text()),
+            _typed(read_csv(plots / "optimisers.csv")),
+            sweeps,
+            load_params(args.params),
+        )
+        write_text(args.out, page)
+
+    return run(body, p, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

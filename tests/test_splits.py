@@ -1,0 +1,78 @@
+import itertools
+
+import pytest
+
+from kennen.attributes import SAMPLED, size_of_split
+from kennen.config import from_dict
+from kennen.errors import KennenError
+from kennen.splits import PAPER_E_SPLITS, SplitParams, all_splits, random_split
+
+
+def _boxes():
+    """Boxes over a small grid of configurations, two seeds each plus their ensemble."""
+    boxes = []
+    grid = itertools.product(
+        (2, 3, 4), (2, 3, 4), ("sgd", "adam", "rmsprop"), (64, 128, 256), ("all", "half_0", "quarter_1")
+    )
+    for config, (n_conv, n_fc, alg, bs, split) in enumerate(grid):
+        for kind in ("single", "single", "ensemble"):
+            attrs = {a.key: a.values[0] for a in SAMPLED} | {
+                "n_conv": n_conv,
+                "n_fc": n_fc,
+                "alg": alg,
+                "bs": bs,
+                "split": split,
+            }
+            boxes.append({"box": len(boxes), "kind": kind, "config": config, "size": size_of_split(split), **attrs})
+    return boxes
+
+
+BOXES = _boxes()
+
+
+def test_r_split_is_disjoint_capped_and_keeps_configurations_together():
+    params = SplitParams(n_train=300, n_test=100, test_fraction=0.2)
+    r = random_split(BOXES, params, seed=1)
+    assert not set(r["train"]) & set(r["test"])
+    assert 297 < len(r["train"]) <= 300 and 100 <= len(r["test"]) < 103
+    side = {b: "train" for b in r["train"]} | {b: "test" for b in r["test"]}
+    for config in {b["config"] for b in BOXES}:
+        assert len({side.get(b["box"]) for b in BOXES if b["config"] == config}) == 1  # one side, or left over
+    assert random_split(BOXES, params, seed=1) == r != random_split(BOXES, params, seed=2)
+
+
+def test_r_split_without_grouping_is_per_box():
+    r = random_split(BOXES, SplitParams(n_train=50, n_test=30, group_by_config=False), seed=0)
+    assert len(r["test"]) == 30 and len(r["train"]) == 50 and not set(r["train"]) & set(r["test"])
+
+
+@pytest.mark.parametrize("name", list(PAPER_E_SPLITS))
+def test_e_splits_hold_out_exactly_the_papers_values(name):
+    splits = all_splits(BOXES, SplitParams(), seed=0)
+    held = PAPER_E_SPLITS[name]
+    train, test = ([BOXES[i] for i in splits[name][s]] for s in ("train", "test"))
+    assert train and test and not set(splits[name]["train"]) & set(splits[name]["test"])
+    for key, values in held.items():
+        assert all(b[key] in values for b in test), key
+        assert all(b[key] not in values for b in train), key
+    if name == "e_alg_bs":
+        assert {b["alg"] for b in train} == {"sgd", "adam"} and {b["bs"] for b in train} == {64, 128}
+        assert {(b["alg"], b["bs"]) for b in test} == {("rmsprop", 256)}
+    if name == "e_size":
+        assert {b["size"] for b in train} == {"quarter"} and {b["size"] for b in test} == {"half", "all"}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"extrapolation": {"e_x": {"act": ["swish"]}}},
+            "splits.extrapolation.e_x.act: value 'swish' is outside Table 1",
+        ),
+        ({"extrapolation": {"e_x": {"pool": [True, False]}}}, "splits.extrapolation.e_x.pool: holds out every value"),
+        ({"test_fraction": 1.5}, "splits.test_fraction: must be within"),
+    ],
+)
+def test_bad_split_params(data, message):
+    with pytest.raises(KennenError, match=message):
+        from_dict(SplitParams, data, "splits")
