@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (see README):
 #   make repro   - set up .venv and run the pipeline (`dvc repro` on params.yaml)
 #   make test    - set up .venv and run the test suite (what CI runs)
+# Both install the s3 and dask extras too, so remote storage and Dask work out of the box.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -13,7 +14,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,s3,dask]"
 	touch $@
 
 repro: setup

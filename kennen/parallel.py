@@ -12,6 +12,12 @@ is seeded from the base seed and its model id, and runs single-threaded):
   ``serial`` (in the stage process; for debugging), or ``dask``.
 - ``KENNEN_WORKERS``: worker processes for ``process`` (default: CPU count).
 - ``KENNEN_DASK_SCHEDULER``: scheduler address for ``dask`` (``tcp://host:8786``).
+- ``KENNEN_DASK_TIMEOUT``: seconds to wait for the scheduler (default 20).
+
+With Dask the stage process stays the only writer: workers return weights and
+metrics, the driver writes the shard. A worker that dies mid-task has its tasks
+rerun elsewhere by the scheduler; since every task is deterministic, the shard
+is the same bytes.
 """
 
 from __future__ import annotations
@@ -93,10 +99,16 @@ def _dask_executor() -> Iterator[cf.Executor]:
         from distributed import Client
     except ImportError:
         raise KennenError("KENNEN_EXECUTOR=dask needs the dask extra: pip install -e '.[dask]'") from None
+    timeout = os.environ.get("KENNEN_DASK_TIMEOUT", "20")
     try:
-        client = Client(address, timeout="10s")
-    except (OSError, TimeoutError) as e:
-        raise KennenError(f"KENNEN_DASK_SCHEDULER: cannot reach the Dask scheduler at {address} ({e})") from None
+        seconds = float(timeout)
+    except ValueError:
+        raise KennenError(f"KENNEN_DASK_TIMEOUT: expected seconds, got {timeout!r}") from None
+    try:
+        client = Client(address, timeout=f"{seconds}s")
+    except (OSError, TimeoutError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise KennenError(f"KENNEN_DASK_SCHEDULER: cannot reach the Dask scheduler at {address} ({reason})") from None
     log.info("executor: dask scheduler %s, %d workers", address, len(client.scheduler_info().get("workers", {})))
     try:
         client.run(_single_thread)

@@ -29,3 +29,22 @@ def test_shard_round_trip_rebuilds_identical_models(idx_dir, tmp_path):
         net.load_state_dict({k: torch.from_numpy(v) for k, v in r.state.items()})
         with torch.no_grad():
             np.testing.assert_array_equal(model(x).numpy(), net.eval()(x).numpy())
+
+
+def test_shard_bytes_do_not_depend_on_the_process(tmp_path):
+    """Two processes writing the same results give byte-identical shards (DVC hashes them)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, numpy as np
+from pathlib import Path
+from kennen.zoo.store import write_shard
+from kennen.zoo.train import TrainResult
+r = [TrainResult(i, {"a.weight": np.full(3, i, np.float32), "b.bias": np.ones(2, np.float32)}, 90.0, 0.1, 1.0, False)
+     for i in (4, 2)]
+write_shard(Path(sys.argv[1]), 3, r)
+"""
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)
+    assert (tmp_path / "a/shard-3.safetensors").read_bytes() == (tmp_path / "b/shard-3.safetensors").read_bytes()

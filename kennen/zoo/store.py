@@ -14,6 +14,7 @@ half-written shard and reruns only the unfinished ones.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -47,10 +48,12 @@ def write_shard(folder: Path, shard: int, results: Iterable[TrainResult]) -> Non
     """Write one shard's weights and outcome table atomically, in model-id order."""
     results = sorted(results, key=lambda r: r.model_id)
     tensors = {f"{r.model_id}/{k}": np.ascontiguousarray(v) for r in results for k, v in r.state.items()}
+    # One metadata entry: safetensors writes several in random (hash-map) order, which would make
+    # identical shards differ in bytes from run to run.
     meta = {
-        "format": "kennen-zoo-shard/1",
-        "shard": str(shard),
-        "model_ids": ",".join(str(r.model_id) for r in results),
+        "kennen": json.dumps(
+            {"format": "kennen-zoo-shard/1", "shard": shard, "model_ids": [r.model_id for r in results]}
+        )
     }
     with atomic_path(folder / f"{shard_name(shard)}.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata=meta)

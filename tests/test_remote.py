@@ -1,0 +1,101 @@
+"""Sharing a zoo through DVC remotes: a local folder (the default) and S3 (a moto server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import dvc
+from tests.test_pipeline import ran
+
+moto_server = pytest.importorskip("moto.server", reason="the s3 extra and moto are part of `make test`")
+boto3 = pytest.importorskip("boto3")
+pytestmark = pytest.mark.slow
+
+GIT = ["git", "-c", "user.name=kennen-tests", "-c", "user.email=tests@kennen.invalid"]
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A moto S3 server on a free loopback port with one bucket; yields its endpoint URL."""
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    server = moto_server.ThreadedMotoServer("127.0.0.1", 0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="zoo")
+    yield endpoint
+    server.stop()
+
+
+def _tracked_outputs(root: Path) -> list[str]:
+    """Every cached output that dvc.lock records (files and directories)."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    return sorted({o["path"] for stage in lock["stages"].values() for o in stage.get("outs", [])})
+
+
+def _files(root: Path, path: str) -> dict[str, bytes]:
+    p = root / path
+    items = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and f.name != ".gitignore")
+    return {str(f.relative_to(root)): f.read_bytes() for f in items}
+
+
+def _clone_and_pull(src: Path, dest: Path, *remote_args: str) -> str:
+    subprocess.run(["git", "clone", "-q", str(src), str(dest)], check=True)
+    return dvc(dest, "pull", *remote_args).stdout
+
+
+@pytest.mark.parametrize("remote", ["local", "s3"])
+def test_push_clone_pull_gives_the_same_zoo_and_retrains_nothing(pipeline_copy, tmp_path, request, remote):
+    root = pipeline_copy
+    dvc(root, "repro")
+    if remote == "local":
+        store = tmp_path / "store"
+        dvc(root, "remote", "add", "-d", "localstore", str(store))
+    else:
+        endpoint = request.getfixturevalue("s3")
+        dvc(root, "remote", "add", "-d", "s3store", "s3://zoo/kennen")
+        dvc(root, "remote", "modify", "s3store", "endpointurl", endpoint)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run([*GIT, "commit", "-q", "-m", "zoo"], cwd=root, check=True)
+    dvc(root, "push")
+
+    clone = tmp_path / "clone"
+    _clone_and_pull(root, clone)
+    outputs = _tracked_outputs(root)
+    assert "data/zoo/shards/shard-0.safetensors" in outputs
+    for path in outputs:
+        assert _files(clone, path) == _files(root, path), path
+    assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
+    assert ran(dvc(clone, "repro").stdout) == set()  # nothing retrained, nothing recomputed
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_s3_endpoint_fails_clearly(tmp_path, monkeypatch):
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1"}.items():
+        monkeypatch.setenv(k, v)
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "-q")
+    (root / "zoo.bin").write_bytes(b"weights")
+    dvc(root, "add", "zoo.bin")
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    dvc(root, "remote", "add", "-d", "s3store", "s3://zoo/kennen")
+    dvc(root, "remote", "modify", "s3store", "endpointurl", endpoint)
+    proc = dvc(root, "push", check=False, timeout=300)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert errors and endpoint.split("//")[1] in errors[0]
