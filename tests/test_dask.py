@@ -38,11 +38,36 @@ def cluster():
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = os.environ | {"PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([_bin("dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    workers = [subprocess.Popen([_bin("dask"), "worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny",
-                                 "--name", f"w{i}", "--host", "127.0.0.1"], env=env, cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [_bin("dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    workers = [
+        subprocess.Popen(
+            [
+                _bin("dask"),
+                "worker",
+                address,
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+                "--no-nanny",
+                "--name",
+                f"w{i}",
+                "--host",
+                "127.0.0.1",
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(2)
+    ]
     procs += workers
     try:
         with distributed.Client(address, timeout="30s") as client:
@@ -73,15 +98,29 @@ def shard_inputs(tmp_path, idx_dir):
 def _train(folder: Path, out: str, monkeypatch, **env) -> int:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    return train_stage.main(["--params", str(folder / "params.yaml"), "--shard", "0", "--sample",
-                             str(folder / "sample.csv"), "--data", str(folder / "mnist.npz"),
-                             "--out-dir", str(folder / out)])
+    return train_stage.main(
+        [
+            "--params",
+            str(folder / "params.yaml"),
+            "--shard",
+            "0",
+            "--sample",
+            str(folder / "sample.csv"),
+            "--data",
+            str(folder / "mnist.npz"),
+            "--out-dir",
+            str(folder / out),
+        ]
+    )
 
 
 def _same_shard(a: Path, b: Path) -> None:
     assert (a / "shard-0.safetensors").read_bytes() == (b / "shard-0.safetensors").read_bytes()
     drop_timing = [
-        [",".join(c for i, c in enumerate(line.split(",")) if i != 3) for line in (p / "shard-0.csv").read_text().splitlines()]
+        [
+            ",".join(c for i, c in enumerate(line.split(",")) if i != 3)
+            for line in (p / "shard-0.csv").read_text().splitlines()
+        ]
         for p in (a, b)
     ]  # column 3 is train_seconds, a wall-clock measurement
     assert drop_timing[0] == drop_timing[1]
@@ -98,10 +137,28 @@ def test_killing_a_worker_mid_run_loses_nothing(cluster, shard_inputs, monkeypat
     address, workers = cluster
     assert _train(shard_inputs, "local", monkeypatch, KENNEN_EXECUTOR="serial") == 0
     env = os.environ | {"KENNEN_EXECUTOR": "dask", "KENNEN_DASK_SCHEDULER": address, "PYTHONPATH": str(REPO)}
-    stage = subprocess.Popen([sys.executable, "-m", "stages.train_zoo", "--params", str(shard_inputs / "params.yaml"),
-                              "--shard", "0", "--sample", str(shard_inputs / "sample.csv"), "--data",
-                              str(shard_inputs / "mnist.npz"), "--out-dir", str(shard_inputs / "dask")],
-                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stage = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stages.train_zoo",
+            "--params",
+            str(shard_inputs / "params.yaml"),
+            "--shard",
+            "0",
+            "--sample",
+            str(shard_inputs / "sample.csv"),
+            "--data",
+            str(shard_inputs / "mnist.npz"),
+            "--out-dir",
+            str(shard_inputs / "dask"),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     with distributed.Client(address, timeout="30s") as client:
         deadline = time.monotonic() + 120
         victim = None
@@ -118,11 +175,15 @@ def test_killing_a_worker_mid_run_loses_nothing(cluster, shard_inputs, monkeypat
 
 def test_unreachable_scheduler_is_a_one_line_error(shard_inputs, monkeypatch, capsys):
     address = f"tcp://127.0.0.1:{_free_port()}"
-    code = _train(shard_inputs, "dask", monkeypatch, KENNEN_EXECUTOR="dask", KENNEN_DASK_SCHEDULER=address,
-                  KENNEN_DASK_TIMEOUT="2")
+    code = _train(
+        shard_inputs,
+        "dask",
+        monkeypatch,
+        KENNEN_EXECUTOR="dask",
+        KENNEN_DASK_SCHEDULER=address,
+        KENNEN_DASK_TIMEOUT="2",
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith(f"error: KENNEN_DASK_SCHEDULER: cannot reach the Dask scheduler at {address}")
     assert not (shard_inputs / "dask").exists()
-
-

@@ -22,8 +22,11 @@ GIT = ["git", "-c", "user.name=kennen-tests", "-c", "user.email=tests@kennen.inv
 @pytest.fixture
 def s3(monkeypatch):
     """A moto S3 server on a free loopback port with one bucket; yields its endpoint URL."""
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(k, v)
     server = moto_server.ThreadedMotoServer("127.0.0.1", 0, verbose=False)
     server.start()
@@ -83,8 +86,12 @@ def _closed_port() -> int:
 
 
 def test_unreachable_s3_endpoint_fails_clearly(tmp_path, monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1"}.items():
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",
+    }.items():
         monkeypatch.setenv(k, v)
     root = tmp_path / "repo"
     root.mkdir()
