@@ -27,6 +27,7 @@ from kennen.errors import KennenError
 from kennen.io import save_npz
 from kennen.zoo.net import MnistNet, NetConfig
 from kennen.zoo.sample import StableRng
+from kennen.zoo.store import read_table
 
 QUERY_OFFSET = 3
 BOX_COLUMNS = ("box", "kind", "id", "members", "config", *KEYS)
@@ -114,6 +115,4 @@ def load_outputs(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def read_boxes(path: Path) -> list[dict[str, Any]]:
     """The black-box table written by the ``queries`` stage, with typed values."""
-    from kennen.zoo.store import read_table
-
     return [b | {"box": int(b["box"]), "id": int(b["id"])} for b in read_table(path)]

@@ -17,29 +17,14 @@ from safetensors.torch import save_file
 
 from kennen.attributes import ATTRIBUTES
 from kennen.config import base_seed, load_params, section
-from kennen.errors import KennenError
 from kennen.io import atomic_path, write_json, write_text
 from kennen.metamodel.kennen_o import KennenOParams, train_and_evaluate
 from kennen.metamodel.report import write_confusions, write_table
 from kennen.queries import load_outputs, read_boxes
+from kennen.splits import read_split
 from stages._common import parser, run
 
 log = logging.getLogger("kennen.kennen_o")
-
-
-def load_inputs(args, n_queries: int):
-    """(outputs, query_index, boxes, R split) with the checks every metamodel stage needs."""
-    outputs, query_index = load_outputs(Path(args.outputs))
-    if n_queries > outputs.shape[1]:
-        raise KennenError(
-            f"kennen_o.n_queries: {n_queries} exceeds the {outputs.shape[1]} queries in {args.outputs} (queries.n_max)"
-        )
-    boxes = read_boxes(Path(args.boxes))
-    try:
-        split = json.loads((Path(args.splits) / "r.json").read_text())
-    except (OSError, ValueError) as e:
-        raise KennenError(f"{args.splits}/r.json: unreadable split file ({e})") from None
-    return outputs, query_index, boxes, split
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     def body(args) -> None:
         params = load_params(args.params)
         kp = section(KennenOParams, params, "kennen_o")
-        outputs, query_index, boxes, split = load_inputs(args, kp.n_queries)
+        outputs, query_index = load_outputs(Path(args.outputs))
+        boxes, split = read_boxes(Path(args.boxes)), read_split(Path(args.splits), "r")
         seed = base_seed(params)
         metrics: dict[str, float] = {}
         table = []

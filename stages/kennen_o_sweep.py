@@ -7,14 +7,13 @@ import logging
 from pathlib import Path
 
 from kennen.config import base_seed, load_params, section
-from kennen.errors import KennenError
 from kennen.metamodel.kennen_o import KennenOParams
 from kennen.metamodel.report import plot_bars, plot_curve, write_table
 from kennen.metamodel.sweep import SWEEPS, SweepParams, run_sweep
 from kennen.paper import TABLE2, TABLE3_KENNEN_IO
-from kennen.splits import SplitParams
+from kennen.queries import load_outputs, read_boxes
+from kennen.splits import SplitParams, read_split
 from stages._common import parser, run
-from stages.kennen_o import load_inputs
 
 log = logging.getLogger("kennen.kennen_o_sweep")
 
@@ -30,13 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         kp = section(KennenOParams, params, "kennen_o")
         sp = section(SweepParams, params, "kennen_o_sweep")
         held = section(SplitParams, params, "splits").extrapolation
-        outputs, _, boxes, r_split = load_inputs(args, kp.n_queries)
-        splits = {"r": r_split}
-        for name in held:
-            try:
-                splits[name] = json.loads((Path(args.splits) / f"{name}.json").read_text())
-            except (OSError, ValueError) as e:
-                raise KennenError(f"{args.splits}/{name}.json: unreadable split file ({e})") from None
+        outputs, _ = load_outputs(Path(args.outputs))
+        boxes = read_boxes(Path(args.boxes))
+        splits = {name: read_split(Path(args.splits), name) for name in ("r", *held)}
         r_metrics = json.loads(Path(args.r_metrics).read_text())
         rows = run_sweep(args.sweep, sp, kp, outputs, boxes, splits, held, base_seed(params), r_metrics)
         write_table(Path(args.plots) / f"sweep_{args.sweep}.csv", rows)

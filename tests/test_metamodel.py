@@ -60,3 +60,11 @@ def test_fit_is_deterministic():
     a, b = fit(x, y, 32, opt, seed=3), fit(x, y, 32, opt, seed=3)
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k])
+
+
+def test_asking_for_more_queries_than_stored_names_the_key():
+    from kennen.errors import KennenError
+    from kennen.metamodel.kennen_o import features
+
+    with pytest.raises(KennenError, match="kennen_o.n_queries: 101 exceeds the 100 stored queries"):
+        features(np.zeros((3, 100, 10), np.float32), 101, "prob")

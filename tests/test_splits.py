@@ -76,3 +76,13 @@ def test_e_splits_hold_out_exactly_the_papers_values(name):
 def test_bad_split_params(data, message):
     with pytest.raises(KennenError, match=message):
         from_dict(SplitParams, data, "splits")
+
+
+def test_split_files_round_trip_and_missing_file(tmp_path):
+    from kennen.io import write_json
+    from kennen.splits import read_split
+
+    write_json(tmp_path / "r.json", {"train": [3, 1], "test": [2]})
+    assert read_split(tmp_path, "r") == {"train": [3, 1], "test": [2]}
+    with pytest.raises(KennenError, match="e_conv.json: file not found"):
+        read_split(tmp_path, "e_conv")

@@ -22,6 +22,8 @@ from torch import nn
 
 from kennen.attributes import ATTRIBUTES, Attribute
 from kennen.config import require
+from kennen.errors import KennenError
+from kennen.metamodel.encode import OUTPUT_TYPES, encode
 from kennen.metamodel.metrics import balanced_accuracy
 
 METAMODEL_OFFSET = 5
@@ -113,8 +115,10 @@ def accuracies(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 
 def features(outputs: np.ndarray, n_queries: int, output: str) -> torch.Tensor:
     """Metamodel input [N, n_queries * 10] from log-probabilities [N, Q, 10]: first ``n_queries`` queries, encoded."""
-    from kennen.metamodel.encode import encode
-
+    if n_queries > outputs.shape[1]:
+        raise KennenError(
+            f"kennen_o.n_queries: {n_queries} exceeds the {outputs.shape[1]} stored queries (queries.n_max)"
+        )
     x = encode(torch.from_numpy(np.ascontiguousarray(outputs[:, :n_queries])), output)
     return x.reshape(len(x), -1)
 
@@ -165,8 +169,6 @@ class KennenOParams:
     optimiser: str = "default"
 
     def check(self, where: str) -> None:
-        from kennen.metamodel.encode import OUTPUT_TYPES
-
         require(self.n_queries >= 1, f"{where}.n_queries", f"must be at least 1, got {self.n_queries}")
         require(self.hidden >= 1, f"{where}.hidden", f"must be at least 1, got {self.hidden}")
         require(
