@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,7 +214,7 @@ def read_idx(path: Path) -> np.ndarray:
     """Parse one IDX file of unsigned bytes (magic 0x0000080N, big-endian dims)."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise KennenError(f"{path}: unreadable IDX file ({e})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise KennenError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")

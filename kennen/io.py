@@ -81,3 +81,16 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
         for key, array in arrays.items():
             with zf.open(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; a missing or corrupt file is a one-line KennenError naming it."""
+    from kennen.errors import KennenError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KennenError(f"{path}: file not found (run the stage that writes it, or `dvc pull`)") from None
+    except (OSError, ValueError) as e:
+        raise KennenError(f"{path}: not valid JSON ({e})") from None

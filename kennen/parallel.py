@@ -51,7 +51,7 @@ class SerialExecutor(cf.Executor):
         future: cf.Future = cf.Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as e:  # noqa: BLE001 - handed to the caller through the future
+        except Exception as e:  # handed to the caller through the future; Ctrl-C is not caught
             future.set_exception(e)
         return future
 

@@ -13,6 +13,7 @@ An ensemble's output is the mean of its members' log-softmax outputs (§2).
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,17 @@ def model_outputs(
     return out
 
 
-def ensemble_outputs(single: dict[int, np.ndarray], members: list[list[int]]) -> np.ndarray:
-    """[E, Q, 10]: the mean of the members' log-softmax outputs, per ensemble."""
-    return np.stack([np.mean([single[m] for m in ms], axis=0) for ms in members]).astype(np.float32)
+def shard_task(task: tuple[str, list[tuple[int, NetConfig]]], images: np.ndarray) -> dict[int, np.ndarray]:
+    """Executor entry point (picklable, importable on Dask workers): (shard path, models) -> outputs."""
+    return model_outputs(task[0], task[1], images)
+
+
+def ensemble_outputs(single: dict[int, np.ndarray], members: list[list[int]], n_queries: int) -> np.ndarray:
+    """[E, Q, 10]: the mean of the members' log-softmax outputs, per ensemble (E may be 0)."""
+    out = np.zeros((len(members), n_queries, 10), dtype=np.float32)
+    for i, ms in enumerate(members):
+        out[i] = np.mean([single[m] for m in ms], axis=0)
+    return out
 
 
 def save_outputs(path: Path, outputs: np.ndarray, query_index: np.ndarray) -> None:
@@ -109,7 +118,7 @@ def load_outputs(path: Path) -> tuple[np.ndarray, np.ndarray]:
             return z["outputs"], z["query_index"]
     except FileNotFoundError:
         raise KennenError(f"{path}: file not found (run `dvc repro queries` or `dvc pull`)") from None
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise KennenError(f"{path}: corrupt outputs file ({e})") from None
 
 

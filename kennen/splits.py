@@ -1,7 +1,9 @@
 """Meta-train / meta-test splits of the black boxes (paper §3, Table 3).
 
-- **R** (random): the test set takes ``test_fraction`` of the boxes, at most
-  ``n_test``; the training set up to ``n_train`` of the rest (paper: 5,000 /
+- **R** (random): whole units (configurations, or boxes) go to the test side
+  until it holds min(``n_test``, ``test_fraction`` of the boxes), so it may
+  overshoot by part of one configuration; the training side takes whole units
+  of the rest up to ``n_train`` (paper: 5,000 /
   1,000 of 11,282). With ``group_by_config`` (our default) the split is drawn
   over *configurations*: all seeds of a configuration, and every ensemble built
   from them, fall on the same side. Otherwise a test ensemble could have its

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from kennen.config import base_seed, load_params, section
+from kennen.io import read_json
 from kennen.metamodel.kennen_o import KennenOParams
 from kennen.metamodel.report import plot_bars, plot_curve, write_table
 from kennen.metamodel.sweep import SWEEPS, SweepParams, run_sweep
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         outputs, _ = load_outputs(Path(args.outputs))
         boxes = read_boxes(Path(args.boxes))
         splits = {name: read_split(Path(args.splits), name) for name in ("r", *held)}
-        r_metrics = json.loads(Path(args.r_metrics).read_text())
+        r_metrics = read_json(args.r_metrics)
         rows = run_sweep(args.sweep, sp, kp, outputs, boxes, splits, held, base_seed(params), r_metrics)
         write_table(Path(args.plots) / f"sweep_{args.sweep}.csv", rows)
         figure = Path(args.figures) / f"sweep_{args.sweep}.png"

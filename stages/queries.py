@@ -16,6 +16,7 @@ import numpy as np
 
 from kennen import data as mnist_data
 from kennen.config import base_seed, load_params, section
+from kennen.errors import KennenError
 from kennen.io import write_csv
 from kennen.log import progress
 from kennen.parallel import run_tasks
@@ -25,8 +26,8 @@ from kennen.queries import (
     box_table,
     draw_queries,
     ensemble_outputs,
-    model_outputs,
     save_outputs,
+    shard_task,
 )
 from kennen.zoo.net import NetConfig
 from kennen.zoo.prune import read_kept
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         images = mnist_data.normalise(mnist.test_images[query_index])
         models, kept = read_table(Path(args.models)), read_kept(Path(args.kept))
         ensembles = read_table(Path(args.ensembles))
+        if not kept:
+            raise KennenError(
+                f"prune.min_acc: no model passed pruning ({args.kept}), so there is no black box to query"
+            )
         by_shard: dict[int, list[tuple[int, NetConfig]]] = {}
         by_id = {m["model_id"]: m for m in models}
         for i in kept:
@@ -65,25 +70,24 @@ def main(argv: list[str] | None = None) -> int:
             )
         # Tasks of at most CHUNK models, so that both workers stay busy to the end.
         tasks = [
-            (str(Path(args.shards) / f"{shard_name(s)}.safetensors"), ms[i : i + CHUNK])
+            (str((Path(args.shards) / f"{shard_name(s)}.safetensors").resolve()), ms[i : i + CHUNK])
             for s, ms in sorted(by_shard.items())
             for i in range(0, len(ms), CHUNK)
         ]
         single: dict[int, np.ndarray] = {}
         for _, out in progress(
-            run_tasks(functools.partial(_shard_task, images=images), tasks, len(tasks)),
+            run_tasks(functools.partial(shard_task, images=images), tasks, len(tasks)),
             len(tasks),
             "query outputs",
             log,
         ):
             single.update(out)
         boxes = box_table(models, kept, ensembles)
+        members = [[int(m) for m in e["members"].split(";")] for e in ensembles]
         outputs = np.concatenate(
             [
-                np.stack([single[i] for i in sorted(kept)]).astype(np.float32).reshape(len(kept), qp.n_max, 10),
-                ensemble_outputs(single, [[int(m) for m in e["members"].split(";")] for e in ensembles]).reshape(
-                    -1, qp.n_max, 10
-                ),
+                np.stack([single[i] for i in sorted(kept)]).astype(np.float32),
+                ensemble_outputs(single, members, qp.n_max),
             ]
         )
         out_dir = Path(args.out_dir)
@@ -98,10 +102,6 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     return run(body, p, argv)
-
-
-def _shard_task(task: tuple[str, list[tuple[int, NetConfig]]], images: np.ndarray) -> dict[int, np.ndarray]:
-    return model_outputs(task[0], task[1], images)
 
 
 if __name__ == "__main__":

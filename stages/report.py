@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from kennen.config import load_params
-from kennen.io import read_csv, write_text
+from kennen.io import read_csv, read_json, write_text
 from kennen.results_page import render
 from stages._common import parser, run
 
@@ -33,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
             s: _typed(read_csv(plots / f"sweep_{s}.csv")) for s in ("n_train", "n_queries", "output", "extrapolation")
         }
         page = render(
-            json.loads(Path(args.zoo).read_text()),
-            json.loads(Path(args.kennen_o).read_text()),
+            read_json(args.zoo),
+            read_json(args.kennen_o),
             _typed(read_csv(plots / "optimisers.csv")),
             sweeps,
             load_params(args.params),

@@ -87,7 +87,7 @@ def cluster():
 @pytest.fixture
 def shard_inputs(tmp_path, idx_dir):
     """Tiny params (slow enough tasks to kill a worker mid-run), sample table and MNIST file."""
-    params = tiny_params(idx_dir, train_zoo={"epochs": 15})
+    params = tiny_params(idx_dir, train_zoo={"epochs": 40})
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(params))
     assert sample_stage.main(["--params", str(params_path), "--out", str(tmp_path / "sample.csv")]) == 0

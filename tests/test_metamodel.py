@@ -50,7 +50,8 @@ def test_kennen_o_learns_attributes_that_are_visible_in_the_outputs():
     model = fit(x[:300], y[:300], 64, Optimiser("adam", 1e-3, epochs=30, batch=50), seed=0)
     acc = accuracies(y[300:].numpy(), predict(model, x[300:]))
     assert acc["acc.act"] > 90 and acc["acc.drop"] > 90
-    assert acc["acc.mean"] == pytest.approx(np.mean([acc[f"acc.{a.key}"] for a in ATTRIBUTES]), abs=0.01)
+    # Attributes the features do not encode stay near chance: the metamodel does not invent signal.
+    assert acc["acc.split"] < 40 and acc["acc.n_par"] < 30
 
 
 def test_fit_is_deterministic():

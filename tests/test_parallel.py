@@ -59,3 +59,14 @@ def test_dask_without_scheduler_address(monkeypatch):
     monkeypatch.delenv("KENNEN_DASK_SCHEDULER", raising=False)
     with pytest.raises(KennenError, match="KENNEN_DASK_SCHEDULER: set it"):
         list(run_tasks(abs, [1], 1))
+
+
+def test_serial_executor_lets_ctrl_c_through():
+    from kennen.parallel import SerialExecutor
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        SerialExecutor().submit(interrupted)
+    assert isinstance(SerialExecutor().submit(lambda: 1 / 0).exception(), ZeroDivisionError)

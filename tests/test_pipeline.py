@@ -129,3 +129,11 @@ def check_query_outputs(root):
         else:
             members = [row_of[int(m)] for m in box["members"].split(";")]
             np.testing.assert_allclose(outputs[box["box"]], outputs[members].mean(0), rtol=1e-6, atol=1e-6)
+
+
+def test_ensemble_outputs_with_no_ensembles():
+    from kennen.queries import ensemble_outputs
+
+    assert ensemble_outputs({}, [], 7).shape == (0, 7, 10)
+    single = {1: np.zeros((7, 10), np.float32), 2: np.ones((7, 10), np.float32)}
+    np.testing.assert_array_equal(ensemble_outputs(single, [[1, 2]], 7)[0], np.full((7, 10), 0.5, np.float32))

@@ -106,3 +106,14 @@ def test_unreachable_s3_endpoint_fails_clearly(tmp_path, monkeypatch):
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
     assert errors and endpoint.split("//")[1] in errors[0]
+
+
+def test_the_repository_has_a_default_local_remote():
+    """`dvc push` works out of the box: the committed config names a local-folder default remote."""
+    from tests.conftest import REPO
+
+    out = dvc(REPO, "remote", "list").stdout.split()
+    assert out[:2] == ["localstore", "../kennen-dvc-store"] or (
+        "localstore" in out and any("kennen-dvc-store" in o for o in out)
+    )
+    assert dvc(REPO, "remote", "default").stdout.strip() == "localstore"

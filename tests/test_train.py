@@ -64,3 +64,17 @@ def test_training_uses_only_its_subset(train_data):
         TrainSpec(0, NET, "sgd", 64, "quarter_2", torch_seed=5, epochs=1), replace(train_data, train_x=poisoned)
     )
     assert not result.diverged and np.isfinite(result.train_loss)
+
+
+def test_worker_cache_reloads_a_changed_data_file(idx_dir, tmp_path):
+    """A long-lived worker must not keep training on a previous run's data."""
+    import os
+
+    path = tmp_path / "m.npz"
+    mnist = mnist_data.read_idx_dir(idx_dir)
+    mnist_data.save(mnist, path)
+    first = load_train_data(str(path), 400, 20, 256)
+    assert load_train_data(str(path), 400, 20, 256) is first  # cached
+    mnist_data.save(replace(mnist, train_labels=(mnist.train_labels + 1) % 10), path)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert not torch.equal(load_train_data(str(path), 400, 20, 256).train_y, first.train_y)

@@ -43,6 +43,8 @@ class Optimiser:
     def check(self, where: str) -> None:
         require(self.name in ("sgd", "adam"), f"{where}.name", f"expected 'sgd' or 'adam', got {self.name!r}")
         require(self.lr > 0, f"{where}.lr", f"must be positive, got {self.lr}")
+        require(self.weight_decay >= 0, f"{where}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(self.momentum >= 0, f"{where}.momentum", f"must be >= 0, got {self.momentum}")
         require(self.batch >= 1 and self.epochs >= 1, f"{where}", "batch and epochs must be at least 1")
 
     def build(self, params) -> torch.optim.Optimizer:

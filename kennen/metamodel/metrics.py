@@ -21,4 +21,6 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndar
 
 def relative(acc: float, chance: float, reference: float) -> float:
     """Accuracy rescaled so that chance = 0 and ``reference`` = 100 (paper Table 3, Figure 4)."""
+    if reference == chance:
+        return float("nan")  # the reference itself is at chance: nothing to be relative to
     return 100.0 * (acc - chance) / (reference - chance)

@@ -9,6 +9,7 @@ import numpy as np
 
 from kennen.attributes import ATTRIBUTES, BY_KEY
 from kennen.config import require
+from kennen.errors import KennenError
 from kennen.metamodel.encode import OUTPUT_TYPES
 from kennen.metamodel.kennen_o import KennenOParams, train_and_evaluate
 from kennen.metamodel.metrics import relative
@@ -28,6 +29,8 @@ class SweepParams:
     outputs: tuple[str, ...] = OUTPUT_TYPES
 
     def check(self, where: str) -> None:
+        for key in ("n_train", "n_queries", "outputs"):
+            require(len(getattr(self, key)) > 0, f"{where}.{key}", "needs at least one value")
         require(all(n >= 1 for n in self.n_train), f"{where}.n_train", "values must be at least 1")
         require(all(n >= 1 for n in self.n_queries), f"{where}.n_queries", "values must be at least 1")
         for o in self.outputs:
@@ -71,7 +74,12 @@ def run_sweep(
         sizes = sorted({min(n, len(r["train"])) for n in sp.n_train})
         return [_row("n_train", n, train(r, n_train=n), n) for n in sizes]
     if name == "n_queries":
-        counts = [q for q in sp.n_queries if q <= outputs.shape[1]]
+        too_many = [q for q in sp.n_queries if q > outputs.shape[1]]
+        if too_many:
+            raise KennenError(
+                f"kennen_o_sweep.n_queries: {too_many} exceed the {outputs.shape[1]} stored queries (queries.n_max)"
+            )
+        counts = list(sp.n_queries)
         return [_row("n_queries", q, train(r, n_queries=q), len(r["train"])) for q in counts]
     if name == "output":
         return [_row("output", o, train(r, output=o), len(r["train"])) for o in sp.outputs]

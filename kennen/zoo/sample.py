@@ -61,6 +61,8 @@ class SampleParams:
                 f"{where}.space.{key}",
                 f"not a sampled attribute of Table 1 (one of: {', '.join(a.key for a in SAMPLED)})",
             )
+            scalar = all(isinstance(v, bool | int | float | str) for v in values)
+            require(scalar, f"{where}.space.{key}", f"values must be plain values, got {list(values)!r}")
             require(
                 len(values) > 0 and len(set(values)) == len(values), f"{where}.space.{key}", "needs distinct values"
             )

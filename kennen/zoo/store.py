@@ -91,8 +91,12 @@ def typed_row(row: dict[str, str]) -> dict[str, Any]:
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
-    """Read a zoo table (sample or models table) with typed values."""
-    return [typed_row(r) for r in read_csv(path)]
+    """Read a zoo table (sample or models table) with typed values; a corrupt row is a KennenError."""
+    rows = read_csv(path)
+    try:
+        return [typed_row(r) for r in rows]
+    except (ValueError, TypeError) as e:
+        raise KennenError(f"{path}: corrupt table ({e})") from None
 
 
 def load_model(shards_dir: Path, row: dict[str, Any]) -> MnistNet:

@@ -49,6 +49,7 @@ class TrainParams:
         require(self.epochs >= 1, f"{where}.epochs", f"must be at least 1, got {self.epochs}")
         require(self.pool_size >= 4, f"{where}.pool_size", f"must be at least 4, got {self.pool_size}")
         require(self.test_batch >= 1, f"{where}.test_batch", f"must be at least 1, got {self.test_batch}")
+        require(self.perm_seed >= 0, f"{where}.perm_seed", f"must be a non-negative int, got {self.perm_seed}")
         require(len(set(self.shards)) == len(self.shards), f"{where}.shards", "has duplicates")
 
 
@@ -98,9 +99,19 @@ class TrainData:
     test_batch: int
 
 
-@functools.lru_cache(maxsize=2)
 def load_train_data(path: str, pool_size: int, perm_seed: int, test_batch: int) -> TrainData:
-    """Load and normalise MNIST once per worker process."""
+    """Load and normalise MNIST once per worker process, again whenever the file changes.
+
+    The cache key includes the file's size and modification time, so a long-lived (Dask)
+    worker never trains on a previous run's data.
+    """
+    stat = Path(path).stat() if Path(path).exists() else None
+    key = (stat.st_size, stat.st_mtime_ns) if stat else None
+    return _load_train_data(path, key, pool_size, perm_seed, test_batch)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_train_data(path: str, file_key: object, pool_size: int, perm_seed: int, test_batch: int) -> TrainData:
     m = mnist_data.load(Path(path))
     require(
         pool_size <= len(m.train_images),
