@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ import yaml
 from kennen.data import IDX_FILES, write_idx
 
 REPO = Path(__file__).resolve().parents[1]
+# git with an identity, for commits in temporary repos on machines that have none configured.
+GIT = ["git", "-c", "user.name=kennen-tests", "-c", "user.email=tests@kennen.invalid"]
 
 # Tiny overrides of params.yaml: every key DVC tracks must still exist, so tests start from the real file.
 TINY = {
@@ -33,6 +36,13 @@ TINY = {
     "kennen_o": {"n_queries": 5, "hidden": 16, "optimisers": {"default": {"epochs": 3}, "official": {"epochs": 3}}},
     "kennen_o_sweep": {"n_train": [2, 4], "n_queries": [1, 5], "outputs": ["prob", "top1", "bottom1"]},
 }
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on (the OS picks it, then it is released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def synthetic_mnist(n_train: int = 600, n_test: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
@@ -105,7 +115,6 @@ def pipeline_copy(tmp_path, idx_dir) -> Path:
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     dvc(root, "init", "-q")
     dvc(root, "config", "core.analytics", "false")
-    git = ["git", "-c", "user.name=kennen-tests", "-c", "user.email=tests@kennen.invalid"]
     subprocess.run(["git", "add", "-A"], cwd=root, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "tiny pipeline"], cwd=root, check=True)
+    subprocess.run([*GIT, "commit", "-q", "-m", "tiny pipeline"], cwd=root, check=True)
     return root

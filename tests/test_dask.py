@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,10 @@ import yaml
 from kennen import data as mnist_data
 from stages import sample_zoo as sample_stage
 from stages import train_zoo as train_stage
-from tests.conftest import REPO, tiny_params
+from tests.conftest import REPO, free_port, tiny_params
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is part of `make test`")
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _bin(name: str) -> str:
@@ -35,7 +28,7 @@ def _bin(name: str) -> str:
 @pytest.fixture
 def cluster():
     """A scheduler and two single-threaded workers; yields (address, worker processes)."""
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = os.environ | {"PYTHONPATH": str(REPO)}
     procs = [
@@ -174,7 +167,7 @@ def test_killing_a_worker_mid_run_loses_nothing(cluster, shard_inputs, monkeypat
 
 
 def test_unreachable_scheduler_is_a_one_line_error(shard_inputs, monkeypatch, capsys):
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     code = _train(
         shard_inputs,
         "dask",

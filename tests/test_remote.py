@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import dvc
+from tests.conftest import GIT, REPO, dvc, free_port
 from tests.test_pipeline import ran
 
 moto_server = pytest.importorskip("moto.server", reason="the s3 extra and moto are part of `make test`")
 boto3 = pytest.importorskip("boto3")
 pytestmark = pytest.mark.slow
-
-GIT = ["git", "-c", "user.name=kennen-tests", "-c", "user.email=tests@kennen.invalid"]
 
 
 @pytest.fixture
@@ -79,12 +76,6 @@ def test_push_clone_pull_gives_the_same_zoo_and_retrains_nothing(pipeline_copy, 
     assert ran(dvc(clone, "repro").stdout) == set()  # nothing retrained, nothing recomputed
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_s3_endpoint_fails_clearly(tmp_path, monkeypatch):
     for k, v in {
         "AWS_ACCESS_KEY_ID": "testing",
@@ -99,7 +90,7 @@ def test_unreachable_s3_endpoint_fails_clearly(tmp_path, monkeypatch):
     dvc(root, "init", "-q")
     (root / "zoo.bin").write_bytes(b"weights")
     dvc(root, "add", "zoo.bin")
-    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     dvc(root, "remote", "add", "-d", "s3store", "s3://zoo/kennen")
     dvc(root, "remote", "modify", "s3store", "endpointurl", endpoint)
     proc = dvc(root, "push", check=False, timeout=300)
@@ -110,7 +101,6 @@ def test_unreachable_s3_endpoint_fails_clearly(tmp_path, monkeypatch):
 
 def test_the_repository_has_a_default_local_remote():
     """`dvc push` works out of the box: the committed config names a local-folder default remote."""
-    from tests.conftest import REPO
 
     out = dvc(REPO, "remote", "list").stdout.split()
     assert out[:2] == ["localstore", "../kennen-dvc-store"] or (
