@@ -23,20 +23,26 @@ def _typed(rows: list[dict[str, str]]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    for name in ("zoo", "kennen-o", "plots", "out"):
+    for name in ("zoo", "kennen-o", "kennen-i", "kennen-io", "plots", "out"):
         p.add_argument(f"--{name}", required=True)
 
     def body(args) -> None:
         plots = Path(args.plots)
         sweeps = {
-            s: _typed(read_csv(plots / f"sweep_{s}.csv")) for s in ("n_train", "n_queries", "output", "extrapolation")
+            s: _typed(read_csv(plots / "kennen_o" / f"sweep_{s}.csv"))
+            for s in ("n_train", "n_queries", "output", "extrapolation")
         }
+        io_ext = plots / "kennen_io" / "extrapolation.csv"
         page = render(
             read_json(args.zoo),
             read_json(args.kennen_o),
-            _typed(read_csv(plots / "optimisers.csv")),
+            _typed(read_csv(plots / "kennen_o" / "optimisers.csv")),
             sweeps,
             load_params(args.params),
+            read_json(args.kennen_i),
+            _typed(read_csv(plots / "kennen_i" / "targets.csv")),
+            read_json(args.kennen_io),
+            _typed(read_csv(io_ext)) if io_ext.is_file() else [],
         )
         write_text(args.out, page)
 

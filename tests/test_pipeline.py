@@ -8,14 +8,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from kennen import data as mnist_data
 from kennen.attributes import KEYS
+from kennen.metamodel.kennen_o import KennenO
 from kennen.queries import load_outputs, read_boxes
 from kennen.zoo.store import load_model, read_table
 from tests.conftest import dvc, dvc_env
@@ -31,6 +34,8 @@ METAMODEL_STAGES = (
     "kennen_o_sweep@n_queries",
     "kennen_o_sweep@output",
     "kennen_o_sweep@extrapolation",
+    "kennen_i",
+    "kennen_io",
     "report",
 )
 
@@ -62,6 +67,7 @@ def test_repro_builds_the_zoo_and_is_idempotent(pipeline_copy):
     assert "Table 2" in page and "73.4" in page  # the paper's kennen-o next to ours
     for sweep in ("n_train", "n_queries", "output", "extrapolation"):
         assert (pipeline_copy / f"reports/figures/kennen_o/sweep_{sweep}.png").is_file()
+    check_crafted(pipeline_copy, kennen_o)
 
     assert "Data and pipelines are up to date" in dvc(pipeline_copy, "status").stdout
     assert ran(dvc(pipeline_copy, "repro").stdout) == set()
@@ -137,3 +143,25 @@ def test_ensemble_outputs_with_no_ensembles():
     assert ensemble_outputs({}, [], 7).shape == (0, 7, 10)
     single = {1: np.zeros((7, 10), np.float32), 2: np.ones((7, 10), np.float32)}
     np.testing.assert_array_equal(ensemble_outputs(single, [[1, 2]], 7)[0], np.full((7, 10), 0.5, np.float32))
+
+
+def check_crafted(repo: Path, kennen_o: dict) -> None:
+    """kennen-i and kennen-io smoke run: same metric keys as kennen-o, valid images, a loadable MLP, the report."""
+    keys = {f"acc.{k}" for k in KEYS} | {"acc.mean", "n_train", "n_test"}
+    kennen_i = json.loads((repo / "reports/metrics/kennen_i.json").read_text())
+    assert keys | {"in_range", "each.acc.mean", "all.acc.mean"} <= set(kennen_i)
+    kennen_io = json.loads((repo / "reports/metrics/kennen_io.json").read_text())
+    assert keys <= set(kennen_io) and kennen_io["n_train"] == kennen_o["n_train"]
+    images = load_file(str(repo / "models/kennen_i.safetensors"))
+    assert images["queries.each"].shape == (12, 1, 28, 28) and images["queries.all"].shape == (1, 1, 28, 28)
+    io = load_file(str(repo / "models/kennen_io.safetensors"))
+    assert io["queries"].shape == (5, 1, 28, 28)
+    for q in (images["queries.each"], io["queries"]):
+        assert float(q.min()) >= 0.0 and float(q.max()) <= 1.0
+    model = KennenO(50, 16)
+    model.load_state_dict({k.removeprefix("mlp."): v for k, v in io.items() if k.startswith("mlp.")})
+    for name in ("kennen_i/queries.png", "kennen_i/confusion.png", "kennen_io/queries.png"):
+        assert (repo / "reports/figures" / name).stat().st_size > 1000
+    page = (repo / "reports/README.md").read_text()
+    assert "kennen-i, one query per attribute (headline)" in page and "paper: kennen-io" in page
+    assert "the paper: kennen-io (80.1) > kennen-o (73.4) > kennen-i (52.7)" in page

@@ -79,26 +79,46 @@ def loss_fn(logits: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
     return sum(nn.functional.cross_entropy(logits[a.key], y[:, i]) for i, a in enumerate(ATTRIBUTES))
 
 
-def fit(x: torch.Tensor, y: torch.Tensor, hidden: int, opt: Optimiser, seed: int, on_epoch=None) -> KennenO:
-    """Train kennen-o on features ``x`` [N, D] and labels ``y`` [N, 12]."""
+def new_model(x: torch.Tensor, hidden: int, seed: int) -> KennenO:
+    """A freshly initialised kennen-o (seeded) whose input standardisation comes from features ``x`` [N, D]."""
     torch.manual_seed(seed)
     model = KennenO(x.shape[1], hidden)
     model.mean.copy_(x.mean(0))
     model.std.copy_(x.std(0).clamp_min(1e-3) if len(x) > 1 else torch.ones(x.shape[1]))
-    optimiser = opt.build(model.parameters())
-    shuffle = torch.Generator().manual_seed(seed)
-    for epoch in range(opt.epochs):
+    return model
+
+
+def train_epochs(
+    model: KennenO,
+    optimiser: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: int,
+    epochs: int,
+    shuffle: torch.Generator,
+    on_epoch=None,
+) -> None:
+    """Minibatch training of ``model`` on features ``x`` [N, D] and labels ``y`` [N, 12]."""
+    for epoch in range(epochs):
         model.train()
         total = 0.0
-        for batch in torch.randperm(len(x), generator=shuffle).split(opt.batch):
+        for idx in torch.randperm(len(x), generator=shuffle).split(batch):
             optimiser.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x[batch]), y[batch])
+            loss = loss_fn(model(x[idx]), y[idx])
             loss.backward()
             optimiser.step()
-            total += float(loss.detach()) * len(batch)
+            total += float(loss.detach()) * len(idx)
         if on_epoch is not None:
             on_epoch(epoch, total / len(x))
-    return model.eval()
+    model.eval()
+
+
+def fit(x: torch.Tensor, y: torch.Tensor, hidden: int, opt: Optimiser, seed: int, on_epoch=None) -> KennenO:
+    """Train kennen-o on features ``x`` [N, D] and labels ``y`` [N, 12]."""
+    model = new_model(x, hidden, seed)
+    optimiser = opt.build(model.parameters())
+    train_epochs(model, optimiser, x, y, opt.batch, opt.epochs, torch.Generator().manual_seed(seed), on_epoch)
+    return model
 
 
 @torch.inference_mode()

@@ -75,3 +75,17 @@ def plot_bars(
 
 def write_table(path: Path, rows: list[dict]) -> None:
     write_csv(path, rows, list(rows[0]))
+
+
+def plot_images(images: np.ndarray, titles: list[str], figure: Path, title: str, cols: int = 6) -> None:
+    """A grid of crafted query images (pixels in [0, 1], [N, 28, 28] or [N, 1, 28, 28])."""
+    images = images.reshape(len(images), 28, 28)
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for img, name, ax in zip(images, titles, axes.flat, strict=False):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(name, fontsize=8)
+    fig.suptitle(title)
+    save_figure(fig, figure)

@@ -1,0 +1,123 @@
+"""Stage ``kennen_i``: craft kennen-i's queries on the R split's training boxes; evaluate by top-1 label on its test boxes.
+
+The headline target (``kennen_i.target``) and every variant run as parallel tasks
+on the executor (``KENNEN_EXECUTOR``). Writes the headline metrics
+(``acc.<attribute>``, ``acc.mean``, ``in_range``; plus ``<target>.acc.mean`` for
+every target), a per-target table, confusion matrices, the crafted images as
+arrays (``models/kennen_i.safetensors``) and as a PNG grid, and DVCLive loss curves.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+
+import torch
+from dvclive import Live
+from safetensors.torch import save_file
+
+from kennen import data as mnist_data
+from kennen.attributes import ATTRIBUTES
+from kennen.config import base_seed, load_params, section
+from kennen.io import atomic_path, write_json, write_text
+from kennen.metamodel.crafted import KENNEN_I_OFFSET, ZooSource, draw_images
+from kennen.metamodel.kennen_i import KennenIParams, in_range, run_target
+from kennen.metamodel.kennen_o import accuracies
+from kennen.metamodel.report import plot_images, write_confusions, write_table
+from kennen.parallel import run_tasks
+from kennen.queries import read_boxes
+from kennen.splits import read_split
+from stages._common import parser, run
+
+log = logging.getLogger("kennen.kennen_i")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    for name in ("data", "boxes", "models", "shards", "splits", "metrics", "plots", "figures", "model", "live"):
+        p.add_argument(f"--{name}", required=True)
+
+    def body(args) -> None:
+        params = load_params(args.params)
+        kp = section(KennenIParams, params, "kennen_i")
+        seed = base_seed(params) + KENNEN_I_OFFSET
+        boxes, split = read_boxes(Path(args.boxes)), read_split(Path(args.splits), "r")
+        mnist = mnist_data.load(Path(args.data))
+        # Official init "randval": random MNIST images (here drawn from the test set, as the queries are).
+        init = mnist_data.normalise(mnist.test_images[draw_images(len(mnist.test_images), len(ATTRIBUTES), seed)])
+        source = ZooSource.at(Path(args.shards), Path(args.models), boxes)
+        order = list(dict.fromkeys([kp.target, *kp.variants]))
+        job = functools.partial(
+            run_target, source=source, train_ids=split["train"], test_ids=split["test"], init=init, params=kp, seed=seed
+        )
+        results = {}
+        for target, result in run_tasks(job, order, len(order)):
+            results[target] = result
+            log.info("kennen-i [%s]: mean %.2f", target, accuracies(result["y_true"], result["y_pred"])["acc.mean"])
+
+        head = results[kp.target]
+        metrics = accuracies(head["y_true"], head["y_pred"])
+        table = []
+        for target in order:
+            r = results[target]
+            m = accuracies(r["y_true"], r["y_pred"])
+            table.append(
+                {"target": target, "in_range": in_range(r["labels"], target)}
+                | {k.removeprefix("acc."): v for k, v in m.items()}
+            )
+            metrics[f"{target}.acc.mean"] = m["acc.mean"]
+        metrics |= {
+            "in_range": in_range(head["labels"], kp.target),
+            "n_train": len(split["train"]),
+            "n_test": len(split["test"]),
+        }
+        write_json(args.metrics, metrics)
+        write_table(Path(args.plots) / "targets.csv", table)
+        write_confusions(
+            head["y_true"],
+            head["y_pred"],
+            Path(args.plots) / "confusion",
+            Path(args.figures) / "confusion.png",
+            f"kennen-i ({kp.target}, top-1 label)",
+        )
+        titles = [a.title for a in ATTRIBUTES] if kp.target == "each" else ["all attributes"]
+        plot_images(
+            head["images"], titles, Path(args.figures) / "queries.png", "kennen-i: crafted queries (digit j = value j)"
+        )
+        live = Live(args.live, dvcyaml=False, save_dvc_exp=False, report=None)
+        for loss in head["losses"]:
+            live.log_metric("train/loss", loss)
+            live.next_step()
+        live.end()
+
+        model = Path(args.model)
+        tensors = {f"queries.{t}": torch.from_numpy(results[t]["images"]) for t in order}
+        tensors |= {f"fallback.{t}": torch.from_numpy(results[t]["fallback"]) for t in order}
+        with atomic_path(model.with_suffix(".safetensors")) as tmp:
+            save_file(tensors, str(tmp))
+        write_text(
+            model.with_suffix(".json"),
+            json.dumps(
+                {
+                    "method": "kennen-i",
+                    "target": kp.target,
+                    "targets": order,
+                    "loss": kp.loss,
+                    "attributes": [a.key for a in ATTRIBUTES],
+                    "image_space": "pixels in [0, 1], [A, 1, 28, 28]; normalise with MNIST mean/std before querying",
+                    "read_out": "top-1 label d -> value index d if d < #values, else fallback[attribute]",
+                    "n_train": len(split["train"]),
+                    "test_accuracy": metrics,
+                },
+                indent=1,
+            )
+            + "\n",
+        )
+
+    return run(body, p, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""Stage ``kennen_io``: kennen-io on the R split (Table 2) and on the E splits named in ``kennen_io.splits`` (Table 3).
+
+One task per split, run in parallel on the executor (``KENNEN_EXECUTOR``). Writes the
+R split's metrics (``acc.<attribute>``, ``acc.mean``) and every E split's relative
+accuracy (``<split>.relative``), the Table 3 rows, R confusion matrices, the R
+model (MLP weights and its queries, ``models/kennen_io.safetensors``), a PNG of
+sample queries before and after training, and DVCLive loss curves (R split).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from dvclive import Live
+from safetensors.torch import save_file
+
+from kennen import data as mnist_data
+from kennen.attributes import ATTRIBUTES
+from kennen.config import base_seed, load_params, section
+from kennen.errors import KennenError
+from kennen.io import atomic_path, write_json, write_text
+from kennen.metamodel.crafted import KENNEN_IO_OFFSET, ZooSource
+from kennen.metamodel.kennen_io import KennenIOParams, run_split
+from kennen.metamodel.kennen_o import KennenOParams, accuracies
+from kennen.metamodel.report import plot_bars, plot_images, write_confusions, write_table
+from kennen.metamodel.sweep import extrapolation_row
+from kennen.paper import TABLE3_KENNEN_IO
+from kennen.parallel import run_tasks
+from kennen.queries import load_outputs, read_boxes
+from kennen.splits import SplitParams, read_split
+from stages._common import parser, run
+
+log = logging.getLogger("kennen.kennen_io")
+SAMPLE = 12  # queries shown in the figure
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    for name in ("data", "outputs", "boxes", "models", "shards", "splits", "metrics", "plots", "figures", "model"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--live", required=True)
+
+    def body(args) -> None:
+        params = load_params(args.params)
+        kp = section(KennenIOParams, params, "kennen_io")
+        ko = section(KennenOParams, params, "kennen_o")
+        held = section(SplitParams, params, "splits").extrapolation
+        unknown = [s for s in kp.splits if s != "r" and s not in held]
+        if unknown:
+            raise KennenError(f"kennen_io.splits: {unknown[0]!r} is not r or a split of splits.extrapolation")
+        seed = base_seed(params) + KENNEN_IO_OFFSET
+        boxes = read_boxes(Path(args.boxes))
+        _, query_index = load_outputs(Path(args.outputs))
+        if kp.n_queries > len(query_index):
+            raise KennenError(
+                f"kennen_io.n_queries: {kp.n_queries} exceeds the {len(query_index)} stored queries (queries.n_max)"
+            )
+        mnist = mnist_data.load(Path(args.data))
+        # kennen-io starts from kennen-o's queries: the first n query images.
+        init = mnist_data.normalise(mnist.test_images[query_index[: kp.n_queries]])
+        splits = {name: read_split(Path(args.splits), name) for name in kp.splits}
+        if not splits["r"]["train"] or not splits["r"]["test"]:
+            raise KennenError(f"{args.splits}: the R split has no training or no test boxes")
+        # An E split that this zoo cannot fill gets an empty row, as in kennen_o_sweep.
+        runnable = [n for n, s in splits.items() if s["train"] and s["test"]]
+        source = ZooSource.at(Path(args.shards), Path(args.models), boxes)
+        opt = ko.optimisers[ko.optimiser]
+
+        job = functools.partial(
+            run_split, source=source, splits=splits, init=init, params=kp, hidden=ko.hidden, opt=opt, seed=seed
+        )
+        results = {}
+        for name, result in run_tasks(job, runnable, len(runnable)):
+            results[name] = result
+            log.info("kennen-io [%s]: mean %.2f", name, accuracies(result["y_true"], result["y_pred"])["acc.mean"])
+
+        r = results["r"]
+        metrics = accuracies(r["y_true"], r["y_pred"]) | {"n_train": len(splits["r"]["train"]),
+                                                           "n_test": len(splits["r"]["test"])}  # fmt: skip
+        rows = []
+        for name in kp.splits:
+            if name == "r":
+                continue
+            if name in results:
+                m = accuracies(results[name]["y_true"], results[name]["y_pred"])
+                row = extrapolation_row(name, splits[name], held[name], m, metrics)
+            else:
+                log.warning("kennen-io [%s]: no training or no test boxes in this zoo", name)
+                n_tr, n_te, nan = len(splits[name]["train"]), len(splits[name]["test"]), float("nan")
+                row = {"split": name, "n_train": n_tr, "n_test": n_te, "acc_mean": nan, "r_acc_mean": nan,
+                       "relative": nan}  # fmt: skip
+            rows.append(row)
+            if name in results:
+                metrics[f"{name}.relative"] = row["relative"]
+        write_json(args.metrics, metrics)
+        plots, figures = Path(args.plots), Path(args.figures)
+        if rows:
+            write_table(plots / "extrapolation.csv", rows)
+            plot_bars(
+                rows,
+                "split",
+                "relative",
+                "kennen-io on E splits, relative to R (R = 100, chance = 0)",
+                figures / "extrapolation.png",
+                TABLE3_KENNEN_IO,
+            )
+        write_confusions(
+            r["y_true"], r["y_pred"], plots / "confusion", figures / "confusion.png",
+            f"kennen-io ({kp.n_queries} learned queries, prob)",
+        )  # fmt: skip
+        n = min(SAMPLE, kp.n_queries)
+        start = (init[:n] * mnist_data.STD + mnist_data.MEAN).clip(0, 1)
+        plot_images(
+            np.concatenate([start, r["queries"][:n]]),
+            [f"q{i} start" for i in range(n)] + [f"q{i} learned" for i in range(n)],
+            figures / "queries.png",
+            f"kennen-io: the first {n} of {kp.n_queries} queries, before (top) and after training (bottom)",
+            cols=n,
+        )
+        live = Live(args.live, dvcyaml=False, save_dvc_exp=False, report=None)
+        for point in r["curve"]:
+            live.log_metric(f"train/{point['phase']}_loss", point["loss"])
+            live.next_step()
+        live.end()
+
+        model = Path(args.model)
+        tensors = {f"mlp.{k}": v.contiguous() for k, v in r["model"].items()} | {
+            "queries": torch.from_numpy(r["queries"])
+        }
+        with atomic_path(model.with_suffix(".safetensors")) as tmp:
+            save_file(tensors, str(tmp))
+        write_text(
+            model.with_suffix(".json"),
+            json.dumps(
+                {
+                    "method": "kennen-io",
+                    "n_queries": kp.n_queries,
+                    "output": "prob",
+                    "hidden": ko.hidden,
+                    "optimiser": ko.optimiser,
+                    "schedule": [[ph.train, ph.epochs] for ph in kp.schedule],
+                    "attributes": [a.key for a in ATTRIBUTES],
+                    "image_space": "pixels in [0, 1], [Q, 1, 28, 28]; normalise with MNIST mean/std before querying",
+                    "n_train": len(splits["r"]["train"]),
+                    "test_accuracy": metrics,
+                },
+                indent=1,
+            )
+            + "\n",
+        )
+
+    return run(body, p, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""The fused zoo forward, the projected query step, kennen-i's top-1 read-out and kennen-io's schedule."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from kennen.attributes import ATTRIBUTES
+from kennen.config import from_dict
+from kennen.data import MEAN, STD
+from kennen.errors import KennenError
+from kennen.metamodel import kennen_i, kennen_io
+from kennen.metamodel.crafted import HIGH, LOW, BoxZoo, QueryStep, to_pixels
+from kennen.metamodel.kennen_o import Optimiser
+from kennen.zoo.fused import FusedZoo
+from kennen.zoo.net import MnistNet, NetConfig
+
+
+def valid(x: torch.Tensor) -> bool:
+    """Every pixel within [0, 1] (the bounds as float32, the images' dtype), checked in normalised space."""
+    return bool((x >= torch.tensor(LOW)).all() and (x <= torch.tensor(HIGH)).all())
+
+
+def random_nets(n: int, seed: int = 0) -> list[MnistNet]:
+    """Nets of varied structure with perturbed parameters (PReLU slopes away from their init)."""
+    torch.manual_seed(seed)
+    grid = list(itertools.product(("relu", "prelu", "elu", "tanh"), (False, True), (False, True), (3, 5), (2, 3, 4)))
+    nets = []
+    for i in range(n):
+        act, drop, pool, ks, n_conv = grid[(7 * i) % len(grid)]
+        net = MnistNet(NetConfig(act, drop, pool, ks, n_conv, 2 + i % 3))
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        nets.append(net.eval())
+    return nets
+
+
+@pytest.fixture(scope="module")
+def nets():
+    # 14 nets: some structures appear twice, so groups of one and of several are both exercised.
+    return random_nets(10) + random_nets(4)
+
+
+def test_fused_forward_equals_each_network(nets):
+    zoo = FusedZoo(nets)
+    assert len(zoo.groups) < len(nets)
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        ref = torch.stack([n(x) for n in nets])
+    assert torch.allclose(zoo(x), ref, atol=1e-5)
+    order = [13, 2, 7, 0, 11]  # any subset, in the order asked
+    assert torch.allclose(zoo(x, order), ref[order], atol=1e-5)
+
+
+def input_gradients(zoo_nets, fused: bool, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    x = x.clone().requires_grad_(True)
+    out = FusedZoo(zoo_nets)(x) if fused else torch.stack([n(x) for n in zoo_nets])
+    (out * w).sum().backward()
+    return x.grad
+
+
+def test_fused_input_gradient_equals_each_networks(nets):
+    x = torch.randn(3, 1, 28, 28)
+    smooth = [n for n in nets if n.cfg.act in ("elu", "tanh") and not n.cfg.pool]
+    assert len(smooth) >= 2
+    w = torch.randn(len(smooth), 3, 10)
+    assert torch.allclose(input_gradients(smooth, True, x, w), input_gradients(smooth, False, x, w), atol=1e-5)
+    # ReLU, PReLU and max-pooling have kinks: a pre-activation within rounding of 0 (or a near-tie in a
+    # pooling window) may route one pixel's gradient differently; everything else must agree.
+    w = torch.randn(len(nets), 3, 10)
+    diff = (input_gradients(nets, True, x, w) - input_gradients(nets, False, x, w)).abs()
+    assert float((diff > 1e-5).float().mean()) < 0.01
+
+
+def test_fused_zoo_is_never_trained(nets):
+    for p in (p for n in nets for p in n.parameters()):
+        p.grad = None
+    x = torch.randn(2, 1, 28, 28, requires_grad=True)
+    FusedZoo(nets)(x).sum().backward()
+    assert x.grad is not None
+    assert all(p.grad is None for n in nets for p in n.parameters())
+
+
+def test_box_zoo_ensemble_is_the_mean_of_member_log_probabilities(nets):
+    members = [[0], [1, 2, 3], [4]]
+    boxes = BoxZoo(nets, members)
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        want = torch.stack([nets[1](x), nets[2](x), nets[3](x)]).mean(0)
+    assert torch.allclose(boxes.outputs(x, [2, 1])[1], want, atol=1e-5)
+
+
+@pytest.mark.parametrize("rule", ["sgd", "sign"])
+def test_query_step_keeps_images_valid_whatever_the_gradient(rule):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.empty(3, 1, 28, 28).uniform_(LOW, HIGH).requires_grad_(True)
+    step = QueryStep(lr=50.0, noise=0.1, rule=rule)
+    for _ in range(5):
+        (x * torch.randn(x.shape)).sum().mul(100).backward()
+        step.apply(x, gen)
+        assert valid(x.detach())
+        assert x.grad is None
+    pixels = x.detach() * STD + MEAN
+    assert float(pixels.min()) > -1e-6 and float(pixels.max()) < 1 + 1e-6
+    assert float(pixels.min()) < 1e-6 and float(pixels.max()) > 1 - 1e-6  # the big steps did reach both bounds
+    assert to_pixels(x).min() >= 0.0 and to_pixels(x).max() <= 1.0
+
+
+def labels_for(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(0, a.n_classes, (n,), generator=g) for a in ATTRIBUTES], 1)
+
+
+def test_kennen_i_images_stay_in_range_after_every_step(nets):
+    boxes = BoxZoo(nets, [[i] for i in range(len(nets))])
+    params = kennen_i.KennenIParams(epochs=2, step=QueryStep(lr=5.0, batch=4))
+    seen = []
+
+    def check(x):
+        seen.append(x.clone())
+        assert valid(x)
+
+    init = torch.zeros(12, 1, 28, 28)
+    x = kennen_i.craft(boxes, range(len(nets)), labels_for(len(nets)), init, params, seed=0, on_step=check)
+    assert len(seen) == 2 * 4 and x.shape == (12, 1, 28, 28)
+    assert not torch.equal(x, init)  # the images did move
+    one = kennen_i.craft(boxes, range(4), labels_for(4), init, params, seed=0, target="all")
+    assert one.shape == (1, 1, 28, 28)
+
+
+def test_kennen_i_reads_only_the_top1_label():
+    fallback = np.array([a.n_classes - 1 for a in ATTRIBUTES])
+    labels = np.array([[0] * 12, [9] * 12, list(range(12))])
+    pred = kennen_i.predict(labels, fallback, "each")
+    assert pred[0].tolist() == [0] * 12
+    assert pred[1].tolist() == fallback.tolist()  # digit 9 names no value of any attribute (at most 8 values)
+    assert pred[2].tolist() == [j if j < a.n_classes else fallback[j] for j, a in enumerate(ATTRIBUTES)]
+    # With one query for all attributes, every attribute reads the same label.
+    assert kennen_i.predict(np.array([[1]]), fallback, "all").tolist() == [[1] * 12]
+    with pytest.raises(TypeError, match="top-1 labels"):
+        kennen_i.predict(np.random.rand(2, 12), fallback, "each")
+
+
+def test_kennen_i_test_answers_are_the_argmax_of_the_boxes(nets):
+    boxes = BoxZoo(nets, [[i] for i in range(len(nets))])
+    x = torch.randn(12, 1, 28, 28)
+    labels = kennen_i.evaluate_labels(boxes, x, [3, 5])
+    with torch.no_grad():
+        assert labels.tolist() == [nets[3](x).argmax(1).tolist(), nets[5](x).argmax(1).tolist()]
+    assert labels.dtype.kind == "i"
+
+
+def test_kennen_i_loss_variants():
+    logp = torch.log_softmax(torch.randn(6, 12, 10), -1)
+    y = labels_for(6)
+    digits = kennen_i.attribute_loss(logp, y, "each", "digits")
+    first_k = kennen_i.attribute_loss(logp, y, "each", "first_k")
+    assert first_k < digits  # renormalising over k <= 10 classes can only raise the target's probability
+    assert torch.isfinite(kennen_i.attribute_loss(logp[:, :1], y, "all", "digits"))
+
+
+def test_kennen_io_schedule_trains_only_what_each_phase_names(nets):
+    boxes = BoxZoo(nets, [[i] for i in range(len(nets))])
+    zoo_before = [t.clone() for g in boxes.zoo.groups for t in g.conv_w + g.fc_w]
+    schedule = (
+        kennen_io.Phase("metamodel", 2),
+        kennen_io.Phase("queries", 1),
+        kennen_io.Phase("metamodel", 1),
+        kennen_io.Phase("queries", 1),
+    )
+    params = kennen_io.KennenIOParams(n_queries=3, schedule=schedule, step=QueryStep(lr=0.05, batch=5, rule="sign"))
+    snapshots = []
+
+    def on_phase(phase, model, queries):
+        snapshots.append((phase, {k: v.clone() for k, v in model.state_dict().items()}, queries.clone()))
+
+    init = torch.randn(5, 1, 28, 28).clamp(LOW, HIGH)
+    trained = kennen_io.train(
+        boxes, range(len(nets)), labels_for(len(nets)), init, params, 16, Optimiser("adam", 1e-3, batch=5), 0,
+        on_phase=on_phase,
+    )  # fmt: skip
+    previous_model, previous_x = None, init[:3]
+    for phase, model, x in snapshots:
+        same_model = previous_model is not None and all(torch.equal(model[k], previous_model[k]) for k in model)
+        if phase == "metamodel":
+            assert torch.equal(x, previous_x) and not same_model
+        else:
+            assert same_model and not torch.equal(x, previous_x)
+            assert valid(x)
+        previous_model, previous_x = model, x
+    assert all(p.requires_grad for p in trained.model.parameters())  # unfrozen again after query phases
+    zoo_after = [t for g in boxes.zoo.groups for t in g.conv_w + g.fc_w]
+    assert all(torch.equal(a, b) for a, b in zip(zoo_before, zoo_after, strict=True))
+    assert kennen_io.evaluate(trained, boxes, [0, 1]).shape == (2, 12)
+
+
+def test_kennen_io_params_validation():
+    with pytest.raises(KennenError, match=r"kennen_io.schedule: must start with a metamodel phase"):
+        from_dict(kennen_io.KennenIOParams, {"schedule": [{"train": "queries", "epochs": 1}]}, "kennen_io")
+    with pytest.raises(KennenError, match=r"kennen_io.schedule\[0\].train: expected one of"):
+        from_dict(kennen_io.KennenIOParams, {"schedule": [{"train": "mlp", "epochs": 1}]}, "kennen_io")
+    with pytest.raises(KennenError, match=r"kennen_io.step.rule: expected 'sgd' or 'sign'"):
+        from_dict(kennen_io.KennenIOParams, {"step": {"rule": "adam"}}, "kennen_io")
+    with pytest.raises(KennenError, match=r"kennen_i.target: expected one of each, all"):
+        from_dict(kennen_i.KennenIParams, {"target": "some"}, "kennen_i")
