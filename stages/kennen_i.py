@@ -10,18 +10,17 @@ arrays (``models/kennen_i.safetensors``) and as a PNG grid, and DVCLive loss cur
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from pathlib import Path
 
 import torch
 from dvclive import Live
-from safetensors.torch import save_file
 
 from kennen import data as mnist_data
 from kennen.attributes import ATTRIBUTES
 from kennen.config import base_seed, load_params, section
-from kennen.io import atomic_path, write_json, write_text
+from kennen.io import write_json
+from kennen.metamodel.artifact import save_metamodel, zoo_provenance
 from kennen.metamodel.crafted import KENNEN_I_OFFSET, ZooSource, draw_images
 from kennen.metamodel.kennen_i import KennenIParams, in_range, run_target
 from kennen.metamodel.kennen_o import accuracies
@@ -92,28 +91,23 @@ def main(argv: list[str] | None = None) -> int:
             live.next_step()
         live.end()
 
-        model = Path(args.model)
         tensors = {f"queries.{t}": torch.from_numpy(results[t]["images"]) for t in order}
         tensors |= {f"fallback.{t}": torch.from_numpy(results[t]["fallback"]) for t in order}
-        with atomic_path(model.with_suffix(".safetensors")) as tmp:
-            save_file(tensors, str(tmp))
-        write_text(
-            model.with_suffix(".json"),
-            json.dumps(
-                {
-                    "method": "kennen-i",
-                    "target": kp.target,
-                    "targets": order,
-                    "loss": kp.loss,
-                    "attributes": [a.key for a in ATTRIBUTES],
-                    "image_space": "pixels in [0, 1], [A, 1, 28, 28]; normalise with MNIST mean/std before querying",
-                    "read_out": "top-1 label d -> value index d if d < #values, else fallback[attribute]",
-                    "n_train": len(split["train"]),
-                    "test_accuracy": metrics,
-                },
-                indent=1,
-            )
-            + "\n",
+        save_metamodel(
+            Path(args.model),
+            tensors,
+            {
+                "method": "kennen-i",
+                "target": kp.target,
+                "targets": order,
+                "loss": kp.loss,
+                "output": "top1 label",
+                "attributes": [a.key for a in ATTRIBUTES],
+                "image_space": "pixels in [0, 1], [A, 1, 28, 28]; normalise with MNIST mean/std before querying",
+                "read_out": "top-1 label d -> value index d if d < #values, else fallback[attribute]",
+                "zoo": zoo_provenance(params, len(split["train"]), len(split["test"])),
+                "test_accuracy": metrics,
+            },
         )
 
     return run(body, p, argv)

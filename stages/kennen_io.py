@@ -10,20 +10,19 @@ sample queries before and after training, and DVCLive loss curves (R split).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 from dvclive import Live
-from safetensors.torch import save_file
 
 from kennen import data as mnist_data
 from kennen.attributes import ATTRIBUTES
 from kennen.config import base_seed, load_params, section
 from kennen.errors import KennenError
-from kennen.io import atomic_path, write_json, write_text
+from kennen.io import write_json
+from kennen.metamodel.artifact import save_metamodel, zoo_provenance
 from kennen.metamodel.crafted import KENNEN_IO_OFFSET, ZooSource
 from kennen.metamodel.kennen_io import KennenIOParams, run_split
 from kennen.metamodel.kennen_o import KennenOParams, accuracies
@@ -128,30 +127,22 @@ def main(argv: list[str] | None = None) -> int:
             live.next_step()
         live.end()
 
-        model = Path(args.model)
-        tensors = {f"mlp.{k}": v.contiguous() for k, v in r["model"].items()} | {
-            "queries": torch.from_numpy(r["queries"])
-        }
-        with atomic_path(model.with_suffix(".safetensors")) as tmp:
-            save_file(tensors, str(tmp))
-        write_text(
-            model.with_suffix(".json"),
-            json.dumps(
-                {
-                    "method": "kennen-io",
-                    "n_queries": kp.n_queries,
-                    "output": "prob",
-                    "hidden": ko.hidden,
-                    "optimiser": ko.optimiser,
-                    "schedule": [[ph.train, ph.epochs] for ph in kp.schedule],
-                    "attributes": [a.key for a in ATTRIBUTES],
-                    "image_space": "pixels in [0, 1], [Q, 1, 28, 28]; normalise with MNIST mean/std before querying",
-                    "n_train": len(splits["r"]["train"]),
-                    "test_accuracy": metrics,
-                },
-                indent=1,
-            )
-            + "\n",
+        tensors = {f"mlp.{k}": v for k, v in r["model"].items()} | {"queries": torch.from_numpy(r["queries"])}
+        save_metamodel(
+            Path(args.model),
+            tensors,
+            {
+                "method": "kennen-io",
+                "n_queries": kp.n_queries,
+                "output": "prob",
+                "hidden": ko.hidden,
+                "optimiser": ko.optimiser,
+                "schedule": [[ph.train, ph.epochs] for ph in kp.schedule],
+                "attributes": [a.key for a in ATTRIBUTES],
+                "image_space": "pixels in [0, 1], [Q, 1, 28, 28]; normalise with MNIST mean/std before querying",
+                "zoo": zoo_provenance(params, len(splits["r"]["train"]), len(splits["r"]["test"])),
+                "test_accuracy": metrics,
+            },
         )
 
     return run(body, p, argv)

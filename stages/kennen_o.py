@@ -8,16 +8,17 @@ training curves.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
+import torch
 from dvclive import Live
-from safetensors.torch import save_file
 
+from kennen import data as mnist_data
 from kennen.attributes import ATTRIBUTES
 from kennen.config import base_seed, load_params, section
-from kennen.io import atomic_path, write_json, write_text
+from kennen.io import write_json
+from kennen.metamodel.artifact import save_metamodel, zoo_provenance
 from kennen.metamodel.kennen_o import KennenOParams, train_and_evaluate
 from kennen.metamodel.report import write_confusions, write_table
 from kennen.queries import load_outputs, read_boxes
@@ -29,7 +30,7 @@ log = logging.getLogger("kennen.kennen_o")
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    for name in ("outputs", "boxes", "splits", "metrics", "plots", "figures", "model", "live"):
+    for name in ("data", "outputs", "boxes", "splits", "metrics", "plots", "figures", "model", "live"):
         p.add_argument(f"--{name}", required=True)
 
     def body(args) -> None:
@@ -69,26 +70,25 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.figures) / "confusion.png",
             f"kennen-o ({kp.output}, {kp.n_queries} queries)",
         )
-        model = Path(args.model)
-        with atomic_path(model.with_suffix(".safetensors")) as tmp:
-            save_file({k: v.contiguous() for k, v in headline.model.state_dict().items()}, str(tmp))
-        write_text(
-            model.with_suffix(".json"),
-            json.dumps(
-                {
-                    "method": "kennen-o",
-                    "n_queries": kp.n_queries,
-                    "output": kp.output,
-                    "hidden": kp.hidden,
-                    "optimiser": kp.optimiser,
-                    "attributes": [a.key for a in ATTRIBUTES],
-                    "query_index": query_index[: kp.n_queries].tolist(),
-                    "n_train": len(split["train"]),
-                    "test_accuracy": headline.metrics,
-                },
-                indent=1,
-            )
-            + "\n",
+        mnist = mnist_data.load(Path(args.data))
+        images = mnist.test_images[query_index[: kp.n_queries]]
+        tensors = {f"mlp.{k}": v for k, v in headline.model.state_dict().items()}
+        tensors["queries"] = torch.from_numpy(images[:, None].astype("float32") / 255.0)  # pixels in [0, 1]
+        save_metamodel(
+            Path(args.model),
+            tensors,
+            {
+                "method": "kennen-o",
+                "n_queries": kp.n_queries,
+                "output": kp.output,
+                "hidden": kp.hidden,
+                "optimiser": kp.optimiser,
+                "attributes": [a.key for a in ATTRIBUTES],
+                "query_index": query_index[: kp.n_queries].tolist(),
+                "image_space": "pixels in [0, 1], [Q, 1, 28, 28]; normalise with MNIST mean/std before querying",
+                "zoo": zoo_provenance(params, len(split["train"]), len(split["test"])),
+                "test_accuracy": headline.metrics,
+            },
         )
 
     return run(body, p, argv)

@@ -1,0 +1,64 @@
+"""Trained metamodels on disk: what ``kennen whiten`` loads.
+
+Each metamodel is two files next to each other:
+
+- ``<name>.safetensors``: the tensors. ``mlp.<parameter>`` for kennen-o and
+  kennen-io (a ``KennenO`` state dict), ``queries`` for their query images;
+  kennen-i has ``queries.<target>`` and ``fallback.<target>``. Query images
+  are pixels in [0, 1], [Q, 1, 28, 28].
+- ``<name>.json``: what the tensors mean (method, output type, attribute order,
+  hidden width), the held-out accuracy per attribute, and the zoo and params
+  they came from (``zoo``), so that a user can tell which run made them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from kennen.errors import KennenError
+from kennen.io import atomic_path, write_text
+
+ZOO_PARAMS = {  # section -> keys that say which zoo a metamodel learned from
+    "sample_zoo": ("n_models",),
+    "train_zoo": ("epochs", "pool_size"),
+    "prune": ("min_acc",),
+    "ensembles": ("max_members",),
+}
+
+
+def zoo_provenance(params: dict[str, Any], n_train: int, n_test: int) -> dict[str, Any]:
+    """The zoo's defining params and the R split's sizes, for a metamodel's JSON."""
+    zoo = {f"{s}.{k}": params[s][k] for s, keys in ZOO_PARAMS.items() for k in keys}
+    return {"seed": params["seed"], **zoo, "n_train_boxes": n_train, "n_test_boxes": n_test}
+
+
+def save_metamodel(stem: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Atomically write ``stem.safetensors`` and ``stem.json``."""
+    with atomic_path(stem.with_suffix(".safetensors")) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp))
+    write_text(stem.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
+
+
+def load_metamodel(stem: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, meta) of a metamodel written by ``save_metamodel``; a missing or corrupt file is a KennenError."""
+    name = stem.name
+    hint = f"run `dvc repro {name}` (or `dvc pull`) to build it"
+    weights, meta_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    for path in (weights, meta_path):
+        if not path.is_file():
+            raise KennenError(f"{path}: metamodel not found; {hint}")
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise KennenError(f"{weights}: corrupt metamodel file ({e}); {hint}") from None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise KennenError(f"{meta_path}: corrupt metamodel description ({e}); {hint}") from None
+    return tensors, meta
