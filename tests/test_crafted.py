@@ -1,5 +1,6 @@
-"""The fused zoo forward, the projected query step, kennen-i's top-1 read-out and kennen-io's schedule."""
+"""The zoo forward (both strategies), the projected query step, kennen-i's top-1 read-out and kennen-io's schedule."""
 
+import copy
 import itertools
 
 import numpy as np
@@ -13,7 +14,7 @@ from kennen.errors import KennenError
 from kennen.metamodel import kennen_i, kennen_io
 from kennen.metamodel.crafted import HIGH, LOW, BoxZoo, QueryStep, to_pixels
 from kennen.metamodel.kennen_o import Optimiser
-from kennen.zoo.fused import FusedZoo
+from kennen.zoo.forward import STRATEGIES, ZooForward
 from kennen.zoo.net import MnistNet, NetConfig
 
 
@@ -43,9 +44,11 @@ def nets():
     return random_nets(10) + random_nets(4)
 
 
-def test_fused_forward_equals_each_network(nets):
-    zoo = FusedZoo(nets)
-    assert len(zoo.groups) < len(nets)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_zoo_forward_equals_each_network(nets, strategy):
+    zoo = ZooForward(copy.deepcopy(nets), strategy)
+    if strategy == "grouped":
+        assert len(zoo.groups) < len(nets)
     x = torch.randn(5, 1, 28, 28)
     with torch.no_grad():
         ref = torch.stack([n(x) for n in nets])
@@ -54,33 +57,39 @@ def test_fused_forward_equals_each_network(nets):
     assert torch.allclose(zoo(x, order), ref[order], atol=1e-5)
 
 
-def input_gradients(zoo_nets, fused: bool, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def input_gradients(zoo_nets, strategy: str | None, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     x = x.clone().requires_grad_(True)
-    out = FusedZoo(zoo_nets)(x) if fused else torch.stack([n(x) for n in zoo_nets])
+    if strategy is None:
+        out = torch.stack([n(x) for n in zoo_nets])
+    else:
+        out = ZooForward(copy.deepcopy(zoo_nets), strategy)(x)
     (out * w).sum().backward()
     return x.grad
 
 
-def test_fused_input_gradient_equals_each_networks(nets):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_zoo_forward_input_gradient_equals_each_networks(nets, strategy):
     x = torch.randn(3, 1, 28, 28)
     smooth = [n for n in nets if n.cfg.act in ("elu", "tanh") and not n.cfg.pool]
     assert len(smooth) >= 2
     w = torch.randn(len(smooth), 3, 10)
-    assert torch.allclose(input_gradients(smooth, True, x, w), input_gradients(smooth, False, x, w), atol=1e-5)
+    assert torch.allclose(input_gradients(smooth, strategy, x, w), input_gradients(smooth, None, x, w), atol=1e-5)
     # ReLU, PReLU and max-pooling have kinks: a pre-activation within rounding of 0 (or a near-tie in a
     # pooling window) may route one pixel's gradient differently; everything else must agree.
     w = torch.randn(len(nets), 3, 10)
-    diff = (input_gradients(nets, True, x, w) - input_gradients(nets, False, x, w)).abs()
+    diff = (input_gradients(nets, strategy, x, w) - input_gradients(nets, None, x, w)).abs()
     assert float((diff > 1e-5).float().mean()) < 0.01
 
 
-def test_fused_zoo_is_never_trained(nets):
-    for p in (p for n in nets for p in n.parameters()):
-        p.grad = None
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_zoo_forward_never_trains_the_zoo(nets, strategy):
+    own = copy.deepcopy(nets)
+    before = [p.clone() for n in own for p in n.parameters()]
     x = torch.randn(2, 1, 28, 28, requires_grad=True)
-    FusedZoo(nets)(x).sum().backward()
+    ZooForward(own, strategy)(x).sum().backward()
     assert x.grad is not None
-    assert all(p.grad is None for n in nets for p in n.parameters())
+    assert all(p.grad is None for n in own for p in n.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, (p for n in own for p in n.parameters()), strict=True))
 
 
 def test_box_zoo_ensemble_is_the_mean_of_member_log_probabilities(nets):
@@ -163,7 +172,7 @@ def test_kennen_i_loss_variants():
 
 def test_kennen_io_schedule_trains_only_what_each_phase_names(nets):
     boxes = BoxZoo(nets, [[i] for i in range(len(nets))])
-    zoo_before = [t.clone() for g in boxes.zoo.groups for t in g.conv_w + g.fc_w]
+    zoo_before = [p.clone() for n in boxes.zoo.nets for p in n.parameters()]
     schedule = (
         kennen_io.Phase("metamodel", 2),
         kennen_io.Phase("queries", 1),
@@ -191,7 +200,7 @@ def test_kennen_io_schedule_trains_only_what_each_phase_names(nets):
             assert valid(x)
         previous_model, previous_x = model, x
     assert all(p.requires_grad for p in trained.model.parameters())  # unfrozen again after query phases
-    zoo_after = [t for g in boxes.zoo.groups for t in g.conv_w + g.fc_w]
+    zoo_after = [p for n in boxes.zoo.nets for p in n.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(zoo_before, zoo_after, strict=True))
     assert kennen_io.evaluate(trained, boxes, [0, 1]).shape == (2, 12)
 

@@ -2,7 +2,7 @@
 
 Both methods learn query *images* by backpropagating through the training
 black boxes (paper §5). ``BoxZoo`` holds every member network of the given
-boxes in a ``FusedZoo`` and returns the boxes' log-probabilities on a batch of
+boxes in a ``ZooForward`` and returns the boxes' log-probabilities on a batch of
 query images: a single model's own output, an ensemble's the mean of its
 members' log-softmax outputs (as the ``queries`` stage computes them).
 
@@ -33,7 +33,7 @@ import torch
 from kennen.config import require
 from kennen.data import MEAN, STD
 from kennen.errors import KennenError
-from kennen.zoo.fused import FusedZoo
+from kennen.zoo.forward import ZooForward
 from kennen.zoo.net import MnistNet, NetConfig
 from kennen.zoo.sample import StableRng
 from kennen.zoo.store import read_table, shard_name, state_dicts
@@ -82,7 +82,7 @@ class BoxZoo:
     """Black boxes (single models and ensembles) as one differentiable function of the query images."""
 
     def __init__(self, nets: Sequence[MnistNet], members: Sequence[Sequence[int]]):
-        self.zoo = FusedZoo(nets)
+        self.zoo = ZooForward(nets)
         self.members = [list(m) for m in members]
 
     def __len__(self) -> int:

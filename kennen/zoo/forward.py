@@ -1,22 +1,24 @@
-"""Many zoo networks evaluated as one: horizontal fusion of MNIST-NETS forward passes.
+"""Many frozen zoo networks as one differentiable function of the query images.
 
 kennen-i and kennen-io backpropagate the loss of many black boxes into the same
-query images at every step. The networks are tiny (10 and 20 channels, 50
-units), so one model at a time spends most of its time in per-call overhead.
-Networks of the same *structure* (activation, pooling, kernel size, #conv,
-#fc; dropout is the identity in eval mode) are therefore stacked and run in one
-set of kernels:
+query images at every step; the networks never change. ``ZooForward`` evaluates
+a list of them in one of two ways:
 
-- the first convolution of G models is one convolution with G x 10 output channels,
-- every later convolution is a grouped convolution (``groups=G``),
-- the fully connected layers are batched matrix products (``baddbmm``),
+- ``loop`` (default): one network after the other, every network and the images
+  in channels-last layout, the networks' parameters frozen so autograd computes
+  only the input gradient.
+- ``grouped``: horizontal fusion. Networks of the same *structure* (activation,
+  pooling, kernel size, #conv, #fc; dropout is the identity in eval mode) are
+  stacked and run in one set of kernels: the first convolution of G models as
+  one convolution with G x 10 output channels, every later one as a grouped
+  convolution (``groups=G``), the fully connected layers as batched matrix
+  products (``baddbmm``).
 
-with activations in channels-last layout (measured: 1.3x faster convolutions on
-one CPU core here).
-
-The result equals running each ``MnistNet`` in eval mode (``tests/test_fused.py``:
-within 1e-5) and is differentiable in the input images. ``benchmarks/fused_forward.py``
-measures the speedup over a per-model loop.
+Both equal running each ``MnistNet`` in eval mode (``tests/test_crafted.py``: within
+1e-5). ``benchmarks/zoo_forward.py`` measures them against the plain per-network
+loop: on the 2-core CPU here the grouped kernels do *not* pay (the default zoo's
+413 networks fall into 131 structures, and oneDNN's grouped convolutions on 10-20
+channels are slower than plain ones), while channels-last does; hence the default.
 """
 
 from __future__ import annotations
@@ -97,17 +99,29 @@ def _layers(net: MnistNet) -> tuple[list[nn.Conv2d], list[nn.Linear], torch.Tens
     return convs, fcs, (prelu[0].weight.detach().reshape(()) if prelu else None)
 
 
-class FusedZoo:
-    """A list of ``MnistNet``s evaluated by structure group; ``forward`` keeps the list's order."""
+STRATEGIES = ("loop", "grouped")
 
-    def __init__(self, nets: Sequence[MnistNet]):
-        by_key: dict[tuple, list[int]] = {}
-        for i, net in enumerate(nets):
-            by_key.setdefault(structure(net.cfg), []).append(i)
+
+class ZooForward:
+    """A list of ``MnistNet``s, frozen in place; ``forward`` returns their log-probabilities in the order asked."""
+
+    def __init__(self, nets: Sequence[MnistNet], strategy: str = "loop"):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r} (expected one of {', '.join(STRATEGIES)})")
+        self.strategy = strategy
         self.n_models = len(nets)
+        self.nets = [n.eval().requires_grad_(False).to(memory_format=torch.channels_last) for n in nets]
         self.groups: list[_Group] = []
         # model index -> (group, position in group)
         self.where = torch.zeros(len(nets), 2, dtype=torch.long)
+        if strategy == "grouped":
+            self._stack()
+
+    def _stack(self) -> None:
+        nets = self.nets
+        by_key: dict[tuple, list[int]] = {}
+        for i, net in enumerate(nets):
+            by_key.setdefault(structure(net.cfg), []).append(i)
         for g, (key, members) in enumerate(sorted(by_key.items(), key=lambda kv: kv[1][0])):
             layers = [_layers(nets[i]) for i in members]
             self.groups.append(
@@ -128,6 +142,9 @@ class FusedZoo:
     def forward(self, x: torch.Tensor, models: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """Log-probabilities [M, Q, 10] of ``models`` (indices into the list; default all) on ``x`` [Q, 1, 28, 28]."""
         idx = torch.arange(self.n_models) if models is None else torch.as_tensor(models, dtype=torch.long)
+        if self.strategy == "loop":
+            x = x.contiguous(memory_format=torch.channels_last)
+            return torch.stack([self.nets[i](x) for i in idx.tolist()])
         where = self.where[idx]
         parts, order = [], []
         for g in torch.unique(where[:, 0]).tolist():
