@@ -23,7 +23,7 @@ def _typed(rows: list[dict[str, str]]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    for name in ("zoo", "kennen-o", "kennen-i", "kennen-io", "plots", "out"):
+    for name in ("zoo", "kennen-o", "kennen-i", "kennen-io", "imagenet-probe", "plots", "out"):
         p.add_argument(f"--{name}", required=True)
 
     def body(args) -> None:
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             _typed(read_csv(plots / "kennen_i" / "targets.csv")),
             read_json(args.kennen_io),
             _typed(read_csv(io_ext)) if io_ext.is_file() else [],
+            read_json(args.imagenet_probe),
+            _typed(read_csv(plots / "imagenet_probe" / "accuracy.csv")),
         )
         write_text(args.out, page)
 

@@ -45,6 +45,15 @@ TINY = {
         ],
         "step": {"batch": 4},
     },
+    "imagenet_probe": {
+        "families": {"squeezenet": ["squeezenet1_0", "squeezenet1_1"], "resnet": ["resnet18", "resnet34"]},
+        "n_queries": [5, 20],
+        "folds": 2,
+        "draws": 1,
+        "hidden": 16,
+        "optimiser": {"epochs": 3, "batch": 4},
+        "offline": {"seeds": 2, "steps": 1, "batch": 4, "pool": 20},
+    },
 }
 
 
@@ -89,6 +98,7 @@ def deep_update(base: dict, override: dict) -> dict:
 def tiny_params(idx: Path, **overrides) -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params = deep_update(params, TINY)
+    params["imagenet_probe"]["families"] = TINY["imagenet_probe"]["families"]  # a replacement, not a merge
     params["data"] = params["data"] | {"source": "idx", "idx_dir": str(idx)}
     return deep_update(params, overrides)
 

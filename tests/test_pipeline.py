@@ -36,6 +36,8 @@ METAMODEL_STAGES = (
     "kennen_o_sweep@extrapolation",
     "kennen_i",
     "kennen_io",
+    "imagenet_zoo",
+    "imagenet_probe",
     "report",
 )
 
@@ -165,3 +167,6 @@ def check_crafted(repo: Path, kennen_o: dict) -> None:
     page = (repo / "reports/README.md").read_text()
     assert "kennen-i, one query per attribute (headline)" in page and "paper: kennen-io" in page
     assert "the paper: kennen-io (80.1) > kennen-o (73.4) > kennen-i (52.7)" in page
+    probe = json.loads((repo / "reports/metrics/imagenet_probe.json").read_text())
+    assert probe["mode"] == "offline" and probe["n_models"] == 8 and {"acc.n5", "acc.n20"} <= set(probe)
+    assert "Offline surrogate, not the paper's experiment" in page and "90.4" in page

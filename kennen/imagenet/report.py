@@ -1,0 +1,41 @@
+"""Plots of the family probe: accuracy against the number of queries, and the confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kennen.plots import plt, save_figure
+
+PAPER = {100: 90.4, 1000: 94.8}  # paper §7: kennen-o on 19 pretrained ImageNet models; chance 20%
+
+
+def plot_accuracy(
+    rows: list[dict], families: list[str], title: str, figure: Path, others: dict[str, list[dict]] | None = None
+) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    xs = [r["n_queries"] for r in rows]
+    ax.plot(xs, [r["acc"] for r in rows], "o-", lw=2, label="overall (this run)")
+    for name, other in (others or {}).items():
+        ax.plot([r["n_queries"] for r in other], [r["acc"] for r in other], "s--", lw=1.5, label=f"overall, {name}")
+    for f in families:
+        ax.plot(xs, [r[f"acc.{f}"] for r in rows], ":", alpha=0.7, label=f)
+    ax.scatter(list(PAPER), list(PAPER.values()), color="#c44e52", marker="D", zorder=3, label="paper (pretrained)")
+    ax.axhline(100 / len(families), color="grey", lw=1, ls="--", label="chance")
+    ax.set(xscale="log", xlabel="queries", ylabel="family accuracy (%)", ylim=(0, 102), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    save_figure(fig, figure)
+
+
+def plot_confusion(cm: np.ndarray, families: list[str], title: str, figure: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 4.4))
+    recall = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    ax.imshow(recall, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(len(families)), families, rotation=45, ha="right")
+    ax.set_yticks(range(len(families)), families)
+    for (r, c), n in np.ndenumerate(cm):
+        ax.text(c, r, str(n), ha="center", va="center", fontsize=8, color="white" if recall[r, c] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="actual", title=title)
+    save_figure(fig, figure)
