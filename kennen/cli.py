@@ -18,6 +18,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kennen", description="Reverse-engineer black-box MNIST classifiers.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -36,8 +50,10 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--input-scale", choices=("normalised", "pixels"), default="normalised",
                    help="images as the target expects them: MNIST-normalised (default) or pixels in [0, 1]")  # fmt: skip
     w.add_argument("--batch-size", type=_positive, default=100, help="images per call or request")
-    w.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout per request, seconds")
-    w.add_argument("--retries", type=int, default=3, help="HTTP retries on timeouts, connection errors, 429 and 5xx")
+    w.add_argument("--timeout", type=_positive_float, default=10.0, help="HTTP timeout per request, seconds")
+    w.add_argument(
+        "--retries", type=_non_negative, default=3, help="HTTP retries on timeouts, connection errors, 429, 5xx"
+    )
     w.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 

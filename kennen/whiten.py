@@ -13,12 +13,19 @@ A *target* is anything that maps a batch of 28x28 images to outputs:
 higher held-out mean accuracy and fits ``--max-queries``); rankings and labels go to kennen-i,
 which reads only the top-1 label. Every image sent counts as one query, and the budget is checked
 before anything is sent.
+
+Trust: a ``.pt2`` program is loaded with weights-only unpickling forced; a TorchScript file and a
+``module:callable`` run the target's own code, so use them only for code you trust.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import importlib
 import json
+import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +41,8 @@ from kennen.attributes import ATTRIBUTES
 from kennen.data import MEAN, STD
 from kennen.errors import KennenError
 from kennen.metamodel.artifact import load_metamodel
+from kennen.metamodel.encode import OUTPUT_TYPES as OUTPUT_ENCODINGS
+from kennen.metamodel.encode import encode
 from kennen.metamodel.kennen_i import predict as kennen_i_predict
 from kennen.metamodel.kennen_o import KennenO
 
@@ -107,7 +116,7 @@ class HttpBox:
                 if e.code == 429 or e.code >= 500:
                     continue
                 raise KennenError(f"{self.url}: the target answered {last}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+            except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
                 last = str(getattr(e, "reason", e)) or type(e).__name__
                 continue
             try:
@@ -120,6 +129,19 @@ class HttpBox:
         raise KennenError(f"{self.url}: no answer after {self.retries + 1} attempts ({last})")
 
 
+@contextlib.contextmanager
+def _weights_only_loads():
+    old = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
+
+
 def load_target(spec: str, timeout: float = 10.0, retries: int = 3) -> BlackBox:
     """A callable black box from a file path, ``module:callable`` or an HTTP(S) URL."""
     if spec.startswith(("http://", "https://")):
@@ -130,13 +152,18 @@ def load_target(spec: str, timeout: float = 10.0, retries: int = 3) -> BlackBox:
             raise KennenError(f"{spec}: model file not found")
         try:
             if path.suffix == ".pt2":
-                return _torch_box(torch.export.load(str(path)).module(), spec)
+                # torch.export falls back to full unpickling for some payloads: forbid it, the file may be hostile.
+                with _weights_only_loads():
+                    program = torch.export.load(str(path))
+                return _torch_box(program.module(), spec)
             return _torch_box(torch.jit.load(str(path), map_location="cpu").eval(), spec)
         except Exception as e:  # noqa: BLE001 - any failure to deserialise is the user's file
             raise KennenError(f"{spec}: cannot load the model ({type(e).__name__}: {e})") from None
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise KennenError(f"{spec}: not a .pt2/.pt/.ts file, a module:callable or an http(s):// URL")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: modules in the current folder are importable
     try:
         obj = importlib.import_module(module_name)
         for part in attr.split("."):
@@ -162,13 +189,17 @@ def parse_answers(raw: Any, output_type: str, n: int, source: str) -> np.ndarray
     if output_type in SCORE_TYPES:
         if a.shape != (n, 10):
             raise KennenError(f"{source}: answered shape {list(a.shape)} for {n} images; {output_type} needs [{n}, 10]")
-        if not np.isfinite(a).all() and output_type == "prob":
-            raise KennenError(f"{source}: probabilities must be finite")
+        if np.isnan(a).any() or (output_type == "prob" and not np.isfinite(a).all()):
+            raise KennenError(f"{source}: answers must not contain NaN or infinities")
         if output_type == "prob":
             if a.min() < -1e-6 or abs(a.sum(1) - 1).max() > 1e-3:
                 raise KennenError(f"{source}: answers are not probabilities (each row must be >= 0 and sum to 1)")
-            return np.log(np.clip(a, 1e-39, None)).astype(np.float32)
-        return a.astype(np.float32)
+            a = np.log(np.clip(a, 1e-39, None))
+        else:
+            lse = np.log(np.exp(np.clip(a, -700, 700)).sum(1))
+            if a.max() > 1e-4 or abs(lse).max() > 1e-3:
+                raise KennenError(f"{source}: answers are not log-probabilities (each row's exp must sum to 1)")
+        return np.clip(a, np.log(1e-39), 0.0).astype(np.float32)
     if output_type == "ranking":
         if a.ndim == 1:
             a = a[:, None]
@@ -206,15 +237,25 @@ class Metamodel:
 
 
 def load(method: str, models_dir: Path) -> Metamodel:
-    tensors, meta = load_metamodel(models_dir / FILES[method])
-    if method == "kennen-i":
-        target = meta["target"]
-        return Metamodel(method, tensors[f"queries.{target}"], meta,
-                         fallback=tensors[f"fallback.{target}"].numpy(), target=target)  # fmt: skip
-    state = {k.removeprefix("mlp."): v for k, v in tensors.items() if k.startswith("mlp.")}
-    model = KennenO(state["mean"].numel(), meta["hidden"])
-    model.load_state_dict(state)
-    return Metamodel(method, tensors["queries"], meta, model=model.eval())
+    stem = models_dir / FILES[method]
+    tensors, meta = load_metamodel(stem)
+    try:
+        if method == "kennen-i":
+            target = meta["target"]
+            return Metamodel(method, tensors[f"queries.{target}"], meta,
+                             fallback=tensors[f"fallback.{target}"].numpy(), target=target)  # fmt: skip
+        state = {k.removeprefix("mlp."): v for k, v in tensors.items() if k.startswith("mlp.")}
+        model = KennenO(state["mean"].numel(), meta["hidden"])
+        model.load_state_dict(state)
+        mm = Metamodel(method, tensors["queries"], meta, model=model.eval())
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise KennenError(
+            f"{stem}: not a metamodel this version can read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            f"run `dvc repro {stem.name}`"
+        ) from None
+    if mm.meta.get("output", "prob") not in OUTPUT_ENCODINGS:
+        raise KennenError(f"{stem}: trained on unknown outputs {mm.meta.get('output')!r}; run `dvc repro {stem.name}`")
+    return mm
 
 
 def choose(output_type: str, method: str, models_dir: Path, max_queries: int | None) -> Metamodel:
@@ -232,7 +273,7 @@ def choose(output_type: str, method: str, models_dir: Path, max_queries: int | N
         except KennenError as e:
             errors.append(str(e))
     if not loaded:
-        raise KennenError(errors[0])
+        raise KennenError("; ".join(errors))
     fits = [m for m in loaded if max_queries is None or m.n_queries <= max_queries]
     if not fits:
         cheapest = min(loaded, key=lambda m: m.n_queries)
@@ -319,12 +360,15 @@ def whiten(
     held = mm.held_out
     findings = []
     if mm.method == "kennen-i":
-        pred = kennen_i_predict(answers_all[None, :], mm.fallback, mm.target)[0]
+        labels = answers_all.argmax(1) if output_type in SCORE_TYPES else answers_all  # kennen-i reads the top-1 only
+        pred = kennen_i_predict(labels[None, :], mm.fallback, mm.target)[0]
         for i, a in enumerate(ATTRIBUTES):
             findings.append(Finding(a.key, a.labels[pred[i]], None, held.get(f"acc.{a.key}")))
     else:
+        # The MLP sees the answers encoded as it was trained (``output`` in its JSON: prob, top<k>, bottom1).
+        x = encode(torch.from_numpy(answers_all), mm.meta.get("output", "prob"))
         with torch.no_grad():
-            logits = mm.model(torch.from_numpy(answers_all).reshape(1, -1))
+            logits = mm.model(x.reshape(1, -1))
         for a in ATTRIBUTES:
             p = torch.softmax(logits[a.key][0], 0)
             j = int(p.argmax())

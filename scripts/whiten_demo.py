@@ -5,7 +5,7 @@ as the zoo's are (`train_zoo` params of params.yaml), saved as torch.export prog
 under --out, and then whitened with the trained metamodels in models/. Usage, after
 `dvc repro` (or `dvc pull`):
 
-    python scripts/whiten_demo.py [--boxes 8] [--out demo] [--output-type logprob|label]
+    python scripts/whiten_demo.py [--boxes 8] [--out demo] [--seed 0]
 
 Prints the first box's `kennen whiten` table and, over all boxes, the accuracy of the
 predictions against the true attributes next to chance: once with the boxes' scores

@@ -19,6 +19,7 @@ from dvclive import Live
 from kennen import data as mnist_data
 from kennen.attributes import ATTRIBUTES
 from kennen.config import base_seed, load_params, section
+from kennen.errors import KennenError
 from kennen.io import write_json
 from kennen.metamodel.artifact import save_metamodel, zoo_provenance
 from kennen.metamodel.crafted import KENNEN_I_OFFSET, ZooSource, draw_images
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         kp = section(KennenIParams, params, "kennen_i")
         seed = base_seed(params) + KENNEN_I_OFFSET
         boxes, split = read_boxes(Path(args.boxes)), read_split(Path(args.splits), "r")
+        if not split["train"] or not split["test"]:
+            raise KennenError(f"{args.splits}: the R split has no training or no test boxes")
         mnist = mnist_data.load(Path(args.data))
         # Official init "randval": random MNIST images (here drawn from the test set, as the queries are).
         init = mnist_data.normalise(mnist.test_images[draw_images(len(mnist.test_images), len(ATTRIBUTES), seed)])

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from kennen.config import load_params
+from kennen.config import load_params, section
+from kennen.imagenet.families import ProbeParams
 from kennen.io import read_csv, read_json, write_text
+from kennen.metamodel.kennen_i import KennenIParams
+from kennen.metamodel.kennen_io import KennenIOParams
+from kennen.metamodel.kennen_o import KennenOParams
 from kennen.results_page import render
+from kennen.zoo.prune import PruneParams
+from kennen.zoo.train import TrainParams
 from stages._common import parser, run
 
 
@@ -19,6 +26,19 @@ def _typed(rows: list[dict[str, str]]) -> list[dict]:
         return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
 
     return [{k: conv(v) for k, v in r.items()} for r in rows]
+
+
+def parsed_params(raw: dict) -> dict:
+    """The sections the page quotes, parsed and validated, with every default filled in (as plain dicts)."""
+    sections = {
+        "train_zoo": TrainParams,
+        "prune": PruneParams,
+        "kennen_o": KennenOParams,
+        "kennen_i": KennenIParams,
+        "kennen_io": KennenIOParams,
+        "imagenet_probe": ProbeParams,
+    }
+    return {name: dataclasses.asdict(section(cls, raw, name)) for name, cls in sections.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             read_json(args.kennen_o),
             _typed(read_csv(plots / "kennen_o" / "optimisers.csv")),
             sweeps,
-            load_params(args.params),
+            parsed_params(load_params(args.params)),
             read_json(args.kennen_i),
             _typed(read_csv(plots / "kennen_i" / "targets.csv")),
             read_json(args.kennen_io),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +169,17 @@ def test_pretrained_stages_with_stand_in_weights(tmp_path, torch_home, monkeypat
     assert metrics["mode"] == "pretrained" and "the paper's experiment" in metrics["label"]
     with np.load(tmp_path / "zoo/outputs.npz") as z:
         assert z["outputs"].shape == (4, 6, 20)
+
+
+def test_download_goes_into_a_fresh_torch_home_with_the_hash_checked(torch_home, monkeypatch):
+    calls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        assert Path(dst).parent.is_dir()  # torch does not create hub/checkpoints itself
+        calls.append((url, hash_prefix))
+        torch.save(get_model("squeezenet1_1", weights=None).state_dict(), dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    pretrained.load_pretrained("squeezenet1_1", download=True)
+    url = get_model_weights("squeezenet1_1").DEFAULT.url
+    assert calls == [(url, url.rsplit("-", 1)[-1].removesuffix(".pth"))]

@@ -21,7 +21,7 @@ from kennen.cli import main as cli
 from kennen.data import normalise
 from kennen.errors import KennenError
 from kennen.metamodel import kennen_i
-from kennen.metamodel.artifact import save_metamodel
+from kennen.metamodel.artifact import load_metamodel, save_metamodel
 from kennen.metamodel.crafted import BoxZoo, QueryStep, to_pixels
 from kennen.metamodel.kennen_o import Optimiser, accuracies, fit, predict, targets
 from kennen.whiten import HttpBox, load_target, parse_answers, whiten
@@ -313,3 +313,37 @@ def test_fixed_batch_program_needs_matching_batch_size(world, tmp_path, capsys):
         capsys, "whiten", str(path), "--models", str(world["models"]), "--batch-size", "4", "--output-type", "logprob"
     )
     assert code == 0, err
+
+
+def test_log_probability_answers_are_checked():
+    good = np.log(np.full((2, 10), 0.1))
+    assert np.allclose(parse_answers(good, "logprob", 2, "t"), good)
+    with pytest.raises(KennenError, match="NaN"):
+        parse_answers(np.where(np.eye(2, 10) > 0, np.nan, good), "logprob", 2, "t")
+    with pytest.raises(KennenError, match="not log-probabilities"):
+        parse_answers(np.zeros((2, 10)), "logprob", 2, "t")  # logits, not log-probabilities
+
+
+def test_kennen_i_on_a_box_that_answers_scores(world, tmp_path, capsys):
+    cfg, net = world["fresh"][4]
+    path = tmp_path / "box.pt2"
+    export(net, path)
+    code, out, err = run_cli(
+        capsys, "whiten", str(path), "--models", str(world["models"]), "--output-type", "logprob",
+        "--method", "kennen-i", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["method"] == "kennen-i" and json.loads(out)["queries"] == 12
+
+
+def test_a_stale_metamodel_is_a_one_line_error(world, tmp_path, capsys):
+    stale = tmp_path / "models"
+    stale.mkdir()
+    tensors, meta = load_metamodel(world["models"] / "kennen_o")
+    save_metamodel(stale / "kennen_o", {k.removeprefix("mlp."): v for k, v in tensors.items()}, meta)  # old layout
+    cfg, net = world["fresh"][0]
+    export(net, tmp_path / "box.pt2")
+    code, _, err = run_cli(
+        capsys, "whiten", str(tmp_path / "box.pt2"), "--models", str(stale), "--output-type", "logprob"
+    )
+    assert code == 2 and "not a metamodel this version can read" in err and err.count("\n") == 1

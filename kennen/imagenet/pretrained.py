@@ -39,8 +39,10 @@ def load_pretrained(name: str, download: bool) -> torch.nn.Module:
     if not path.is_file():
         if not download:
             raise KennenError(f"imagenet_probe.pretrained: weights of {name} not found at {path}; {how}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digest = path.stem.rsplit("-", 1)[-1]  # torchvision names files <name>-<sha256 prefix>.pth
         try:
-            torch.hub.download_url_to_file(weights.url, str(path), progress=False)
+            torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=digest, progress=False)
         except Exception as e:  # noqa: BLE001 - any network failure gets the same advice
             raise KennenError(
                 f"imagenet_probe.pretrained: cannot download the weights of {name} ({e}); {how}"

@@ -34,7 +34,7 @@ ZOO_PARAMS = {  # section -> keys that say which zoo a metamodel learned from
 
 def zoo_provenance(params: dict[str, Any], n_train: int, n_test: int) -> dict[str, Any]:
     """The zoo's defining params and the R split's sizes, for a metamodel's JSON."""
-    zoo = {f"{s}.{k}": params[s][k] for s, keys in ZOO_PARAMS.items() for k in keys}
+    zoo = {f"{s}.{k}": params.get(s, {}).get(k) for s, keys in ZOO_PARAMS.items() for k in keys}
     return {"seed": params["seed"], **zoo, "n_train_boxes": n_train, "n_test_boxes": n_test}
 
 

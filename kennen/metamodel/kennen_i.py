@@ -151,6 +151,7 @@ def run_target(
     seed: int,
 ) -> dict[str, Any]:
     """Executor entry point: craft for ``target`` on the training boxes, answer with the test boxes' top-1 labels."""
+    torch.set_num_threads(1)  # the same arithmetic on every executor (in-process, process pool, Dask)
     ids = [*train_ids, *test_ids]
     zoo = source.load(ids)
     y = targets([source.boxes[i] for i in ids])

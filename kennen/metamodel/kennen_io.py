@@ -175,6 +175,7 @@ def run_split(
     seed: int,
 ) -> dict[str, Any]:
     """Executor entry point: kennen-io trained on split ``name``'s training boxes, evaluated on its test boxes."""
+    torch.set_num_threads(1)  # the same arithmetic on every executor (in-process, process pool, Dask)
     train_ids, test_ids = splits[name]["train"], splits[name]["test"]
     ids = [*train_ids, *test_ids]
     zoo = source.load(ids)
