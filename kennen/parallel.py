@@ -71,9 +71,10 @@ def executor_settings() -> tuple[str, int]:
 
 
 @contextlib.contextmanager
-def get_executor(n_tasks: int) -> Iterator[cf.Executor]:
-    """The executor named by the environment, sized for ``n_tasks`` tasks."""
+def get_executor(n_tasks: int, max_workers: int | None = None) -> Iterator[cf.Executor]:
+    """The executor named by the environment, sized for ``n_tasks`` tasks and at most ``max_workers`` local workers."""
     backend, workers = executor_settings()
+    workers = min(workers, max_workers or workers)
     if backend == "serial" or (backend == "process" and min(workers, n_tasks) <= 1):
         log.info("executor: serial")
         yield SerialExecutor()
@@ -117,9 +118,14 @@ def _dask_executor() -> Iterator[cf.Executor]:
         client.close()
 
 
-def run_tasks(fn: Callable, tasks: Iterable[Any], n_tasks: int) -> Iterator[tuple[Any, Any]]:
-    """Run ``fn(task)`` for every task; yield (task, result) in completion order."""
-    with get_executor(n_tasks) as ex:
+def run_tasks(
+    fn: Callable, tasks: Iterable[Any], n_tasks: int, max_workers: int | None = None
+) -> Iterator[tuple[Any, Any]]:
+    """Run ``fn(task)`` for every task; yield (task, result) in completion order.
+
+    ``max_workers`` caps the local process pool (e.g. 1 when the tasks share one GPU).
+    """
+    with get_executor(n_tasks, max_workers) as ex:
         futures = {ex.submit(fn, t): t for t in tasks}
         for future in cf.as_completed(futures):
             yield futures[future], future.result()

@@ -1,8 +1,10 @@
 """Stage ``train_zoo@<shard>``: train one shard of the zoo -> ``shard-N.{safetensors,csv}``.
 
 The models of the shard run as tasks on the executor chosen by
-``KENNEN_EXECUTOR`` / ``KENNEN_WORKERS`` (see ``kennen.parallel``); this process
-is the only writer of the shard files.
+``KENNEN_EXECUTOR`` / ``KENNEN_WORKERS`` (see ``kennen.parallel``): one task per
+model with ``train_zoo.trainer: loop``, one per fused group with ``fused``. On
+``device: cuda`` the local executor runs one task at a time (one process owns
+the GPU). This process is the only writer of the shard files.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from kennen.config import load_params, section
 from kennen.errors import KennenError
 from kennen.log import progress
 from kennen.parallel import run_tasks
+from kennen.zoo.fused import fusion_groups, train_group_task
 from kennen.zoo.net import NetConfig
 from kennen.zoo.store import read_table, write_shard
-from kennen.zoo.train import TrainParams, TrainSpec, train_task
+from kennen.zoo.train import TrainParams, TrainSpec, check_device, train_task
 from stages._common import parser, run
 
 log = logging.getLogger("kennen.train_zoo")
@@ -29,6 +32,11 @@ def _cost(spec: TrainSpec) -> float:
     """Rough relative cost, to start the slowest models first (longest-processing-time order)."""
     per_image = (1.0 if spec.net.pool else 4.0) * spec.net.n_conv
     return SPLIT_FRACTION[spec.split.split("_")[0]] * per_image
+
+
+def _train_one(specs: list[TrainSpec], **data) -> list:
+    """A one-model task, shaped like a fused group's (a list in, a list out)."""
+    return [train_task(specs[0], **data)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,15 +67,23 @@ def main(argv: list[str] | None = None) -> int:
             )
             for r in mine
         ]
-        specs.sort(key=_cost, reverse=True)
-        task = functools.partial(
-            train_task,
-            data_path=str(Path(args.data).resolve()),
-            pool_size=tp.pool_size,
-            perm_seed=tp.perm_seed,
-            test_batch=tp.test_batch,
-        )
-        results = [r for _, r in progress(run_tasks(task, specs, len(specs)), len(specs), f"shard {args.shard}", log)]
+        check_device(tp.device)
+        data = {
+            "data_path": str(Path(args.data).resolve()),
+            "pool_size": tp.pool_size,
+            "perm_seed": tp.perm_seed,
+            "test_batch": tp.test_batch,
+            "device": tp.device,
+        }
+        if tp.trainer == "fused":
+            tasks = sorted(fusion_groups(specs, tp.fuse_max), key=lambda g: sum(map(_cost, g)), reverse=True)
+            job = functools.partial(train_group_task, **data)
+        else:
+            tasks = sorted(([s] for s in specs), key=lambda g: _cost(g[0]), reverse=True)
+            job = functools.partial(_train_one, **data)
+        max_workers = 1 if tp.device == "cuda" else None
+        done = progress(run_tasks(job, tasks, len(tasks), max_workers), len(tasks), f"shard {args.shard}", log)
+        results = [r for _, group in done for r in group]
         write_shard(Path(args.out_dir), args.shard, results)
         log.info(
             "wrote shard %d: %d models, mean test accuracy %.2f%%",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
+import torch
 import yaml
 
 from stages import data as data_stage
@@ -10,6 +13,7 @@ from stages import ensembles as ensembles_stage
 from stages import prune as prune_stage
 from stages import sample_zoo as sample_stage
 from stages import train_zoo as train_stage
+from kennen.zoo.store import read_table
 from tests.conftest import tiny_params
 
 
@@ -121,3 +125,35 @@ def test_data_stage_from_idx_folder(tmp_path, idx_dir, capsys):
     code = data_stage.main(["--params", write_params(tmp_path, bad), "--out", str(tmp_path / "other.npz")])
     assert_one_line_error(capsys, code, "data.idx_dir:")
     assert not (tmp_path / "other.npz").exists()
+
+
+def _train_shard(tmp_path, idx_dir, name: str, **train_zoo) -> tuple:
+    from kennen import data as mnist_data
+    from kennen.zoo.store import state_dicts
+
+    folder = tmp_path / name
+    folder.mkdir()
+    overrides = {"train_zoo": train_zoo} if train_zoo else {}
+    params = tiny_params(idx_dir, sample_zoo={"space": {}}, **overrides)  # every structure, act and alg
+    params_path = write_params(folder, params)
+    sample, npz = folder / "sample.csv", folder / "mnist.npz"
+    mnist_data.save(mnist_data.read_idx_dir(idx_dir), npz)
+    assert sample_stage.main(["--params", params_path, "--out", str(sample)]) == 0
+    args = ["--params", params_path, "--shard", "0", "--sample", str(sample), "--data", str(npz)]
+    assert train_stage.main([*args, "--out-dir", str(folder / "shards")]) == 0
+    return read_table(folder / "shards" / "shard-0.csv"), state_dicts(folder / "shards" / "shard-0.safetensors")
+
+
+def test_fused_trainer_writes_the_loop_trainers_shard(tmp_path, idx_dir):
+    loop_rows, loop_w = _train_shard(tmp_path, idx_dir, "loop")
+    fused_rows, fused_w = _train_shard(tmp_path, idx_dir, "fused", trainer="fused", fuse_max=2)
+    assert [r["model_id"] for r in fused_rows] == [r["model_id"] for r in loop_rows]
+    assert fused_w.keys() == loop_w.keys()
+    for model_id, state in loop_w.items():
+        for k, v in state.items():
+            torch.testing.assert_close(fused_w[model_id][k], v, rtol=1e-3, atol=1e-3)
+    for f, r in zip(fused_rows, loop_rows, strict=True):
+        assert abs(f["test_acc"] - r["test_acc"]) <= 1.0
+    # The shard really was fused: its seed group shares one structure.
+    shard = [r for r in read_table(tmp_path / "fused" / "sample.csv") if r["shard"] == 0]
+    assert max(Counter((r["pool"], r["ks"], r["n_conv"], r["n_fc"]) for r in shard).values()) >= 2

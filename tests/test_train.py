@@ -7,7 +7,7 @@ import torch
 from kennen import data as mnist_data
 from kennen.attributes import SPLITS
 from kennen.zoo.net import NetConfig
-from kennen.zoo.train import OPTIMISERS, TrainSpec, load_train_data, subset_indices, train_model
+from kennen.zoo.train import TrainParams, TrainSpec, load_train_data, make_optimiser, subset_indices, train_model
 
 NET = NetConfig("relu", False, True, 5, 2, 2)
 
@@ -38,7 +38,7 @@ def test_subsets_come_from_the_official_permutation():
 
 def test_optimiser_settings_follow_the_official_code():
     p = [torch.nn.Parameter(torch.zeros(1))]
-    sgd, adam, rms = (OPTIMISERS[k](p).defaults for k in ("sgd", "adam", "rmsprop"))
+    sgd, adam, rms = (make_optimiser(k, p).defaults for k in ("sgd", "adam", "rmsprop"))
     assert (sgd["lr"], sgd["momentum"]) == (0.1, 0.5)
     assert adam["lr"] == 1e-3
     assert (rms["lr"], rms["momentum"]) == (1e-3, 0.5)
@@ -78,3 +78,49 @@ def test_worker_cache_reloads_a_changed_data_file(idx_dir, tmp_path):
     mnist_data.save(replace(mnist, train_labels=(mnist.train_labels + 1) % 10), path)
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     assert not torch.equal(load_train_data(str(path), 400, 20, 256).train_y, first.train_y)
+
+
+def test_trainer_layout_does_not_change_the_model(train_data):
+    """Channels-last (the default) and the default layout train the same model, up to rounding."""
+    spec = TrainSpec(0, NetConfig("prelu", True, False, 3, 3, 3), "rmsprop", 64, "half_0", torch_seed=9, epochs=1)
+    a, b = train_model(spec, train_data), train_model(spec, train_data, channels_last=False)
+    assert a.state.keys() == b.state.keys()
+    for k in a.state:  # RMSprop's division by running gradient norms amplifies rounding where gradients are ~0
+        np.testing.assert_allclose(a.state[k], b.state[k], rtol=1e-3, atol=1e-3)
+    assert a.state["features.0.weight"].flags["C_CONTIGUOUS"]  # shards store the default layout
+
+
+def test_dropout_masks_come_from_the_model_seed(train_data):
+    """Dropout draws from the model's own generator: a model never depends on what else ran in the process."""
+    spec = TrainSpec(0, replace(NET, drop=True, n_fc=3), "sgd", 64, "all", torch_seed=11, epochs=1)
+    a = train_model(spec, train_data)
+    torch.manual_seed(0)
+    torch.rand(1000)  # the global generator moves; the model must not
+    b = train_model(spec, train_data)
+    for k in a.state:
+        np.testing.assert_array_equal(a.state[k], b.state[k])
+    c = train_model(replace(spec, torch_seed=12), train_data)
+    assert not np.array_equal(a.state["classifier.0.weight"], c.state["classifier.0.weight"])
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("trainer", "vmap", "train_zoo.trainer: expected one of loop, fused"), ("device", "tpu", "train_zoo.device"),
+     ("fuse_max", 0, "train_zoo.fuse_max: must be at least 1")],
+)  # fmt: skip
+def test_trainer_params_are_checked(key, value, message):
+    from kennen.config import from_dict
+    from kennen.errors import KennenError
+
+    with pytest.raises(KennenError, match=message):
+        from_dict(TrainParams, {"shards": [0], key: value}, "train_zoo")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_without_a_gpu_is_a_one_line_error(idx_dir, tmp_path):
+    from kennen.errors import KennenError
+
+    path = tmp_path / "m.npz"
+    mnist_data.save(mnist_data.read_idx_dir(idx_dir), path)
+    with pytest.raises(KennenError, match="train_zoo.device: cuda, but torch sees no CUDA device"):
+        load_train_data(str(path), 400, 20, 256, "cuda")

@@ -24,13 +24,11 @@ channels are slower than plain ones), while channels-last does; hence the defaul
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from kennen.zoo.net import MnistNet, NetConfig
+from kennen.zoo.stacked import Stacked
 
 STRUCTURE = ("act", "pool", "ks", "n_conv", "n_fc")
 
@@ -38,65 +36,6 @@ STRUCTURE = ("act", "pool", "ks", "n_conv", "n_fc")
 def structure(cfg: NetConfig) -> tuple:
     """What must agree for two networks to share kernels in eval mode (not dropout)."""
     return tuple(getattr(cfg, k) for k in STRUCTURE)
-
-
-def _activation(name: str, h: torch.Tensor, slope: torch.Tensor | None) -> torch.Tensor:
-    if name == "relu":
-        return F.relu(h)
-    if name == "tanh":
-        return torch.tanh(h)
-    if name == "elu":
-        return F.elu(h)
-    # PReLU with one slope per model; ``slope`` is already broadcastable against ``h``.
-    return torch.where(h >= 0, h, h * slope)
-
-
-@dataclass
-class _Group:
-    """Stacked parameters of the networks that share one structure."""
-
-    act: str
-    pool: bool
-    ks: int
-    conv_w: list[torch.Tensor]  # per layer [G, out, in, k, k]
-    conv_b: list[torch.Tensor]  # per layer [G, out]
-    fc_w: list[torch.Tensor]  # per layer [G, out, in]
-    fc_b: list[torch.Tensor]  # per layer [G, out]
-    slope: torch.Tensor | None  # [G] for PReLU
-
-    def forward(self, x: torch.Tensor, sel: torch.Tensor | None) -> torch.Tensor:
-        """Log-probabilities [G', Q, 10] of the selected members (all when ``sel`` is None) on ``x`` [Q, 1, 28, 28]."""
-
-        def pick(t: torch.Tensor) -> torch.Tensor:
-            return t if sel is None else t.index_select(0, sel)
-
-        n_q = x.shape[0]
-        slope = None if self.slope is None else pick(self.slope)
-        h = x.contiguous(memory_format=torch.channels_last)
-        n = None
-        for i, (w, b) in enumerate(zip(self.conv_w, self.conv_b, strict=True)):
-            w, b = pick(w), pick(b)
-            n, out = w.shape[:2]
-            pad = 0 if i < 2 else (self.ks - 1) // 2
-            w = w.flatten(0, 1).contiguous(memory_format=torch.channels_last)
-            h = F.conv2d(h, w, b.flatten(), padding=pad, groups=1 if i == 0 else n)
-            if i < 2 and self.pool:
-                h = F.max_pool2d(h, 2)
-            h = _activation(self.act, h, None if slope is None else slope.repeat_interleave(out)[:, None, None])
-        h = h.reshape(n_q, n, -1).transpose(0, 1)  # [G, Q, features], each model's features in MnistNet's order
-        last = len(self.fc_w) - 1
-        for j, (w, b) in enumerate(zip(self.fc_w, self.fc_b, strict=True)):
-            h = torch.baddbmm(pick(b).unsqueeze(1), h, pick(w).transpose(1, 2))
-            if j < last:
-                h = _activation(self.act, h, None if slope is None else slope[:, None, None])
-        return torch.log_softmax(h, dim=-1)
-
-
-def _layers(net: MnistNet) -> tuple[list[nn.Conv2d], list[nn.Linear], torch.Tensor | None]:
-    convs = [m for m in net.features if isinstance(m, nn.Conv2d)]
-    fcs = [m for m in net.classifier if isinstance(m, nn.Linear)]
-    prelu = [m for m in net.modules() if isinstance(m, nn.PReLU)]
-    return convs, fcs, (prelu[0].weight.detach().reshape(()) if prelu else None)
 
 
 STRATEGIES = ("loop", "grouped")
@@ -111,31 +50,18 @@ class ZooForward:
         self.strategy = strategy
         self.n_models = len(nets)
         self.nets = [n.eval().requires_grad_(False).to(memory_format=torch.channels_last) for n in nets]
-        self.groups: list[_Group] = []
+        self.groups: list[Stacked] = []
         # model index -> (group, position in group)
         self.where = torch.zeros(len(nets), 2, dtype=torch.long)
         if strategy == "grouped":
             self._stack()
 
     def _stack(self) -> None:
-        nets = self.nets
         by_key: dict[tuple, list[int]] = {}
-        for i, net in enumerate(nets):
+        for i, net in enumerate(self.nets):
             by_key.setdefault(structure(net.cfg), []).append(i)
-        for g, (key, members) in enumerate(sorted(by_key.items(), key=lambda kv: kv[1][0])):
-            layers = [_layers(nets[i]) for i in members]
-            self.groups.append(
-                _Group(
-                    act=key[0],
-                    pool=key[1],
-                    ks=key[2],
-                    conv_w=[torch.stack([ls[0][k].weight.detach() for ls in layers]) for k in range(key[3])],
-                    conv_b=[torch.stack([ls[0][k].bias.detach() for ls in layers]) for k in range(key[3])],
-                    fc_w=[torch.stack([ls[1][k].weight.detach() for ls in layers]) for k in range(key[4])],
-                    fc_b=[torch.stack([ls[1][k].bias.detach() for ls in layers]) for k in range(key[4])],
-                    slope=torch.stack([ls[2] for ls in layers]) if key[0] == "prelu" else None,
-                )
-            )
+        for g, members in enumerate(sorted(by_key.values(), key=lambda ms: ms[0])):
+            self.groups.append(Stacked.of([self.nets[i] for i in members], detach=True))
             for pos, i in enumerate(members):
                 self.where[i] = torch.tensor([g, pos])
 
@@ -151,7 +77,7 @@ class ZooForward:
             rows = (where[:, 0] == g).nonzero().flatten()
             group = self.groups[g]
             full = len(rows) == group.conv_w[0].shape[0] and bool((where[rows, 1] == torch.arange(len(rows))).all())
-            parts.append(group.forward(x, None if full else where[rows, 1]))
+            parts.append((group if full else group.select(where[rows, 1])).forward(x))
             order.append(rows)
         out = torch.cat(parts)
         return out[torch.argsort(torch.cat(order))]

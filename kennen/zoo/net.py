@@ -14,6 +14,11 @@ Deliberate differences from the official code, both following the paper's text:
   ``convblock``/``linearblock`` hard-code ReLU there.
 - As in the official code, one activation module is shared by all blocks, so a
   PReLU network has a single learnable slope (hence "PReLU adds 1 parameter").
+
+Dropout masks can be drawn from a generator of the model's own
+(:meth:`MnistNet.seed_dropout`) instead of torch's global one, so that a model's
+masks depend on its seed alone and the fused trainer (``kennen.zoo.fused``) can
+draw exactly the masks the per-model trainer draws.
 """
 
 from __future__ import annotations
@@ -30,6 +35,23 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "prelu": nn.PReLU, "
 CONV_CHANNELS = (10, 20)
 FC_WIDTH = 50
 DROPOUT = 0.5
+
+
+def dropout_mask(shape: torch.Size, p: float, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """Inverted-dropout mask: 0 with probability ``p``, else ``1 / (1 - p)``; one draw of ``shape`` from ``generator``."""
+    keep = torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1.0 - p, generator=generator)
+    return keep / (1.0 - p)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` that draws its masks from ``generator`` when one is set (training mode only)."""
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.generator is None:
+            return super().forward(x)
+        return x * dropout_mask(x.shape, self.p, self.generator, x)
 
 
 @dataclass(frozen=True)
@@ -59,6 +81,7 @@ class MnistNet(nn.Module):
     def __init__(self, cfg: NetConfig):
         super().__init__()
         self.cfg = cfg
+        self.dropout_generator: torch.Generator | None = None
         act = ACTIVATIONS[cfg.act]()  # shared by every block, as in the official code
         pool = [nn.MaxPool2d(2)] if cfg.pool else []
         c1, c2 = CONV_CHANNELS
@@ -66,7 +89,7 @@ class MnistNet(nn.Module):
         for _ in range(cfg.n_conv - 2):
             layers += [nn.Conv2d(c2, c2, cfg.ks, padding=(cfg.ks - 1) // 2), act]
         self.features = nn.Sequential(*layers)
-        drop = [nn.Dropout(DROPOUT)] if cfg.drop else []
+        drop = [Dropout(DROPOUT)] if cfg.drop else []  # one module, shared like act
         fc: list[nn.Module] = [nn.Linear(feature_size(cfg.ks, cfg.pool), FC_WIDTH), act, *drop]
         for _ in range(cfg.n_fc - 2):
             fc += [nn.Linear(FC_WIDTH, FC_WIDTH), act, *drop]
@@ -76,6 +99,20 @@ class MnistNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, 1, 28, 28] normalised images
         return torch.log_softmax(self.classifier(self.features(x).flatten(1)), dim=1)
+
+    def seed_dropout(self, generator: torch.Generator) -> None:
+        """Draw every dropout mask from ``generator``, in forward order: one [B, 50] draw per fc block."""
+        self.dropout_generator = generator
+        for m in self.modules():
+            if isinstance(m, Dropout):
+                m.generator = generator
+
+    def layers(self) -> tuple[list[nn.Conv2d], list[nn.Linear], nn.Parameter | None]:
+        """The convolutions and linear layers in forward order, and the PReLU slope (None for other activations)."""
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        fcs = [m for m in self.classifier if isinstance(m, nn.Linear)]
+        prelu = [m for m in self.modules() if isinstance(m, nn.PReLU)]
+        return convs, fcs, (prelu[0].weight if prelu else None)
 
 
 @functools.cache
