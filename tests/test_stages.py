@@ -8,12 +8,12 @@ import pytest
 import torch
 import yaml
 
+from kennen.zoo.store import read_table
 from stages import data as data_stage
 from stages import ensembles as ensembles_stage
 from stages import prune as prune_stage
 from stages import sample_zoo as sample_stage
 from stages import train_zoo as train_stage
-from kennen.zoo.store import read_table
 from tests.conftest import tiny_params
 
 
