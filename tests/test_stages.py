@@ -134,7 +134,8 @@ def _train_shard(tmp_path, idx_dir, name: str, **train_zoo) -> tuple:
     folder = tmp_path / name
     folder.mkdir()
     overrides = {"train_zoo": train_zoo} if train_zoo else {}
-    params = tiny_params(idx_dir, sample_zoo={"space": {}}, **overrides)  # every structure, act and alg
+    # Every act, drop, alg, bs and split; 3 structures (n_fc), so 2 of a shard's 4 models share one.
+    params = tiny_params(idx_dir, sample_zoo={"space": {"pool": [True], "ks": [5], "n_conv": [2]}}, **overrides)
     params_path = write_params(folder, params)
     sample, npz = folder / "sample.csv", folder / "mnist.npz"
     mnist_data.save(mnist_data.read_idx_dir(idx_dir), npz)
@@ -154,6 +155,6 @@ def test_fused_trainer_writes_the_loop_trainers_shard(tmp_path, idx_dir):
             torch.testing.assert_close(fused_w[model_id][k], v, rtol=1e-3, atol=1e-3)
     for f, r in zip(fused_rows, loop_rows, strict=True):
         assert abs(f["test_acc"] - r["test_acc"]) <= 1.0
-    # The shard really was fused: its seed group shares one structure.
+    # The shard really was fused.
     shard = [r for r in read_table(tmp_path / "fused" / "sample.csv") if r["shard"] == 0]
     assert max(Counter((r["pool"], r["ks"], r["n_conv"], r["n_fc"]) for r in shard).values()) >= 2
