@@ -46,7 +46,7 @@ def load_nets(root: Path) -> list[MnistNet]:
         states.update(state_dicts(root / "data/zoo/shards" / f"{shard_name(shard)}.safetensors"))
     nets = []
     for i in sorted(kept):
-        net = MnistNet(NetConfig(**{k: models[i][k] for k in NetConfig.__dataclass_fields__}))
+        net = MnistNet(NetConfig.of(models[i]))
         net.load_state_dict(states[i])
         nets.append(net.eval().requires_grad_(False))
     return nets

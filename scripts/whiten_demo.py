@@ -47,7 +47,7 @@ def main() -> None:
     rows = []
     for i in range(args.boxes):
         draw = {a.key: a.values[rng.integers(a.n_classes)] for a in SAMPLED}
-        cfg = NetConfig(**{k: draw[k] for k in NetConfig.__dataclass_fields__})
+        cfg = NetConfig.of(draw)
         spec = TrainSpec(i, cfg, draw["alg"], draw["bs"], draw["split"], SEED_BASE + i, tp.epochs)
         result = train_model(spec, data)
         net = MnistNet(cfg)

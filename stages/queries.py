@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         by_id = {m["model_id"]: m for m in models}
         for i in kept:
             m = by_id[i]
-            by_shard.setdefault(m["shard"], []).append(
-                (i, NetConfig(**{k: m[k] for k in NetConfig.__dataclass_fields__}))
-            )
+            by_shard.setdefault(m["shard"], []).append((i, NetConfig.of(m)))
         # Tasks of at most CHUNK models, so that both workers stay busy to the end.
         tasks = [
             (str((Path(args.shards) / f"{shard_name(s)}.safetensors").resolve()), ms[i : i + CHUNK])

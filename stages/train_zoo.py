@@ -18,20 +18,11 @@ from kennen.errors import KennenError
 from kennen.log import progress
 from kennen.parallel import run_tasks
 from kennen.zoo.fused import fusion_groups, train_group_task
-from kennen.zoo.net import NetConfig
 from kennen.zoo.store import read_table, write_shard
-from kennen.zoo.train import TrainParams, TrainSpec, check_device, train_task
+from kennen.zoo.train import TrainParams, TrainSpec, check_device, relative_cost, train_task
 from stages._common import parser, run
 
 log = logging.getLogger("kennen.train_zoo")
-
-SPLIT_FRACTION = {"all": 1.0, "half": 0.5, "quarter": 0.25}
-
-
-def _cost(spec: TrainSpec) -> float:
-    """Rough relative cost, to start the slowest models first (longest-processing-time order)."""
-    per_image = (1.0 if spec.net.pool else 4.0) * spec.net.n_conv
-    return SPLIT_FRACTION[spec.split.split("_")[0]] * per_image
 
 
 def _train_one(specs: list[TrainSpec], **data) -> list:
@@ -55,18 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             raise KennenError(
                 f"train_zoo.shards: shard {args.shard} holds no models (the sample has shards 0..{n_shards - 1})"
             )
-        specs = [
-            TrainSpec(
-                r["model_id"],
-                NetConfig(**{k: r[k] for k in NetConfig.__dataclass_fields__}),
-                r["alg"],
-                r["bs"],
-                r["split"],
-                r["torch_seed"],
-                tp.epochs,
-            )
-            for r in mine
-        ]
+        specs = [TrainSpec.of(r, tp.epochs) for r in mine]
         check_device(tp.device)
         data = {
             "data_path": str(Path(args.data).resolve()),
@@ -76,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             "device": tp.device,
         }
         if tp.trainer == "fused":
-            tasks = sorted(fusion_groups(specs, tp.fuse_max), key=lambda g: sum(map(_cost, g)), reverse=True)
+            tasks = sorted(fusion_groups(specs, tp.fuse_max), key=lambda g: sum(map(relative_cost, g)), reverse=True)
             job = functools.partial(train_group_task, **data)
         else:
-            tasks = sorted(([s] for s in specs), key=lambda g: _cost(g[0]), reverse=True)
+            tasks = sorted(([s] for s in specs), key=lambda g: relative_cost(g[0]), reverse=True)
             job = functools.partial(_train_one, **data)
         max_workers = 1 if tp.device == "cuda" else None
         done = progress(run_tasks(job, tasks, len(tasks), max_workers), len(tasks), f"shard {args.shard}", log)

@@ -125,7 +125,7 @@ def load_box_zoo(shards: Path, models_csv: Path, boxes: list[dict[str, Any]], bo
             raise KennenError(f"{path}: shard file not found (run `dvc repro` or `dvc pull`)")
         states = state_dicts(path)
         for i in shard_ids:
-            net = MnistNet(NetConfig(**{k: by_id[i][k] for k in NetConfig.__dataclass_fields__}))
+            net = MnistNet(NetConfig.of(by_id[i]))
             net.load_state_dict(states[i])
             nets[i] = net.eval()
     index = {m: j for j, m in enumerate(ids)}

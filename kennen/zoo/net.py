@@ -24,7 +24,9 @@ draw exactly the masks the per-model trainer draws.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,6 +66,11 @@ class NetConfig:
     ks: int
     n_conv: int
     n_fc: int
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> NetConfig:
+        """The architecture of a zoo table row (or any mapping with at least these keys)."""
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
 
 
 def feature_size(ks: int, pool: bool) -> int:

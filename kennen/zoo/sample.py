@@ -169,7 +169,7 @@ def sample_zoo(params: SampleParams, seed: int) -> list[dict[str, Any]]:
     rows = []
     for model_id, (config, s) in enumerate(sample_pairs(params, seed)):
         values = decode(config, space)
-        n_params = count_params(NetConfig(**{k: values[k] for k in NetConfig.__dataclass_fields__}))
+        n_params = count_params(NetConfig.of(values))
         row = {
             "model_id": model_id,
             "shard": model_id // params.shard_size,

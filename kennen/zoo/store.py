@@ -106,7 +106,7 @@ def load_model(shards_dir: Path, row: dict[str, Any]) -> MnistNet:
         raise KennenError(f"{path}: shard file not found (run `dvc repro` or `dvc pull`)")
     prefix = f"{row['model_id']}/"
     state = {k[len(prefix) :]: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}
-    model = MnistNet(NetConfig(**{k: row[k] for k in NetConfig.__dataclass_fields__}))
+    model = MnistNet(NetConfig.of(row))
     model.load_state_dict(state)
     return model.eval()
 

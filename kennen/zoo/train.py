@@ -29,9 +29,10 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,6 +96,11 @@ class TrainSpec:
     torch_seed: int
     epochs: int
 
+    @classmethod
+    def of(cls, row: Mapping[str, Any], epochs: int) -> TrainSpec:
+        """The training task of one sample-table row."""
+        return cls(row["model_id"], NetConfig.of(row), row["alg"], row["bs"], row["split"], row["torch_seed"], epochs)
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -106,6 +112,12 @@ class TrainResult:
     train_loss: float
     seconds: float
     diverged: bool
+
+
+def relative_cost(spec: TrainSpec) -> float:
+    """Rough relative training cost, to start the slowest models first (longest-processing-time order)."""
+    per_image = (1.0 if spec.net.pool else 4.0) * spec.net.n_conv
+    return {"all": 1.0, "half": 0.5, "quarter": 0.25}[spec.split.split("_")[0]] * per_image * spec.epochs
 
 
 def subset_indices(perm: np.ndarray, split: str) -> np.ndarray:
