@@ -42,6 +42,24 @@ def to_rgb(images: np.ndarray, size: int) -> torch.Tensor:
     return x[:, None].expand(-1, 3, -1, -1).contiguous()
 
 
+class PixelInput(nn.Module):
+    """A surrogate as a function of MNIST pixels: [N, 1, 28, 28] in [0, 1] -> logits, preprocessed as :func:`to_rgb`.
+
+    The attack works in this space, so an adversarial image is always a valid greyscale digit.
+    """
+
+    def __init__(self, model: nn.Module, image_size: int):
+        super().__init__()
+        self.model = model
+        self.pad = image_size - 28
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = (x - MEAN) / STD
+        a, b = self.pad // 2, self.pad - self.pad // 2
+        h = nn.functional.pad(h, (a, b, a, b), value=(0.0 - MEAN) / STD)
+        return self.model(h.expand(-1, 3, -1, -1))
+
+
 def size(name: str) -> int:
     """Parameter count of the 10-class ``name``, built on the meta device (no memory, no time): a cost proxy."""
     with torch.device("meta"):
