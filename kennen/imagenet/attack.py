@@ -104,7 +104,9 @@ def pgd(
 
 
 @torch.inference_mode()
-def misclassification(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch: int = 50) -> float:
+def misclassification(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch: int = 50
+) -> float:
     """100 - top-1 accuracy (%) of ``model`` on (x, y)."""
     wrong = sum(int((model(x[i : i + batch]).argmax(1) != y[i : i + batch]).sum()) for i in range(0, len(x), batch))
     return 100.0 * wrong / len(x)
@@ -194,9 +196,7 @@ def tables(plan: Plan, mc: dict[tuple[tuple[str, ...], str], float], clean: dict
     for t_fam in fams:
         table4["clean"][t_fam] = _mean(clean[t] for t in plan.families[t_fam])
     for row in [*fams, "ens"]:
-        table4[row] = {
-            t_fam: _mean(mc[(plan.generators(row, t), t)] for t in plan.families[t_fam]) for t_fam in fams
-        }
+        table4[row] = {t_fam: _mean(mc[(plan.generators(row, t), t)] for t in plan.families[t_fam]) for t_fam in fams}
     targets = [t for ms in plan.families.values() for t in ms]
     table5 = {s: _mean(mc[(plan.scenario(s, t), t)] for t in targets) for s in SCENARIOS}
     per_target = {
