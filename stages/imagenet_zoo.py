@@ -4,7 +4,9 @@
 architecture of ``imagenet_probe.families`` x ``offline.seeds``, on small MNIST inputs)
 as parallel tasks on the executor; ``pretrained`` loads torchvision's ImageNet weights and
 answers natural images from ``pretrained.image_dir``. Writes ``outputs.npz``
-(log-probabilities [models, pool, classes]) and ``models.csv`` (family, name, seed, ...).
+(log-probabilities [models, pool, classes]), ``models.csv`` (family, name, seed, ...) and,
+offline, ``weights/`` with every architecture's seed-0 surrogate (safetensors) for the
+attack stage.
 """
 
 from __future__ import annotations
@@ -18,15 +20,14 @@ import numpy as np
 from kennen import data as mnist_data
 from kennen.config import base_seed, load_params, section
 from kennen.imagenet.families import ProbeParams
-from kennen.imagenet.offline import SurrogateTask, size, train_and_answer
+from kennen.imagenet.offline import size, surrogate_tasks, train_and_answer
 from kennen.imagenet.pretrained import answer, read_images
-from kennen.io import save_npz, write_csv
+from kennen.io import save_npz, write_csv, write_json
 from kennen.log import progress
 from kennen.parallel import run_tasks
 from stages._common import parser, run
 
 log = logging.getLogger("kennen.imagenet_zoo")
-ZOO_OFFSET = 9  # seed offset (see kennen/zoo/sample.py, kennen/metamodel/crafted.py, kennen/imagenet/probe.py)
 TRAIN_POOL = 12_000  # surrogates draw their training batches from the first 12,000 MNIST training images
 
 
@@ -40,25 +41,20 @@ def main(argv: list[str] | None = None) -> int:
         pp = section(ProbeParams, params, "imagenet_probe")
         seed = base_seed(params)
         rows, outputs = [], []
+        out = Path(args.out_dir)
+        weights = out / "weights"  # the seed-0 surrogates, for the attack stage
         if pp.mode == "offline":
             o = pp.offline
             mnist = mnist_data.load(Path(args.data))
-            tasks = [
-                SurrogateTask(family, name, s, int(np.random.SeedSequence([seed, ZOO_OFFSET, i, s]).generate_state(1)[0]))
-                for i, (family, name) in enumerate(pp.models())
-                for s in range(o.seeds)
-            ]  # fmt: skip
+            tasks = surrogate_tasks(pp.models(), o.seeds, seed)
             job = functools.partial(
                 train_and_answer,
                 train_images=mnist.train_images[:TRAIN_POOL],
                 train_labels=mnist.train_labels[:TRAIN_POOL],
                 queries=mnist.test_images[: o.pool],
                 query_labels=mnist.test_labels[: o.pool].astype(np.int64),
-                image_size=o.image_size,
-                steps=o.steps,
-                batch=o.batch,
-                lr=o.lr,
-                momentum=o.momentum,
+                recipe=o.recipe,
+                weights_dir=str(weights),
             )
             # The largest networks first (parameter count as the cost proxy), so that the workers finish together.
             sizes = {name: size(name) for _, name in pp.models()}
@@ -77,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"family": family, "name": name, "seed": 0, "query_acc": float("nan"),
                              "final_loss": float("nan"), "seconds": 0.0})  # fmt: skip
                 log.info("%s: answered %d images", name, len(images))
-        out = Path(args.out_dir)
+        write_json(weights / "index.json", {"mode": pp.mode, "image_size": pp.offline.image_size,
+                                            "models": [n for _, n in pp.models()] if pp.mode == "offline" else []})  # fmt: skip
         save_npz(out / "outputs.npz", outputs=np.stack(outputs))
         write_csv(out / "models.csv", rows, list(rows[0]))
         log.info("%d models (%s mode), %d query images", len(rows), pp.mode, outputs[0].shape[0])

@@ -43,7 +43,7 @@ def parsed_params(raw: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    for name in ("zoo", "kennen-o", "kennen-i", "kennen-io", "imagenet-probe", "plots", "out"):
+    for name in ("zoo", "kennen-o", "kennen-i", "kennen-io", "imagenet-probe", "attack", "plots", "out"):
         p.add_argument(f"--{name}", required=True)
 
     def body(args) -> None:
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             _typed(read_csv(io_ext)) if io_ext.is_file() else [],
             read_json(args.imagenet_probe),
             _typed(read_csv(plots / "imagenet_probe" / "accuracy.csv")),
+            read_json(args.attack),
         )
         write_text(args.out, page)
 

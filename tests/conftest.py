@@ -54,6 +54,7 @@ TINY = {
         "optimiser": {"epochs": 3, "batch": 4},
         "offline": {"seeds": 2, "steps": 1, "batch": 4, "pool": 20},
     },
+    "imagenet_attack": {"steps": 1, "images": 6, "probe_queries": 5},
 }
 
 

@@ -20,7 +20,9 @@ def _tiny(seed: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
 
 
-@pytest.mark.parametrize("eps, step, steps, start", [(0.1, 0.025, 10, True), (0.3, 1.0, 3, False), (0.01, 0.5, 20, True)])
+@pytest.mark.parametrize(
+    "eps, step, steps, start", [(0.1, 0.025, 10, True), (0.3, 1.0, 3, False), (0.01, 0.5, 20, True)]
+)
 def test_every_perturbation_respects_the_budget_and_the_pixel_range(eps, step, steps, start):
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(16, 1, 28, 28, generator=gen)
@@ -116,3 +118,42 @@ def test_tables_cover_every_cell_and_scenario():
     assert len({j.generators for j in plan.jobs}) == len(plan.jobs)
     assert sum(len(j.generators) for j in plan.jobs) == sum(len(g) for g in {j.generators for j in plan.jobs})
     assert len(list(itertools.chain.from_iterable(j.targets for j in plan.jobs))) >= len(NAMES) * 2
+
+
+def _vgg_pair():
+    from kennen.imagenet.offline import build, fold_vgg
+
+    plain = build("vgg11", 7)
+    folded = build("vgg11", 7)
+    assert fold_vgg(folded) is not None and folded.classifier[0].in_features == 512
+    return plain, folded
+
+
+def test_folded_vgg_computes_the_same_function():
+    plain, folded = _vgg_pair()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(folded.eval()(x), plain.eval()(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="1x1 feature map"):
+        folded(torch.randn(1, 3, 64, 64))
+
+
+def test_folded_vgg_trains_along_the_same_path_at_49x_the_learning_rate():
+    from kennen.imagenet.offline import FOLD, optimiser
+
+    plain, folded = _vgg_pair()
+    opt_plain = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9)
+    opt_folded = optimiser(folded, lr=0.01, momentum=0.9)
+    assert [g["lr"] for g in opt_folded.param_groups] == [0.01, 0.01 * FOLD]
+    gen = torch.Generator().manual_seed(1)
+    for step in range(3):
+        x, y = torch.randn(4, 3, 32, 32, generator=gen), torch.randint(0, 10, (4,), generator=gen)
+        for model, opt in ((plain, opt_plain), (folded, opt_folded)):
+            torch.manual_seed(step)  # the same dropout masks in both
+            opt.zero_grad()
+            nn.functional.cross_entropy(model.train()(x), y).backward()
+            opt.step()
+    x = torch.randn(5, 3, 32, 32, generator=gen)
+    torch.testing.assert_close(folded.eval()(x), plain.eval()(x), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        folded.classifier[0].weight, plain.classifier[0].weight.view(4096, 512, FOLD).sum(-1), rtol=1e-4, atol=1e-4
+    )

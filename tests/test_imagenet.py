@@ -15,10 +15,11 @@ from torchvision.models import get_model, get_model_builder, get_model_weights
 from kennen.config import from_dict
 from kennen.errors import KennenError
 from kennen.imagenet import pretrained
+from kennen.imagenet.attack import SCENARIOS
 from kennen.imagenet.families import PAPER_FAMILIES, ProbeParams
 from kennen.imagenet.offline import to_rgb
 from kennen.imagenet.probe import folds, summarise
-from stages import imagenet_probe, imagenet_zoo
+from stages import imagenet_attack, imagenet_probe, imagenet_zoo
 from tests.conftest import REPO, synthetic_mnist
 
 SMALL = {"squeezenet": ["squeezenet1_0", "squeezenet1_1"], "resnet": ["resnet18", "resnet34"]}
@@ -129,7 +130,29 @@ def run_stages(tmp_path, params: dict, capsys) -> dict:
          "--plots", str(tmp_path / "plots"), "--figures", str(tmp_path / "figures")]
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
+    code = imagenet_attack.main(
+        [*common, "--data", str(tmp_path / "mnist.npz"), "--zoo", str(tmp_path / "zoo"),
+         "--metrics", str(tmp_path / "attack.json"), "--plots", str(tmp_path / "attack_plots"),
+         "--figures", str(tmp_path / "attack_figures")]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
     return json.loads((tmp_path / "probe.json").read_text())
+
+
+def check_attack(tmp_path, mode: str, n_images: int) -> None:
+    """The attack stage's smoke run: both tables, every cell a rate, the probe's predictions, the heatmap."""
+    attack = json.loads((tmp_path / "attack.json").read_text())
+    assert attack["mode"] == mode and attack["images"] == n_images and attack["targets"] == 4
+    fams = list(SMALL)
+    assert set(attack["table4"]) == {"clean", *fams, "ens"} and set(attack["table5"]) == set(SCENARIOS)
+    assert all(set(row) == set(fams) and all(0 <= v <= 100 for v in row.values()) for row in attack["table4"].values())
+    for row in attack["fooled"]["table4"].values():  # null where a family's targets get every clean image wrong
+        assert set(row) == set(fams) and all(v is None or 0 <= v <= 100 for v in row.values())
+    per = attack["per_target"]
+    assert set(per) == {m for ms in SMALL.values() for m in ms} and all(p["predicted"] in fams for p in per.values())
+    assert attack["probe"]["right"] == sum(p["predicted"] == p["family"] for p in per.values())
+    assert (tmp_path / "attack_figures/table4.png").stat().st_size > 1000
+    assert (tmp_path / "attack_plots/table5.csv").read_text().startswith("scenario,misclassification,paper")
 
 
 def tiny(mode: str, **extra) -> dict:
@@ -139,7 +162,8 @@ def tiny(mode: str, **extra) -> dict:
         "optimiser": {"name": "adam", "lr": 0.001, "batch": 4, "epochs": 2},
         "offline": base["imagenet_probe"]["offline"] | {"seeds": 2, "steps": 1, "batch": 4, "pool": 6},
     } | extra  # fmt: skip
-    return {"seed": 1, "imagenet_probe": probe}
+    attack = {"eps": 0.1, "step": 0.05, "steps": 2, "images": 5, "probe_queries": 4}
+    return {"seed": 1, "imagenet_probe": probe, "imagenet_attack": attack}
 
 
 def test_offline_stages_smoke(tmp_path, monkeypatch, capsys):
@@ -152,6 +176,10 @@ def test_offline_stages_smoke(tmp_path, monkeypatch, capsys):
         assert z["outputs"].shape == (8, 6, 10)
     assert (tmp_path / "figures/accuracy.png").stat().st_size > 1000
     assert (tmp_path / "plots/confusion.csv").read_text().startswith("actual,predicted")
+    assert sorted(p.name for p in (tmp_path / "zoo/weights").iterdir()) == sorted(
+        ["index.json", *(f"{m}.safetensors" for ms in SMALL.values() for m in ms)]
+    )  # the seed-0 surrogates, for the attack
+    check_attack(tmp_path, "offline", 5)
 
 
 def test_pretrained_stages_with_stand_in_weights(tmp_path, torch_home, monkeypatch, capsys):
@@ -164,8 +192,11 @@ def test_pretrained_stages_with_stand_in_weights(tmp_path, torch_home, monkeypat
     gen = torch.Generator().manual_seed(0)
     for k in range(6):
         write_png(torch.randint(0, 256, (3, 40, 48), dtype=torch.uint8, generator=gen), str(images / f"{k:02d}.png"))
+    (tmp_path / "labels.csv").write_text("file,label\n" + "".join(f"{k:02d}.png,{7 * k}\n" for k in range(6)))
     params = tiny("pretrained", pretrained={"image_dir": str(images), "pool": 6, "download": False, "classes": 20})
+    params["imagenet_attack"] |= {"labels": str(tmp_path / "labels.csv"), "images": 4}
     metrics = run_stages(tmp_path, params, capsys)
+    check_attack(tmp_path, "pretrained", 4)
     assert metrics["mode"] == "pretrained" and "the paper's experiment" in metrics["label"]
     with np.load(tmp_path / "zoo/outputs.npz") as z:
         assert z["outputs"].shape == (4, 6, 20)

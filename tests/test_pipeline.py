@@ -38,6 +38,7 @@ METAMODEL_STAGES = (
     "kennen_io",
     "imagenet_zoo",
     "imagenet_probe",
+    "imagenet_attack",
     "report",
 )
 
@@ -170,3 +171,11 @@ def check_crafted(repo: Path, kennen_o: dict) -> None:
     probe = json.loads((repo / "reports/metrics/imagenet_probe.json").read_text())
     assert probe["mode"] == "offline" and probe["n_models"] == 8 and {"acc.n5", "acc.n20"} <= set(probe)
     assert "Offline surrogate, not the paper's experiment" in page and "90.4" in page
+    attack = json.loads((repo / "reports/metrics/attack.json").read_text())
+    assert attack["mode"] == "offline" and set(attack["table5"]) == {
+        "white_box",
+        "true_family",
+        "predicted_family",
+        "all_families",
+    }
+    assert "Family-aware adversarial examples" in page and "the paper's conclusion" in page

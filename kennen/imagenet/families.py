@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from torchvision.models import list_models
 
 from kennen.config import require
+from kennen.imagenet.offline import Recipe
 from kennen.metamodel.kennen_o import Optimiser
 
 PAPER_FAMILIES: dict[str, tuple[str, ...]] = {
@@ -37,6 +38,10 @@ class OfflineParams:
     lr: float = 0.01
     momentum: float = 0.9
     pool: int = 1000  # query images: the first ``pool`` MNIST test images, fixed
+
+    @property
+    def recipe(self) -> Recipe:
+        return Recipe(self.image_size, self.steps, self.batch, self.lr, self.momentum)
 
     def check(self, where: str) -> None:
         require(self.image_size >= 32, f"{where}.image_size", f"must be at least 32 (VGG and DenseNet downsample 32x), got {self.image_size}")  # fmt: skip

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
-from torchvision.models import get_model
+from torchvision.models import VGG, get_model
 
 from kennen.data import MEAN, STD
+from kennen.errors import KennenError
+from kennen.io import atomic_path
 
 
 @dataclass(frozen=True)
@@ -60,16 +64,116 @@ class PixelInput(nn.Module):
         return self.model(h.expand(-1, 3, -1, -1))
 
 
+ZOO_OFFSET = 9  # seed offset (see kennen/zoo/sample.py, kennen/metamodel/crafted.py, kennen/imagenet/probe.py)
+FOLD = 49  # AdaptiveAvgPool2d((7, 7)) copies VGG's 1x1 feature map 49 times
+
+
 def size(name: str) -> int:
     """Parameter count of the 10-class ``name``, built on the meta device (no memory, no time): a cost proxy."""
     with torch.device("meta"):
         return sum(p.numel() for p in get_model(name, weights=None, num_classes=10).parameters())
 
 
-def build(name: str, seed: int) -> nn.Module:
-    """The torchvision architecture ``name`` with a 10-class head, initialised from ``seed``."""
+def surrogate_tasks(models: list[tuple[str, str]], seeds: int, base_seed: int) -> list[SurrogateTask]:
+    """Every (architecture, seed) model of the zoo, in params order, each with its own torch seed."""
+    return [
+        SurrogateTask(family, name, s, int(np.random.SeedSequence([base_seed, ZOO_OFFSET, i, s]).generate_state(1)[0]))
+        for i, (family, name) in enumerate(models)
+        for s in range(seeds)
+    ]
+
+
+def fold_vgg(model: nn.Module) -> nn.Linear | None:
+    """Fold a VGG's first classifier layer for inputs of 32-63 pixels; the folded layer, or None if not a VGG.
+
+    There VGG's features end in a 1x1 map that ``AdaptiveAvgPool2d((7, 7))`` copies 49
+    times, so the 25,088-wide first layer sees each channel 49 times. Summing each
+    channel's 49 weight columns gives a 512-wide layer computing the same function
+    (exactly, up to rounding) at 1/49 of the cost and memory. Under SGD without weight
+    decay the 49 copies receive identical gradients, so the folded weight trained at
+    ``FOLD`` times the learning rate follows the same trajectory (tested): a
+    reparametrisation of the torchvision model, not a different one. The input size is
+    checked at every forward pass.
+    """
+    if not isinstance(model, VGG):
+        return None
+    first = model.classifier[0]
+    channels = first.in_features // FOLD
+    folded = nn.Linear(channels, first.out_features)
+    with torch.no_grad():
+        folded.weight.copy_(first.weight.view(first.out_features, channels, FOLD).sum(-1))
+        folded.bias.copy_(first.bias)
+    model.classifier[0] = folded
+    model.avgpool = _OneByOne()
+    return folded
+
+
+class _OneByOne(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (1, 1):
+            raise ValueError(f"folded VGG needs a 1x1 feature map (inputs of 32-63 pixels), got {tuple(x.shape[-2:])}")
+        return x
+
+
+def build(name: str, seed: int, image_size: int | None = None) -> nn.Module:
+    """The torchvision architecture ``name`` with a 10-class head, initialised from ``seed``.
+
+    With ``image_size`` below 64, a VGG is folded (:func:`fold_vgg`) after initialisation.
+    """
     torch.manual_seed(seed)
-    return get_model(name, weights=None, num_classes=10)
+    model = get_model(name, weights=None, num_classes=10)
+    if image_size is not None and image_size < 64:
+        fold_vgg(model)
+    return model
+
+
+def optimiser(model: nn.Module, lr: float, momentum: float) -> torch.optim.SGD:
+    """SGD over ``model``; a folded VGG layer's weight at ``FOLD`` x ``lr`` (see :func:`fold_vgg`)."""
+    folded = model.classifier[0].weight if isinstance(model, VGG) and isinstance(model.avgpool, _OneByOne) else None
+    rest = [p for p in model.parameters() if p is not folded]
+    groups = [{"params": rest}] + ([{"params": [folded], "lr": lr * FOLD}] if folded is not None else [])
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a surrogate is trained: ``steps`` SGD steps of ``batch`` random training digits at ``image_size``."""
+
+    image_size: int
+    steps: int
+    batch: int
+    lr: float
+    momentum: float
+
+
+def train_surrogate(
+    task: SurrogateTask, train_images: np.ndarray, train_labels: np.ndarray, recipe: Recipe
+) -> tuple[nn.Module, list[float]]:
+    """One surrogate trained single-threaded from its seed (deterministic); the model in eval mode and its losses."""
+    torch.set_num_threads(1)
+    model = build(task.name, task.torch_seed, recipe.image_size)
+    opt = optimiser(model, recipe.lr, recipe.momentum)
+    gen = torch.Generator().manual_seed(task.torch_seed + 1)
+    y_all = torch.from_numpy(train_labels.astype(np.int64))
+    model.train()
+    losses = []
+    for _ in range(recipe.steps):
+        idx = torch.randint(len(train_images), (recipe.batch,), generator=gen)
+        x = to_rgb(train_images[idx.numpy()], recipe.image_size)
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y_all[idx])
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return model.eval(), losses
+
+
+@torch.inference_mode()
+def answer_pool(model: nn.Module, queries: np.ndarray, image_size: int, batch: int = 100) -> torch.Tensor:
+    """Log-probabilities [P, 10] of ``model`` on the uint8 query digits."""
+    return torch.cat(
+        [torch.log_softmax(model(to_rgb(queries[i : i + batch], image_size)), 1) for i in range(0, len(queries), batch)]
+    )
 
 
 def train_and_answer(
@@ -78,34 +182,19 @@ def train_and_answer(
     train_labels: np.ndarray,
     queries: np.ndarray,
     query_labels: np.ndarray,
-    image_size: int,
-    steps: int,
-    batch: int,
-    lr: float,
-    momentum: float,
+    recipe: Recipe,
+    weights_dir: str | None = None,
 ) -> dict:
-    """Train one surrogate briefly, then its log-probabilities [P, 10] on the query pool and its accuracy there (%)."""
+    """Train one surrogate, then its log-probabilities [P, 10] on the query pool and its accuracy there (%).
+
+    With ``weights_dir``, a seed-0 model's weights are also written there (``<name>.safetensors``,
+    atomically), for the attack stage.
+    """
     start = time.perf_counter()
-    torch.set_num_threads(1)
-    model = build(task.name, task.torch_seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    gen = torch.Generator().manual_seed(task.torch_seed + 1)
-    y_all = torch.from_numpy(train_labels.astype(np.int64))
-    model.train()
-    losses = []
-    for _ in range(steps):
-        idx = torch.randint(len(train_images), (batch,), generator=gen)
-        x = to_rgb(train_images[idx.numpy()], image_size)
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x), y_all[idx])
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    model.eval()
-    with torch.inference_mode():
-        out = torch.cat(
-            [torch.log_softmax(model(to_rgb(queries[i : i + 100], image_size)), 1) for i in range(0, len(queries), 100)]
-        )
+    model, losses = train_surrogate(task, train_images, train_labels, recipe)
+    out = answer_pool(model, queries, recipe.image_size)
+    if weights_dir is not None and task.seed == 0:
+        save_weights(model, Path(weights_dir) / f"{task.name}.safetensors")
     return {
         "family": task.family,
         "name": task.name,
@@ -115,3 +204,18 @@ def train_and_answer(
         "final_loss": float(np.mean(losses[-5:])) if losses else float("nan"),
         "seconds": time.perf_counter() - start,
     }
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+
+
+def load_surrogate(name: str, folder: Path, image_size: int) -> nn.Module:
+    """A seed-0 surrogate written by :func:`train_and_answer`, in eval mode, frozen."""
+    path = folder / f"{name}.safetensors"
+    if not path.is_file():
+        raise KennenError(f"{path}: no weights for {name} (run `dvc repro imagenet_zoo`)")
+    model = build(name, 0, image_size)
+    model.load_state_dict(load_file(str(path)))
+    return model.eval().requires_grad_(False)

@@ -39,3 +39,18 @@ def plot_confusion(cm: np.ndarray, families: list[str], title: str, figure: Path
         ax.text(c, r, str(n), ha="center", va="center", fontsize=8, color="white" if recall[r, c] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="actual", title=title)
     save_figure(fig, figure)
+
+
+def plot_attack(table4: dict[str, dict[str, float]], families: list[str], title: str, figure: Path) -> None:
+    """Table 4 as a heatmap: rows are the generating sets (and clean), columns the target families."""
+    rows = list(table4)
+    values = np.array([[table4[r][f] for f in families] for r in rows])
+    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    ax.imshow(values, vmin=0, vmax=100, cmap="Reds")
+    ax.set_xticks(range(len(families)), families, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    for (r, c), v in np.ndenumerate(values):
+        ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=8, color="white" if v > 60 else "black",
+                fontweight="bold" if rows[r] == families[c] else "normal")  # fmt: skip
+    ax.set(xlabel="target family", ylabel="generating family", title=title)
+    save_figure(fig, figure)
