@@ -35,6 +35,7 @@ from kennen.imagenet.attack import (
 )
 from kennen.imagenet.families import ProbeParams
 from kennen.imagenet.offline import size
+from kennen.imagenet.probe import load_zoo
 from kennen.imagenet.report import plot_attack
 from kennen.imagenet.sources import (
     OfflineSource,
@@ -43,7 +44,7 @@ from kennen.imagenet.sources import (
     pretrained_images,
     probe_predictions,
 )
-from kennen.io import read_csv, read_json, write_csv, write_json
+from kennen.io import read_json, write_csv, write_json
 from kennen.log import progress
 from kennen.parallel import run_tasks
 from stages._common import parser, run
@@ -66,12 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         ap = section(AttackParams, params, "imagenet_attack")
         seed = base_seed(params)
         zoo = Path(args.zoo)
-        try:
-            with np.load(zoo / "outputs.npz", allow_pickle=False) as z:
-                outputs = z["outputs"]
-        except (FileNotFoundError, OSError, ValueError, KeyError) as e:
-            raise KennenError(f"{zoo / 'outputs.npz'}: cannot read the family zoo's outputs ({e})") from None
-        rows = read_csv(zoo / "models.csv")
+        outputs, rows = load_zoo(zoo)
         index = read_json(zoo / "weights" / "index.json")
         targets = [name for _, name in pp.models()]
         if (

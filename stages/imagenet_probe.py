@@ -17,9 +17,9 @@ import numpy as np
 from kennen.config import base_seed, load_params, section
 from kennen.errors import KennenError
 from kennen.imagenet.families import ProbeParams
-from kennen.imagenet.probe import family_attribute, folds, run_probe_task, summarise
+from kennen.imagenet.probe import family_attribute, folds, load_zoo, run_probe_task, summarise
 from kennen.imagenet.report import plot_accuracy, plot_confusion
-from kennen.io import read_csv, write_csv, write_json
+from kennen.io import write_csv, write_json
 from kennen.log import progress
 from kennen.parallel import run_tasks
 from stages._common import parser, run
@@ -41,15 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         pp = section(ProbeParams, params, "imagenet_probe")
         seed = base_seed(params)
         zoo = Path(args.zoo)
-        try:
-            with np.load(zoo / "outputs.npz", allow_pickle=False) as z:
-                outputs = z["outputs"]
-        except (FileNotFoundError, OSError, ValueError, KeyError) as e:
-            raise KennenError(f"{zoo / 'outputs.npz'}: cannot read the family zoo's outputs ({e})") from None
-        models = read_csv(zoo / "models.csv")
+        outputs, models = load_zoo(zoo)
         families = list(pp.families)
         fams = [m["family"] for m in models]
-        if sorted(set(fams)) != sorted(families) or len(models) != len(outputs):
+        if sorted(set(fams)) != sorted(families):
             raise KennenError(f"{zoo}: the zoo does not match imagenet_probe.families (run `dvc repro imagenet_zoo`)")
         labels = np.array([families.index(f) for f in fams], dtype=np.int64)
         fold_list = folds(families, [m["name"] for m in models], fams, pp.folds, seed)

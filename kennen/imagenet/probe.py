@@ -19,6 +19,7 @@ and is reported next to ``prob``, never instead of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,10 +27,27 @@ import torch
 from torch import nn
 
 from kennen.attributes import Attribute
+from kennen.errors import KennenError
+from kennen.io import read_csv
 from kennen.metamodel.kennen_o import KennenO, Optimiser
 from kennen.zoo.sample import StableRng
 
 PROBE_OFFSET = 8  # seed offset (sample.py lists 1-5, crafted.py 6-7)
+
+
+def load_zoo(zoo: Path) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """``imagenet_zoo``'s outputs [models, pool, classes] and its table, each model's row in the same order."""
+    try:
+        with np.load(zoo / "outputs.npz", allow_pickle=False) as z:
+            outputs = z["outputs"]
+    except (FileNotFoundError, OSError, ValueError, KeyError) as e:
+        raise KennenError(f"{zoo / 'outputs.npz'}: cannot read the family zoo's outputs ({e})") from None
+    rows = read_csv(zoo / "models.csv")
+    if len(rows) != len(outputs):
+        raise KennenError(
+            f"{zoo}: {len(rows)} rows in models.csv for {len(outputs)} models' outputs (run `dvc repro imagenet_zoo`)"
+        )
+    return outputs, rows
 
 
 def family_attribute(families: list[str]) -> Attribute:
