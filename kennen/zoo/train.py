@@ -29,7 +29,7 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,7 +232,13 @@ def single_thread(device: str) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def train_model(spec: TrainSpec, data: TrainData, device: str = "cpu", channels_last: bool = True) -> TrainResult:
+def train_model(
+    spec: TrainSpec,
+    data: TrainData,
+    device: str = "cpu",
+    channels_last: bool = True,
+    on_epoch: Callable[[int, MnistNet], None] | None = None,
+) -> TrainResult:
     """Train one model as the official code does (one test pass, at the end) and measure its test accuracy.
 
     Args:
@@ -241,6 +247,8 @@ def train_model(spec: TrainSpec, data: TrainData, device: str = "cpu", channels_
         device: ``cpu`` or ``cuda``.
         channels_last: weights and activations in channels-last layout (measured: about 1.3-2x faster on
             the CPU for these networks); ``False`` is the trainer before that change, kept for the benchmark.
+        on_epoch: called as ``on_epoch(epoch, net)`` after each epoch (``benchmarks/zoo_regimes.py`` reads
+            test accuracy there); it must leave the net's weights as they are.
     """
     start = time.perf_counter()
     with single_thread(device):
@@ -250,7 +258,7 @@ def train_model(spec: TrainSpec, data: TrainData, device: str = "cpu", channels_
         opt = make_optimiser(spec.alg, net.parameters())
         subset = data.subsets[spec.split]
         loss_sum, n_seen = torch.zeros((), device=device), 0
-        for _ in range(spec.epochs):
+        for epoch in range(spec.epochs):
             net.train()
             loss_sum, n_seen = torch.zeros((), device=device), 0
             for batch in epoch_order(subset, shuffle).to(device).split(spec.bs):
@@ -261,6 +269,8 @@ def train_model(spec: TrainSpec, data: TrainData, device: str = "cpu", channels_
                 opt.step()
                 loss_sum += loss.detach() * len(batch)  # no host sync per step
                 n_seen += len(batch)
+            if on_epoch is not None:
+                on_epoch(epoch, net)
         acc = evaluate(net, data.test_x, data.test_y, data.test_batch)
         return finish(spec, net, acc, loss_sum, n_seen, time.perf_counter() - start)
 
