@@ -14,6 +14,15 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def ci(m: dict[str, Any], key: str) -> str:
+    """``m[key]`` with its 95% interval ``[key_low, key_high]`` when the metrics carry one (``59.5 [55.1, 63.8]``)."""
+    v = m.get(key, float("nan"))
+    lo, hi = m.get(f"{key}_low"), m.get(f"{key}_high")
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return _fmt(float(v))
+    return f"{v:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
@@ -32,6 +41,39 @@ def ordering(means: dict[str, float]) -> str:
         f"Mean accuracy here: {chain}; the paper: kennen-io (80.1) > kennen-o (73.4) > kennen-i (52.7). "
         f"That is {verdict}.{close}"
     )
+
+
+def uncertainty_section(kennen_o: dict[str, Any], kennen_i: dict[str, Any], kennen_io: dict[str, Any]) -> str:
+    """Per-attribute intervals of the three headline metamodels, the spread over seeds, and the io - o gap."""
+    methods = {"kennen-o": kennen_o, "kennen-i": kennen_i, "kennen-io": kennen_io}
+    table = _table(
+        ["method", *(BY_KEY[k].title for k in REPORT_ORDER), "mean"],
+        [[name, *(ci(m, f"acc.{k}") for k in REPORT_ORDER), ci(m, "acc.mean")] for name, m in methods.items()],
+    )
+    lines = []
+    for name, m in methods.items():
+        if "seeds.acc.mean" in m:
+            lines.append(
+                f"- {name} over {int(m.get('seeds.n', 0)) or 'several'} metamodel seeds: mean {ci(m, 'seeds.acc.mean')}"
+                f" (t-interval of the mean over seeds; sd {m.get('seeds.acc.mean_sd', float('nan')):.2f})."
+            )
+    gap = {k.removeprefix("gap_vs_o."): v for k, v in kennen_io.items() if k.startswith("gap_vs_o.")}
+    if "diff" in gap:
+        called = "beyond noise" if gap.get("beyond_noise") else "within noise (the interval includes 0)"
+        lines.append(
+            f"- kennen-io − kennen-o on the same R test boxes: {gap['diff']:+.1f} points, 95% paired bootstrap interval "
+            f"[{gap['low']:+.1f}, {gap['high']:+.1f}]: {called}. The paper: +6.7."
+        )
+    return f"""## Uncertainty of the headline figures
+
+95% intervals: percentile bootstrap over the R split's test boxes (1,000 resamples of the boxes, all
+attributes resampled together). With a few dozen test boxes per attribute value, per-attribute
+figures move by several points between reruns (a rerun on another machine moved them by up to 13
+points while the means moved by 1–2); call a difference only when the intervals say so.
+
+{table}
+
+{chr(10).join(lines)}"""
 
 
 def imagenet_section(probe: dict[str, Any], rows: list[dict[str, Any]], params: dict[str, Any]) -> str:
@@ -67,6 +109,52 @@ training are arbitrary). Chance {probe["chance"]:.1f}%.
 The paper: 90.4% with 100 queries, 94.8% with 1,000 (19 pretrained models, 10 folds × 10 draws).
 
 {table}"""
+
+
+TRANSFER_METHODS = {"kennen_o": "kennen-o (prob)", "kennen_io": "kennen-io (prob)", "kennen_i": "kennen-i (top-1 label)"}
+
+
+def transfer_section(t: dict[str, Any], params: dict[str, Any]) -> str:
+    """Metamodels on black boxes of a trainer the zoo never saw, next to their in-zoo R-split figures."""
+    regimes = params.get("transfer", {}).get("regimes", {})
+    rows, verdicts = [], []
+    for name, reg in regimes.items():
+        for key, label in TRANSFER_METHODS.items():
+            m = {k.removeprefix(f"{name}.{key}."): v for k, v in t.items() if k.startswith(f"{name}.{key}.")}
+            if "acc.mean" not in m:
+                continue
+            zoo = m["in_zoo_mean"]
+            lo, hi = m.get("acc.mean_low", float("nan")), m.get("acc.mean_high", float("nan"))
+            call = "below the zoo" if hi < zoo else ("above the zoo" if lo > zoo else "within noise of the zoo")
+            rows.append([f"{name} ({reg['epochs']} epoch(s), {reg['pool']:,} pool)", t.get(f"{name}.n_scored"),
+                         t.get(f"{name}.box_acc_median"), label, ci(m, "acc.mean"), zoo, call])  # fmt: skip
+            verdicts.append((name, key, m))
+    table = _table(
+        ["regime", "boxes scored", "median box test acc.", "metamodel", "mean acc. [95% CI]", "in-zoo R split", "verdict"],
+        rows,
+    )
+    keys = [k for k in REPORT_ORDER if k not in ("split", "ens")]
+    per = _table(
+        ["regime", "metamodel", *(BY_KEY[k].title for k in keys)],
+        [[name, TRANSFER_METHODS[key], *(ci(m, f"acc.{k}") for k in keys)] for name, key, m in verdicts],
+    )
+    return f"""## Black boxes the zoo never saw (`transfer`)
+
+Classifiers trained by a second, separate trainer (`kennen/transfer/foreign.py`: the official-style loop
+with a `DataLoader`, its own permutation of the 60,000 training images and its own seeds; it shares no
+training code with the zoo), a balanced sample of Table 1 per regime, saved as `torch.export` programs
+and whitened through `kennen whiten`'s own code path. Scored on the 10 attributes a foreign box can be
+scored on (chance {t.get("chance_mean", float("nan")):.1f}%): `split` names images of the zoo's own
+permutation, which the foreign boxes never saw, and every foreign box is a single model (`ens`). `size`
+is scored as the fraction (all / half / quarter) of the foreign pool. Boxes below `transfer.min_acc`
+are trained but not whitened, as the zoo is pruned. Intervals: bootstrap over the foreign boxes; the
+verdict compares the interval with the in-zoo figure (the mean over the same 10 attributes on the R split).
+
+{table}
+
+Per attribute (class-balanced accuracy, 95% interval):
+
+{per}"""
 
 
 def attack_section(attack: dict[str, Any]) -> str:
@@ -135,6 +223,7 @@ def render(
     probe: dict[str, Any],
     probe_rows: list[dict[str, Any]],
     attack: dict[str, Any] | None = None,
+    transfer: dict[str, Any] | None = None,
 ) -> str:
     """Markdown of the results page from the pipeline's own metrics and plot data."""
     cols = [BY_KEY[k].title for k in REPORT_ORDER]
@@ -145,8 +234,9 @@ def render(
     ]
     kp = params["kennen_o"]
     for s in settings:
-        label = f"kennen-o, `{s['setting']}` optimiser" + (" (headline)" if s["setting"] == kp["optimiser"] else "")
-        rows.append([label, kp["output"], *(s[k] for k in REPORT_ORDER), s["mean"]])
+        headline = s["setting"] == kp["optimiser"]
+        label = f"kennen-o, `{s['setting']}` optimiser" + (" (headline)" if headline else "")
+        rows.append([label, kp["output"], *(s[k] for k in REPORT_ORDER), ci(kennen_o, "acc.mean") if headline else s["mean"]])
     for r in sweeps.get("output", []):
         if r["output"] != kp["output"] and r["output"] in ("top10", "top1", "bottom1"):
             rows.append([f"kennen-o, `{kp['optimiser']}` optimiser", r["output"], *(r[k] for k in REPORT_ORDER),
@@ -154,9 +244,10 @@ def render(
     ki, kio = params["kennen_i"], params["kennen_io"]
     target_text = {"each": "one query per attribute", "all": "one query for all (official run.py)"}
     for t in kennen_i_targets:
-        label = f"kennen-i, {target_text[t['target']]}" + (" (headline)" if t["target"] == ki["target"] else "")
-        rows.append([label, "top1 label", *(t[k] for k in REPORT_ORDER), t["mean"]])
-    rows.append(["kennen-io", "prob", *(kennen_io[f"acc.{k}"] for k in REPORT_ORDER), kennen_io["acc.mean"]])
+        headline = t["target"] == ki["target"]
+        label = f"kennen-i, {target_text[t['target']]}" + (" (headline)" if headline else "")
+        rows.append([label, "top1 label", *(t[k] for k in REPORT_ORDER), ci(kennen_i, "acc.mean") if headline else t["mean"]])
+    rows.append(["kennen-io", "prob", *(kennen_io[f"acc.{k}"] for k in REPORT_ORDER), ci(kennen_io, "acc.mean")])
     for name in ("kennen-o prob", "kennen-o top10", "kennen-o top1", "kennen-i top1", "kennen-io prob"):
         rows.append(
             [
@@ -279,6 +370,10 @@ method against its own R result. The accuracy columns are kennen-o's.
             ext_rows,
         )
     }
+
+{uncertainty_section(kennen_o, kennen_i, kennen_io)}
+
+{transfer_section(transfer, params) if transfer else ""}
 
 {imagenet_section(probe, probe_rows, params)}
 

@@ -12,6 +12,7 @@ from kennen.metamodel.kennen_i import KennenIParams
 from kennen.metamodel.kennen_io import KennenIOParams
 from kennen.metamodel.kennen_o import KennenOParams
 from kennen.results_page import render
+from kennen.transfer.boxes import TransferParams
 from kennen.zoo.prune import PruneParams
 from kennen.zoo.train import TrainParams
 from stages._common import parser, run
@@ -37,13 +38,14 @@ def parsed_params(raw: dict) -> dict:
         "kennen_i": KennenIParams,
         "kennen_io": KennenIOParams,
         "imagenet_probe": ProbeParams,
+        "transfer": TransferParams,
     }
     return {name: dataclasses.asdict(section(cls, raw, name)) for name, cls in sections.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    for name in ("zoo", "kennen-o", "kennen-i", "kennen-io", "imagenet-probe", "attack", "plots", "out"):
+    for name in ("zoo", "kennen-o", "kennen-i", "kennen-io", "imagenet-probe", "attack", "transfer", "plots", "out"):
         p.add_argument(f"--{name}", required=True)
 
     def body(args) -> None:
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             read_json(args.imagenet_probe),
             _typed(read_csv(plots / "imagenet_probe" / "accuracy.csv")),
             read_json(args.attack),
+            read_json(args.transfer),
         )
         write_text(args.out, page)
 
