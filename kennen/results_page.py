@@ -82,8 +82,8 @@ def imagenet_section(probe: dict[str, Any], rows: list[dict[str, Any]], params: 
     families = list(pp["families"])
     paper = {100: 90.4, 1000: 94.8}
     table = _table(
-        ["features", "queries", "family accuracy", *families, "paper (pretrained, prob)"],
-        [[f"`{r['feature']}`" + (" (headline)" if r["feature"] == probe["feature"] else ""), r["n_queries"], r["acc"],
+        ["features", "queries", "family accuracy [95% CI over tries]", *families, "paper (pretrained, prob)"],
+        [[f"`{r['feature']}`" + (" (headline)" if r["feature"] == probe["feature"] else ""), r["n_queries"], ci(r, "acc"),
           *(r[f"acc.{f}"] for f in families), paper.get(r["n_queries"], float("nan"))] for r in rows],
     )  # fmt: skip
     if probe["mode"] == "offline":

@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             "folds": pp.folds,
             "draws": pp.draws,
             **{f"acc.n{r['n_queries']}": r["acc"] for r in rows},
+            **{f"acc.n{r['n_queries']}_{b}": r[f"acc_{b}"] for r in rows for b in ("low", "high")},
             **{f"acc.n{top['n_queries']}.{f}": top[f"acc.{f}"] for f in families},
             **{f"{k}.acc.n{r['n_queries']}": r["acc"] for k, (krows, _) in by_feature.items() if k != head
                for r in krows},

@@ -131,6 +131,19 @@ def run_probe_task(
             "pred": pred.tolist()}  # fmt: skip
 
 
+def _try_interval(per_try: list[float], n_boot: int = 1000) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean accuracy over tries (folds x draws), resampling whole tries.
+
+    Every try holds out one model per family, so its test models are few; the tries share the zoo,
+    so this is an interval over the protocol's own repetitions, not over new zoos.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([len(per_try), 0xB007]))
+    a = np.asarray(per_try)
+    means = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return round(float(lo), 2), round(float(hi), 2)
+
+
 def summarise(results: list[dict[str, Any]], families: list[str]) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
     """Per query count: overall and per-family accuracy (%) and a confusion matrix (rows: true family)."""
     rows, confusions = [], {}
@@ -141,7 +154,8 @@ def summarise(results: list[dict[str, Any]], families: list[str]) -> tuple[list[
         cm = np.zeros((len(families), len(families)), dtype=np.int64)
         np.add.at(cm, (true, pred), 1)
         per_try = [100.0 * float(np.mean(np.array(r["true"]) == np.array(r["pred"]))) for r in rs]
-        row = {"n_queries": n, "acc": round(float(np.mean(true == pred)) * 100, 2),
+        low, high = _try_interval(per_try)
+        row = {"n_queries": n, "acc": round(float(np.mean(true == pred)) * 100, 2), "acc_low": low, "acc_high": high,
                "acc_std_over_tries": round(float(np.std(per_try)), 2), "tries": len(rs)}  # fmt: skip
         for i, f in enumerate(families):
             row[f"acc.{f}"] = round(100.0 * cm[i, i] / max(cm[i].sum(), 1), 2)
