@@ -14,8 +14,10 @@ higher held-out mean accuracy and fits ``--max-queries``); rankings and labels g
 which reads only the top-1 label. Every image sent counts as one query, and the budget is checked
 before anything is sent.
 
-Trust: a ``.pt2`` program is loaded with weights-only unpickling forced; a TorchScript file and a
-``module:callable`` run the target's own code, so use them only for code you trust.
+Trust: every file target may run its author's code. A TorchScript file and a ``module:callable`` do so
+by design, and ``torch.export.load`` is not weights-only: a ``.pt2`` archive can carry pickled
+constants (read with a plain ``pickle.loads``) and native libraries, whatever
+``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` says. Whiten only files you would run; an HTTP endpoint runs nothing here.
 """
 
 from __future__ import annotations
@@ -152,7 +154,8 @@ def load_target(spec: str, timeout: float = 10.0, retries: int = 3) -> BlackBox:
             raise KennenError(f"{spec}: model file not found")
         try:
             if path.suffix == ".pt2":
-                # torch.export falls back to full unpickling for some payloads: forbid it, the file may be hostile.
+                # This forbids full unpickling of the archive's tensor payloads, but torch.export.load still
+                # unpickles opaque constants and may load native libraries: not a safe load (module docstring).
                 with _weights_only_loads():
                     program = torch.export.load(str(path))
                 return _torch_box(program.module(), spec)
