@@ -2,8 +2,9 @@
 
 The headline target (``kennen_i.target``) and every variant run as parallel tasks
 on the executor (``KENNEN_EXECUTOR``). Writes the headline metrics
-(``acc.<attribute>``, ``acc.mean``, ``in_range``; plus ``<target>.acc.mean`` for
-every target), a per-target table, confusion matrices, the crafted images as
+(``acc.<attribute>``, ``acc.mean``, each with its 95% bootstrap interval over the
+test boxes, ``_low``/``_high``; ``in_range``; plus ``<target>.acc.mean`` and its
+interval for every target), a per-target table, confusion matrices, the crafted images as
 arrays (``models/kennen_i.safetensors``) and as a PNG grid, and DVCLive loss curves.
 """
 
@@ -23,7 +24,7 @@ from kennen.errors import KennenError
 from kennen.io import write_json
 from kennen.metamodel.artifact import save_metamodel, zoo_provenance
 from kennen.metamodel.crafted import KENNEN_I_OFFSET, ZooSource, draw_images
-from kennen.metamodel.kennen_i import KennenIParams, in_range, run_target
+from kennen.metamodel.kennen_i import KennenIParams, in_range, run_target, scores
 from kennen.metamodel.kennen_o import accuracies
 from kennen.metamodel.report import plot_images, write_confusions, write_table
 from kennen.parallel import run_tasks
@@ -60,16 +61,18 @@ def main(argv: list[str] | None = None) -> int:
             log.info("kennen-i [%s]: mean %.2f", target, accuracies(result["y_true"], result["y_pred"])["acc.mean"])
 
         head = results[kp.target]
-        metrics = accuracies(head["y_true"], head["y_pred"])
+        metrics = scores(head)
         table = []
         for target in order:
             r = results[target]
-            m = accuracies(r["y_true"], r["y_pred"])
+            m = scores(r)
+            point = {k.removeprefix("acc."): v for k, v in m.items() if not k.endswith(("_low", "_high"))}
             table.append(
                 {"target": target, "in_range": in_range(r["labels"], target)}
-                | {k.removeprefix("acc."): v for k, v in m.items()}
+                | point
+                | {"mean_low": m["acc.mean_low"], "mean_high": m["acc.mean_high"]}
             )
-            metrics[f"{target}.acc.mean"] = m["acc.mean"]
+            metrics |= {f"{target}.{k}": m[k] for k in ("acc.mean", "acc.mean_low", "acc.mean_high")}
         metrics |= {
             "in_range": in_range(head["labels"], kp.target),
             "n_train": len(split["train"]),

@@ -1,10 +1,15 @@
 """Stage ``kennen_io``: kennen-io on the R split (Table 2) and on the E splits named in ``kennen_io.splits`` (Table 3).
 
-One task per split, run in parallel on the executor (``KENNEN_EXECUTOR``). Writes the
-R split's metrics (``acc.<attribute>``, ``acc.mean``) and every E split's relative
-accuracy (``<split>.relative``), the Table 3 rows, R confusion matrices, the R
-model (MLP weights and its queries, ``models/kennen_io.safetensors``), a PNG of
-sample queries before and after training, and DVCLive loss curves (R split).
+One task per split (and per extra metamodel seed of the R split, ``kennen_io.seeds``), run in
+parallel on the executor (``KENNEN_EXECUTOR``), the R split's first. Writes the R split's metrics
+(``acc.<attribute>``, ``acc.mean``, each with its 95% bootstrap interval over the test boxes
+``_low``/``_high``; ``gap_vs_o.*``, kennen-io minus its warm start, i.e. kennen-o with kennen-io's seed,
+on the same test boxes; ``queries.moved`` and ``query_phase<i>.*``, how far the queries moved and what
+that did to the training loss; ``seeds.*`` with two or more seeds), every E split's mean with its
+interval and its relative accuracy (``<split>.acc_mean``, ``<split>.relative``), the Table 3 rows, a
+per-phase log (``phases.csv``), R confusion matrices, the R model (MLP weights and its queries,
+``models/kennen_io.safetensors``), a PNG of sample queries before and after training, and DVCLive
+loss curves (R split).
 """
 
 from __future__ import annotations
@@ -24,10 +29,9 @@ from kennen.errors import KennenError
 from kennen.io import write_json
 from kennen.metamodel.artifact import save_metamodel, zoo_provenance
 from kennen.metamodel.crafted import KENNEN_IO_OFFSET, ZooSource
-from kennen.metamodel.kennen_io import KennenIOParams, run_split
+from kennen.metamodel.kennen_io import KennenIOParams, e_row, phase_rows, r_metrics, run_task, seed_metrics, tasks
 from kennen.metamodel.kennen_o import KennenOParams, accuracies
 from kennen.metamodel.report import plot_bars, plot_images, write_confusions, write_table
-from kennen.metamodel.sweep import extrapolation_row
 from kennen.paper import TABLE3_KENNEN_IO
 from kennen.parallel import run_tasks
 from kennen.queries import load_outputs, read_boxes
@@ -71,33 +75,34 @@ def main(argv: list[str] | None = None) -> int:
         opt = ko.optimisers[ko.optimiser]
 
         job = functools.partial(
-            run_split, source=source, splits=splits, init=init, params=kp, hidden=ko.hidden, opt=opt, seed=seed
+            run_task, source=source, splits=splits, init=init, params=kp, hidden=ko.hidden, opt=opt, seed=seed
         )
-        results = {}
-        for name, result in run_tasks(job, runnable, len(runnable)):
-            results[name] = result
-            log.info("kennen-io [%s]: mean %.2f", name, accuracies(result["y_true"], result["y_pred"])["acc.mean"])
+        todo = tasks(kp, runnable)
+        results: dict[tuple[str, int], dict] = {}
+        for task, result in run_tasks(job, todo, len(todo)):
+            results[task] = result
+            mean = accuracies(result["y_true"], result["y_pred"])["acc.mean"]
+            log.info("kennen-io [%s, seed %d]: mean %.2f", *task, mean)
 
-        r = results["r"]
-        metrics = accuracies(r["y_true"], r["y_pred"]) | {"n_train": len(splits["r"]["train"]),
-                                                           "n_test": len(splits["r"]["test"])}  # fmt: skip
+        r = results["r", 0]
+        metrics = r_metrics(r) | {"n_train": len(splits["r"]["train"]), "n_test": len(splits["r"]["test"])}
+        metrics |= seed_metrics([results["r", k] for k in range(kp.seeds)])
         rows = []
         for name in kp.splits:
             if name == "r":
                 continue
-            if name in results:
-                m = accuracies(results[name]["y_true"], results[name]["y_pred"])
-                row = extrapolation_row(name, splits[name], held[name], m, metrics)
+            if (name, 0) in results:
+                row = e_row(name, splits[name], held[name], results[name, 0], metrics)
+                metrics |= {f"{name}.{k}": row[k] for k in ("relative", "acc_mean", "acc_mean_low", "acc_mean_high")}
             else:
                 log.warning("kennen-io [%s]: no training or no test boxes in this zoo", name)
                 n_tr, n_te, nan = len(splits[name]["train"]), len(splits[name]["test"]), float("nan")
                 row = {"split": name, "n_train": n_tr, "n_test": n_te, "acc_mean": nan, "r_acc_mean": nan,
-                       "relative": nan}  # fmt: skip
+                       "relative": nan, "acc_mean_low": nan, "acc_mean_high": nan}  # fmt: skip
             rows.append(row)
-            if name in results:
-                metrics[f"{name}.relative"] = row["relative"]
         write_json(args.metrics, metrics)
         plots, figures = Path(args.plots), Path(args.figures)
+        write_table(plots / "phases.csv", phase_rows([results[t] for t in todo]))
         if rows:
             write_table(plots / "extrapolation.csv", rows)
             plot_bars(
@@ -138,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                 "hidden": ko.hidden,
                 "optimiser": ko.optimiser,
                 "schedule": [[ph.train, ph.epochs] for ph in kp.schedule],
+                "query_boxes": kp.query_boxes,
+                "seed": r["seed"],
                 "attributes": [a.key for a in ATTRIBUTES],
                 "image_space": "pixels in [0, 1], [Q, 1, 28, 28]; normalise with MNIST mean/std before querying",
                 "zoo": zoo_provenance(params, len(splits["r"]["train"]), len(splits["r"]["test"])),

@@ -1,9 +1,19 @@
 """Stage ``kennen_o``: train kennen-o on the R split with every optimiser setting; report the headline one.
 
-Writes the headline metrics (``acc.<attribute>``, ``acc.mean``; plus
-``<setting>.acc.mean`` for every setting), a per-setting table, per-attribute
-confusion matrices, the trained metamodel (safetensors + JSON) and DVCLive
-training curves.
+The headline setting is trained with ``kennen_o.seeds`` seeds and ``kennen_o.early_stop``,
+the other settings with the first seed and their fixed schedule; all trainings run in
+parallel (``kennen.metamodel.runs``). Writes:
+
+- metrics: ``acc.<attribute>``, ``acc.mean`` of the headline (first seed) with 95%
+  bootstrap intervals over the test boxes (``acc.<attribute>_low``/``_high``,
+  ``acc.mean_low``/``_high``); the spread over seeds (``seeds.acc.mean`` with its
+  t-interval ``seeds.acc.mean_low``/``_high`` and ``seeds.acc.mean_sd``, per attribute
+  ``seeds.acc.<attribute>`` and ``seeds.acc.<attribute>_sd``, ``seeds.n``);
+  ``<setting>.acc.mean`` for every setting; box counts and epochs trained;
+- ``predictions.csv``: the headline's test-box predictions (``runs.write_predictions``
+  documents the format), for paired comparisons in later stages;
+- a per-setting table, per-attribute confusion matrices, the trained metamodel
+  (safetensors + JSON) and DVCLive training curves of the headline.
 """
 
 from __future__ import annotations
@@ -15,17 +25,33 @@ import torch
 from dvclive import Live
 
 from kennen import data as mnist_data
-from kennen.attributes import ATTRIBUTES
+from kennen.attributes import ATTRIBUTES, KEYS
 from kennen.config import base_seed, load_params, section
 from kennen.io import write_json
 from kennen.metamodel.artifact import save_metamodel, zoo_provenance
-from kennen.metamodel.kennen_o import KennenOParams, train_and_evaluate
+from kennen.metamodel.kennen_o import Curve, KennenOParams
 from kennen.metamodel.report import write_confusions, write_table
+from kennen.metamodel.runs import evaluate_runs, seed_metrics, stage_runs, write_predictions
 from kennen.queries import load_outputs, read_boxes
 from kennen.splits import read_split
 from stages._common import parser, run
 
 log = logging.getLogger("kennen.kennen_o")
+
+
+def _log_curve(path: str, curve: Curve) -> None:
+    live = Live(path, dvcyaml=False, save_dvc_exp=False, report=None)
+    for epoch, loss in enumerate(curve.loss):
+        live.log_metric("train/loss", loss)
+        if epoch < len(curve.val_acc):
+            live.log_metric("val/acc_mean", curve.val_acc[epoch])
+        live.next_step()
+    live.end()
+
+
+def _training(curve: Curve) -> dict[str, float]:
+    out = {"train.epochs": curve.epochs, "train.n_fit": curve.n_fit, "train.n_val": curve.n_val}
+    return out | ({"train.best_epoch": curve.best_epoch + 1} if curve.best_epoch is not None else {})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,31 +64,27 @@ def main(argv: list[str] | None = None) -> int:
         kp = section(KennenOParams, params, "kennen_o")
         outputs, query_index = load_outputs(Path(args.outputs))
         boxes, split = read_boxes(Path(args.boxes)), read_split(Path(args.splits), "r")
-        seed = base_seed(params)
+        names, runs = stage_runs(kp, split)
+        results = evaluate_runs(runs, outputs, boxes, kp.hidden, base_seed(params), kp.early_stop)
+        replicas = [res for name, res in zip(names, results, strict=True) if name == kp.optimiser]
+        headline = replicas[0]
         metrics: dict[str, float] = {}
         table = []
-        headline = None
-        for name, opt in kp.optimisers.items():
-            live = Live(args.live, dvcyaml=False, save_dvc_exp=False, report=None) if name == kp.optimiser else None
-
-            def on_epoch(epoch: int, loss: float, live=live) -> None:
-                if live is not None:
-                    live.log_metric("train/loss", loss)
-                    live.next_step()
-
-            result = train_and_evaluate(
-                outputs, boxes, split, kp.n_queries, kp.output, kp.hidden, opt, seed, on_epoch=on_epoch
-            )
-            if live is not None:
-                live.end()
-            log.info("kennen-o [%s]: mean %.2f %s", name, result.metrics["acc.mean"], result.metrics)
-            table.append({"setting": name} | {k.removeprefix("acc."): v for k, v in result.metrics.items()})
-            metrics[f"{name}.acc.mean"] = result.metrics["acc.mean"]
-            if name == kp.optimiser:
-                headline = result
-        metrics = headline.metrics | {"n_train": len(split["train"]), "n_test": len(split["test"])} | metrics
-        write_json(args.metrics, metrics)
+        for name, res in zip(names, results, strict=True):
+            if res is not headline and name == kp.optimiser:
+                continue  # the other seeds enter through seed_metrics
+            log.info("kennen-o [%s]: mean %.2f [%.2f, %.2f], %d epochs", name, res.metrics["acc.mean"],
+                     res.metrics["acc.mean_low"], res.metrics["acc.mean_high"], res.curve.epochs)  # fmt: skip
+            accs = {k: res.metrics[f"acc.{k}"] for k in (*KEYS, "mean", "mean_low", "mean_high")}
+            table.append({"setting": name} | accs | {"epochs": res.curve.epochs})
+            metrics[f"{name}.acc.mean"] = res.metrics["acc.mean"]
+        spread = seed_metrics(replicas)
+        log.info("kennen-o over %d seeds: %s", len(replicas), {k: v for k, v in spread.items() if "mean" in k})
+        counts = {"n_train": len(split["train"]), "n_test": len(split["test"])}
+        write_json(args.metrics, headline.metrics | counts | _training(headline.curve) | spread | metrics)
         write_table(Path(args.plots) / "optimisers.csv", table)
+        write_predictions(Path(args.plots) / "predictions.csv", headline.test_ids, headline.y_true, headline.y_pred)
+        _log_curve(args.live, headline.curve)
         write_confusions(
             headline.y_true,
             headline.y_pred,
@@ -87,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 "query_index": query_index[: kp.n_queries].tolist(),
                 "image_space": "pixels in [0, 1], [Q, 1, 28, 28]; normalise with MNIST mean/std before querying",
                 "zoo": zoo_provenance(params, len(split["train"]), len(split["test"])),
-                "test_accuracy": headline.metrics,
+                "test_accuracy": {f"acc.{k}": headline.metrics[f"acc.{k}"] for k in (*KEYS, "mean")},
             },
         )
 

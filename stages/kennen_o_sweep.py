@@ -1,4 +1,9 @@
-"""Stage ``kennen_o_sweep@<sweep>``: one Figure 4 / Table 3 analogue as plot data and PNG."""
+"""Stage ``kennen_o_sweep@<sweep>``: one Figure 4 / Table 3 analogue as plot data and PNG.
+
+Rows carry the 95% bootstrap interval of their mean (``acc_mean_low``, ``acc_mean_high``).
+The sweep point that is the ``kennen_o`` headline's own training is read from its
+``--predictions`` instead of being trained again.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from kennen.config import base_seed, load_params, section
 from kennen.io import read_json
 from kennen.metamodel.kennen_o import KennenOParams
 from kennen.metamodel.report import plot_bars, plot_curve, write_table
+from kennen.metamodel.runs import read_predictions
 from kennen.metamodel.sweep import SWEEPS, SweepParams, run_sweep
 from kennen.paper import TABLE2, TABLE3_KENNEN_IO
 from kennen.queries import load_outputs, read_boxes
@@ -21,7 +27,7 @@ log = logging.getLogger("kennen.kennen_o_sweep")
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     p.add_argument("--sweep", required=True, choices=SWEEPS)
-    for name in ("outputs", "boxes", "splits", "r-metrics", "plots", "figures"):
+    for name in ("outputs", "boxes", "splits", "r-metrics", "predictions", "plots", "figures"):
         p.add_argument(f"--{name}", required=True)
 
     def body(args) -> None:
@@ -33,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         boxes = read_boxes(Path(args.boxes))
         splits = {name: read_split(Path(args.splits), name) for name in ("r", *held)}
         r_metrics = read_json(args.r_metrics)
-        rows = run_sweep(args.sweep, sp, kp, outputs, boxes, splits, held, base_seed(params), r_metrics)
+        headline = read_predictions(Path(args.predictions))
+        rows = run_sweep(args.sweep, sp, kp, outputs, boxes, splits, held, base_seed(params), r_metrics, headline)
         write_table(Path(args.plots) / f"sweep_{args.sweep}.csv", rows)
         figure = Path(args.figures) / f"sweep_{args.sweep}.png"
         if args.sweep == "n_train":

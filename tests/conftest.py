@@ -43,6 +43,8 @@ TINY = {
             {"train": "queries", "epochs": 1},
             {"train": "metamodel", "epochs": 1},
         ],
+        "e_schedule": [{"train": "metamodel", "epochs": 2}, {"train": "queries", "epochs": 1}],
+        "query_boxes": 4,
         "step": {"batch": 4},
     },
     "imagenet_probe": {
@@ -55,6 +57,10 @@ TINY = {
         "offline": {"seeds": 2, "steps": 1, "batch": 4, "pool": 20},
     },
     "imagenet_attack": {"steps": 1, "images": 6, "probe_queries": 5},
+    "transfer": {
+        "regimes": {"zoo": {"n_boxes": 2, "epochs": 1, "pool": 400}, "long": {"n_boxes": 2, "epochs": 2, "pool": 400}},
+        "min_acc": 0,
+    },
 }
 
 
@@ -100,6 +106,7 @@ def tiny_params(idx: Path, **overrides) -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params = deep_update(params, TINY)
     params["imagenet_probe"]["families"] = TINY["imagenet_probe"]["families"]  # a replacement, not a merge
+    params["transfer"]["regimes"] = TINY["transfer"]["regimes"]
     params["data"] = params["data"] | {"source": "idx", "idx_dir": str(idx)}
     return deep_update(params, overrides)
 

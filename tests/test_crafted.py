@@ -1,6 +1,8 @@
-"""The zoo forward (both strategies), the projected query step, kennen-i's top-1 read-out and kennen-io's schedule."""
+"""The zoo forward (both strategies), the projected query step, kennen-i's top-1 read-out, kennen-io's schedule,
+its gap to its warm start (kennen-o) and the intervals both report."""
 
 import copy
+import dataclasses
 import itertools
 
 import numpy as np
@@ -13,7 +15,7 @@ from kennen.data import MEAN, STD
 from kennen.errors import KennenError
 from kennen.metamodel import kennen_i, kennen_io
 from kennen.metamodel.crafted import HIGH, LOW, BoxZoo, QueryStep, to_pixels
-from kennen.metamodel.kennen_o import Optimiser
+from kennen.metamodel.kennen_o import Optimiser, accuracies, fit, predict
 from kennen.zoo.forward import STRATEGIES, ZooForward
 from kennen.zoo.net import MnistNet, NetConfig
 
@@ -214,3 +216,172 @@ def test_kennen_io_params_validation():
         from_dict(kennen_io.KennenIOParams, {"step": {"rule": "adam"}}, "kennen_io")
     with pytest.raises(KennenError, match=r"kennen_i.target: expected one of each, all"):
         from_dict(kennen_i.KennenIParams, {"target": "some"}, "kennen_i")
+
+
+class InMemorySource:
+    """Stands in for ``ZooSource``: the same ``boxes`` rows and ``load``, from networks in memory."""
+
+    def __init__(self, nets, boxes):
+        self.nets, self.boxes = nets, boxes
+
+    def load(self, ids):
+        return BoxZoo([self.nets[i] for i in ids], [[j] for j in range(len(ids))])
+
+
+def box_rows(y: torch.Tensor) -> list[dict]:
+    return [{a.key: a.values[int(v)] for a, v in zip(ATTRIBUTES, row, strict=True)} for row in y]
+
+
+SHORT = (kennen_io.Phase("metamodel", 3), kennen_io.Phase("queries", 2), kennen_io.Phase("metamodel", 2))
+
+
+@pytest.fixture(scope="module")
+def io_run(nets):
+    """kennen-io on 10 training and 4 test boxes of the 14 nets, through the executor entry point."""
+    y = labels_for(len(nets), seed=1)
+    source = InMemorySource(nets, box_rows(y))
+    splits = {"r": {"train": list(range(10)), "test": list(range(10, 14))}}
+    params = kennen_io.KennenIOParams(
+        n_queries=3, schedule=SHORT, query_boxes=6, step=QueryStep(lr=0.05, batch=3, rule="sign")
+    )
+    init = torch.randn(5, 1, 28, 28).clamp(LOW, HIGH).numpy()
+    opt = Optimiser("adam", 1e-3, batch=4)
+    result = kennen_io.run_task(("r", 0), source, splits, init, params, 16, opt, seed=3)
+    return {"result": result, "y": y, "source": source, "init": init, "params": params, "opt": opt}
+
+
+def test_kennen_io_warm_start_is_kennen_o_with_the_same_seed(nets, io_run):
+    # The warm start that gap_vs_o compares against is exactly kennen_o.fit on the initial queries' outputs.
+    zoo, y, init, opt = io_run["source"].load(range(14)), io_run["y"], torch.from_numpy(io_run["init"]), io_run["opt"]
+    feats = kennen_io.flat(zoo.outputs(init[:3], list(range(14))))
+    model = fit(feats[:10], y[:10], 16, dataclasses.replace(opt, epochs=SHORT[0].epochs), seed=3)
+    assert np.array_equal(predict(model, feats[10:]), io_run["result"]["o_pred"])
+
+
+def test_kennen_io_phase_log_is_continuous_and_says_what_moved(io_run):
+    phases = io_run["result"]["phases"]
+    assert [(p["train"], p["epochs"]) for p in phases] == [(p.train, p.epochs) for p in SHORT]
+    for before, after in itertools.pairwise(phases):
+        assert after["loss_before"] == before["loss_after"]  # exact losses, same model and queries at the seam
+    assert [p["moved"] > 0 for p in phases] == [False, True, False]
+    r = io_run["result"]
+    assert r["moved"] == pytest.approx(phases[1]["moved"], abs=1e-5)
+    pixels = io_run["init"][:3] * STD + MEAN
+    assert r["moved"] == pytest.approx(float(np.abs(r["queries"] - pixels.clip(0, 1)).mean()), abs=1e-4)
+    rows = kennen_io.phase_rows([r])
+    assert [row["phase"] for row in rows] == [0, 1, 2] and rows[0]["split"] == "r" and rows[0]["seed"] == 3
+
+
+def test_kennen_io_query_epochs_visit_query_boxes_boxes(nets):
+    visited = []
+
+    class Counting(BoxZoo):
+        def __call__(self, x, boxes):
+            if x.requires_grad:
+                visited.append(len(boxes))
+            return super().__call__(x, boxes)
+
+    zoo = Counting(nets, [[i] for i in range(len(nets))])
+    for query_boxes, per_epoch in ((5, 5), (None, 14), (100, 14)):
+        visited.clear()
+        params = kennen_io.KennenIOParams(n_queries=2, schedule=SHORT, query_boxes=query_boxes, step=QueryStep(batch=4))
+        kennen_io.train(
+            zoo, range(14), labels_for(14), torch.zeros(2, 1, 28, 28), params, 8, Optimiser("adam", 1e-3), 0
+        )
+        assert sum(visited) == SHORT[1].epochs * per_epoch and max(visited) <= 4
+
+
+def test_kennen_io_r_metrics_gap_and_intervals(io_run):
+    r = io_run["result"]
+    m = kennen_io.r_metrics(r)
+    o = accuracies(r["y_true"], r["o_pred"])
+    # diff is kennen-io's mean minus its warm start's (to the rounding of the per-attribute accuracies)
+    assert m["gap_vs_o.diff"] == pytest.approx(m["acc.mean"] - o["acc.mean"], abs=0.02)
+    assert m["gap_vs_o.o_mean"] == o["acc.mean"]
+    assert m["gap_vs_o.low"] <= m["gap_vs_o.diff"] <= m["gap_vs_o.high"]
+    assert m["gap_vs_o.beyond_noise"] == float(m["gap_vs_o.low"] > 0 or m["gap_vs_o.high"] < 0)
+    for a in [*(a.key for a in ATTRIBUTES), "mean"]:
+        assert m[f"acc.{a}_low"] <= m[f"acc.{a}"] <= m[f"acc.{a}_high"]
+    assert m["gap_vs_o.o_mean_low"] <= m["gap_vs_o.o_mean"] <= m["gap_vs_o.o_mean_high"]
+    assert m["queries.moved"] > 0 and m["query_phase1.moved"] > 0 and "query_phase2.moved" not in m
+    assert m["query_phase1.loss_before"] == r["phases"][0]["loss_after"]
+
+
+def test_kennen_io_gap_is_zero_without_query_phases(io_run):
+    # With only MLP phases kennen-io is kennen-o trained longer; with one phase it is kennen-o itself.
+    params = dataclasses.replace(io_run["params"], schedule=SHORT[:1])
+    splits = {"r": {"train": list(range(10)), "test": list(range(10, 14))}}
+    r = kennen_io.run_task(("r", 0), io_run["source"], splits, io_run["init"], params, 16, io_run["opt"], seed=3)
+    assert np.array_equal(r["y_pred"], r["o_pred"]) and r["moved"] == 0
+    m = kennen_io.r_metrics(r)
+    assert m["gap_vs_o.diff"] == 0 and m["gap_vs_o.low"] == 0 == m["gap_vs_o.high"] and m["gap_vs_o.beyond_noise"] == 0
+
+
+def test_kennen_io_seeds_and_e_rows():
+    rng = np.random.default_rng(0)
+    y = np.stack([rng.integers(0, a.n_classes, 60) for a in ATTRIBUTES], 1)
+
+    def noisy(p):  # a prediction right with probability p
+        return np.where(rng.random(y.shape) < p, y, np.stack([rng.integers(0, a.n_classes, 60) for a in ATTRIBUTES], 1))
+
+    results = [{"y_true": y, "y_pred": noisy(0.7), "o_pred": noisy(0.5)} for _ in range(3)]
+    s = kennen_io.seed_metrics(results)
+    assert s["seeds.n"] == 3 and s["seeds.acc.mean_low"] <= s["seeds.acc.mean"] <= s["seeds.acc.mean_high"]
+    assert s["seeds.gap_vs_o.diff"] > 0 and s["seeds.gap_vs_o.diff_low"] <= s["seeds.gap_vs_o.diff"]
+    assert kennen_io.seed_metrics(results[:1]) == {}  # one seed: no spread (and no NaN in the metrics)
+    held = {"n_conv": [4]}
+    r_acc = accuracies(y, results[0]["y_pred"])
+    row = kennen_io.e_row("e_conv", {"train": [0] * 5, "test": [0] * 60}, held, results[1], r_acc)
+    assert row["acc_mean_low"] <= row["acc_mean"] <= row["acc_mean_high"]
+    # acc_mean (and so its interval) is over the attributes the E split can show: all but the held-out n_conv
+    acc = accuracies(y, results[1]["y_pred"])
+    assert row["acc_mean"] == pytest.approx(
+        np.mean([acc[f"acc.{a.key}"] for a in ATTRIBUTES if a.key != "n_conv"]), abs=0.01
+    )
+
+
+def test_kennen_io_tasks_and_schedules():
+    e = (kennen_io.Phase("metamodel", 5),)
+    params = kennen_io.KennenIOParams(e_schedule=e, seeds=2, splits=("r", "e_alg"))
+    assert kennen_io.tasks(params, ["r", "e_alg"]) == [("r", 0), ("r", 1), ("e_alg", 0)]
+    assert params.schedule_for("r") == kennen_io.PAPER_SCHEDULE and params.schedule_for("e_alg") == e
+    assert kennen_io.KennenIOParams().schedule_for("e_alg") == kennen_io.PAPER_SCHEDULE  # no e_schedule: R's
+
+
+@pytest.mark.parametrize(
+    "section, needle",
+    [
+        ({"e_schedule": [{"train": "queries", "epochs": 1}]}, r"kennen_io.e_schedule: must start with a metamodel"),
+        ({"e_schedule": []}, r"kennen_io.e_schedule: needs at least one phase"),
+        (
+            {"e_schedule": [{"train": "metamodel", "epochs": 0}]},
+            r"kennen_io.e_schedule\[0\].epochs: must be at least 1",
+        ),
+        ({"schedule": [{"train": "metamodel", "epochs": "x"}]}, r"kennen_io.schedule\[0\].epochs: expected int"),
+        ({"query_boxes": 0}, r"kennen_io.query_boxes: must be at least 1"),
+        ({"query_boxes": 2.5}, r"kennen_io.query_boxes: expected int"),
+        ({"seeds": 0}, r"kennen_io.seeds: must be at least 1"),
+        ({"sched": []}, r"kennen_io.sched: unknown key"),
+    ],
+)
+def test_kennen_io_schedule_params_name_the_key(section, needle):
+    with pytest.raises(KennenError, match=needle):
+        from_dict(kennen_io.KennenIOParams, section, "kennen_io")
+
+
+def test_kennen_io_params_accept_null_and_e_schedule():
+    p = from_dict(
+        kennen_io.KennenIOParams,
+        {"query_boxes": None, "e_schedule": [{"train": "metamodel", "epochs": 3}]},
+        "kennen_io",
+    )
+    assert p.query_boxes is None and p.e_schedule == (kennen_io.Phase("metamodel", 3),)
+
+
+def test_kennen_i_scores_carry_intervals():
+    rng = np.random.default_rng(1)
+    y = np.stack([rng.integers(0, a.n_classes, 40) for a in ATTRIBUTES], 1)
+    pred = np.where(rng.random(y.shape) < 0.6, y, 0)
+    m = kennen_i.scores({"y_true": y, "y_pred": pred})
+    for a in [*(a.key for a in ATTRIBUTES), "mean"]:
+        assert m[f"acc.{a}_low"] <= m[f"acc.{a}"] <= m[f"acc.{a}_high"]

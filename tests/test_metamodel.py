@@ -69,3 +69,88 @@ def test_asking_for_more_queries_than_stored_names_the_key():
 
     with pytest.raises(KennenError, match="kennen_o.n_queries: 101 exceeds the 100 stored queries"):
         features(np.zeros((3, 100, 10), np.float32), 101, "prob")
+
+
+def _toy(n: int = 60, d: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.stack([torch.randint(0, a.n_classes, (n,), generator=g) for a in ATTRIBUTES], 1)
+    x = torch.randn(n, d, generator=g) + torch.nn.functional.one_hot(y[:, 0], 4).float().repeat(1, d // 4)
+    return x, y
+
+
+def test_fixed_schedule_is_the_plain_loop():
+    """Early stopping off (or a carve too small to make) trains exactly as ``new_model`` + ``train_epochs``."""
+    from kennen.metamodel.kennen_o import EarlyStop, fit_curve, new_model, train_epochs
+
+    x, y = _toy()
+    opt = Optimiser("adam", 1e-3, weight_decay=1e-3, epochs=4, batch=16)
+    ref = new_model(x, 24, 11)
+    train_epochs(ref, opt.build(ref.parameters()), x, y, opt.batch, opt.epochs, torch.Generator().manual_seed(11))
+    for stop in (None, EarlyStop(0.0), EarlyStop(0.1, min_val=20)):  # 0.1 x 60 = 6 boxes < min_val: no carve
+        model, curve = fit_curve(x, y, 24, opt, 11, stop=stop)
+        assert curve.epochs == 4 and curve.n_val == 0 and curve.best_epoch is None
+        for k, v in ref.state_dict().items():
+            assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_carve_splits_the_training_rows_only():
+    from kennen.metamodel.kennen_o import EarlyStop
+
+    fit_rows, val_rows = EarlyStop(0.25, min_val=5).carve(40, seed=3)
+    assert len(val_rows) == 10 and len(fit_rows) == 30
+    assert sorted(fit_rows.tolist() + val_rows.tolist()) == list(range(40))
+    assert torch.equal(val_rows, EarlyStop(0.25, min_val=5).carve(40, seed=3)[1])  # seeded
+    assert EarlyStop(0.25, min_val=11).carve(40, seed=3) is None
+
+
+def test_early_stopping_restores_the_best_epoch_and_trains_every_parameter():
+    from kennen.metamodel.kennen_o import EarlyStop, fit_curve, new_model
+
+    x, y = _toy(120)
+    stop = EarlyStop(0.25, patience=3, min_val=5)
+    opt = Optimiser("adam", 3e-3, epochs=40, batch=16)
+    model, curve = fit_curve(x, y, 24, opt, 5, stop=stop)
+    best = int(np.argmax(curve.val_acc))  # the first best epoch
+    assert curve.best_epoch == best and curve.n_val == 30 and curve.n_fit == 90
+    assert curve.epochs == len(curve.val_acc) == min(opt.epochs, best + stop.patience + 1)
+    _, val_rows = stop.carve(len(x), 5)
+    y_hat = predict(model, x[val_rows])
+    restored = np.mean([balanced_accuracy(y[val_rows, i].numpy(), y_hat[:, i]) for i in range(12)])
+    assert restored == pytest.approx(curve.val_acc[best])
+    init = new_model(x[stop.carve(len(x), 5)[0]], 24, 5)  # same seed: the initial weights
+    for name, p in model.named_parameters():
+        assert not torch.equal(p, dict(init.named_parameters())[name]), name
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"seeds": 0}, "kennen_o.seeds: must be at least 1"),
+        ({"early_stop": {"val_fraction": 1.0}}, "kennen_o.early_stop.val_fraction: must be in"),
+        ({"early_stop": {"patience": 0}}, "kennen_o.early_stop.patience: must be at least 1"),
+        ({"early_stop": {"patience": "ten"}}, "kennen_o.early_stop.patience: expected int"),
+        ({"early_stop": {"epochs": 3}}, "kennen_o.early_stop.epochs: unknown key"),
+    ],
+)
+def test_kennen_o_params_errors_name_the_key(override, needle):
+    from kennen.config import from_dict
+    from kennen.errors import KennenError
+    from kennen.metamodel.kennen_o import KennenOParams
+
+    data = {"optimisers": {"default": {"name": "adam", "lr": 1e-3}}} | override
+    with pytest.raises(KennenError, match=needle):
+        from_dict(KennenOParams, data, "kennen_o")
+
+
+def test_refit_is_the_fixed_schedule_for_the_best_epoch_count_on_all_boxes():
+    from dataclasses import replace
+
+    from kennen.metamodel.kennen_o import EarlyStop, fit_curve
+
+    x, y = _toy(120)
+    opt = Optimiser("adam", 3e-3, epochs=12, batch=16)
+    model, curve = fit_curve(x, y, 24, opt, 5, stop=EarlyStop(0.25, patience=2, min_val=5, refit=True))
+    assert curve.refit_epochs == curve.best_epoch + 1
+    ref = fit(x, y, 24, replace(opt, epochs=curve.refit_epochs), 5)
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k

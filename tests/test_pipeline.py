@@ -39,6 +39,8 @@ METAMODEL_STAGES = (
     "imagenet_zoo",
     "imagenet_probe",
     "imagenet_attack",
+    "transfer_boxes",
+    "transfer",
     "report",
 )
 
@@ -155,6 +157,11 @@ def check_crafted(repo: Path, kennen_o: dict) -> None:
     assert keys | {"in_range", "each.acc.mean", "all.acc.mean"} <= set(kennen_i)
     kennen_io = json.loads((repo / "reports/metrics/kennen_io.json").read_text())
     assert keys <= set(kennen_io) and kennen_io["n_train"] == kennen_o["n_train"]
+    intervals = {f"acc.{k}_{end}" for k in (*KEYS, "mean") for end in ("low", "high")}
+    assert intervals <= set(kennen_i) and intervals <= set(kennen_io)
+    gap = {f"gap_vs_o.{k}" for k in ("diff", "low", "high", "beyond_noise", "o_mean")}
+    assert gap | {"queries.moved", "query_phase1.loss_before", "query_phase1.loss_after"} <= set(kennen_io)
+    assert (repo / "reports/plots/kennen_io/phases.csv").is_file()
     images = load_file(str(repo / "models/kennen_i.safetensors"))
     assert images["queries.each"].shape == (12, 1, 28, 28) and images["queries.all"].shape == (1, 1, 28, 28)
     io = load_file(str(repo / "models/kennen_io.safetensors"))

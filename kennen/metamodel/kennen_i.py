@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from kennen.attributes import ATTRIBUTES
 from kennen.config import require
 from kennen.metamodel.crafted import BoxZoo, QueryStep, ZooSource, to_pixels
-from kennen.metamodel.kennen_o import targets
+from kennen.metamodel.kennen_o import accuracies, targets
+from kennen.metamodel.uncertainty import bootstrap
 
 TARGETS = ("each", "all")
 LOSSES = ("digits", "first_k")
@@ -169,3 +170,9 @@ def run_target(
         "y_pred": predict(labels, fallback, target),
         "losses": losses,
     }
+
+
+def scores(result: dict[str, Any]) -> dict[str, float]:
+    """A target's balanced accuracies (``acc.<attribute>``, ``acc.mean``) with their 95% bootstrap intervals
+    over the test boxes (``_low``/``_high``)."""
+    return accuracies(result["y_true"], result["y_pred"]) | bootstrap(result["y_true"], result["y_pred"])

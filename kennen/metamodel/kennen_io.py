@@ -4,37 +4,70 @@
 
 The queries start as kennen-o's (the first ``n`` query images) and the MLP is
 kennen-o's. Training follows a schedule of phases (``params.yaml``,
-``kennen_io.schedule``); the paper's, and the default of the paper profile, is
-a 200-epoch MLP warm start, then 50 epochs of query updates, 50 of MLP, 50 of
-queries, 50 of MLP (official ``sequence=['m', 200, 50, 50]``, 400 epochs):
+``kennen_io.schedule`` for the R split, ``kennen_io.e_schedule`` for the E
+splits); the paper's is a 200-epoch MLP warm start, then 50 epochs of query
+updates, 50 of MLP, 50 of queries, 50 of MLP (official ``sequence=['m', 200, 50, 50]``):
 
 - ``metamodel`` phases train only the MLP, with kennen-o's optimiser (one
   optimiser, so Adam keeps its state across phases). The queries are fixed
   then and the zoo is in eval mode, so the boxes' outputs are computed once
   per phase: the same numbers the official code recomputes at every step.
 - ``queries`` phases update only the images, with the official code's
-  projected noisy SGD (``crafted.QueryStep``: lr 0.1, batches of 10 boxes,
-  +-1/512 noise), backpropagating through the frozen MLP and the frozen zoo.
+  projected noisy step (``crafted.QueryStep``, batches of 10 boxes),
+  backpropagating through the frozen MLP and the frozen zoo.
+
+A query epoch costs a forward and a backward pass of every training box (and
+every member of an ensemble box) on all ``n`` queries; the MLP's epochs are
+nearly free. ``query_boxes`` caps the boxes a query epoch visits: a fresh
+random draw of that many training boxes per epoch. That is our deviation from
+the official code, which visits every box in every query epoch; it keeps the
+paper's schedule (and its number of phases) at a fraction of the cost. Since
+the cost and the number of steps are those of ``epochs * query_boxes / N``
+full epochs, it is a rescaling of the epoch count, not a different optimiser.
+Measured on a 200-model zoo (168 R training boxes, a quarter of them ensembles;
+one core of the 2-core CPU): 0.074 s per box per query epoch, 12.4 s per full
+query epoch, against 0.08 s per MLP epoch.
+
+The E splits may run a shorter schedule (``e_schedule``), for the budget: their
+queries then move less, so Table 3's relative accuracy compares a kennen-io
+closer to kennen-o on the E split with the full one on R.
 
 The outputs are log-probabilities (the paper's "score"), standardised with the
 statistics of the warm start's features and kept fixed afterwards, so the MLP
 sees the same scale while the queries move.
+
+kennen-io against kennen-o: the MLP at the end of the first (warm start) phase,
+evaluated on the initial queries, *is* kennen-o (``kennen_o.fit`` with the same
+optimiser, epochs, features and seed gives the same model; a test checks it),
+trained with kennen-io's seed. ``run_split`` predicts the test boxes with it
+before any query moves, so ``gap_vs_o`` is a paired comparison on the same test
+boxes that isolates what learning the queries adds. It is kennen-o as
+``kennen_o.fit`` trains it, on ``prob`` outputs, with kennen-io's seed (base + 7)
+and the first phase's epochs: not the ``kennen_o`` stage's headline model, which
+has its own seeds (and whatever else ``kennen_o`` sets), so the two kennen-o
+accuracies differ by seed-to-seed noise.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from kennen.attributes import ATTRIBUTES
 from kennen.config import require
+from kennen.data import STD
 from kennen.metamodel.crafted import BoxZoo, QueryStep, ZooSource, to_pixels
-from kennen.metamodel.kennen_o import KennenO, Optimiser, loss_fn, new_model, predict, targets, train_epochs
+from kennen.metamodel.kennen_o import KennenO, Optimiser, accuracies, loss_fn, new_model, predict, targets, train_epochs
+from kennen.metamodel.sweep import extrapolation_keys, extrapolation_row
+from kennen.metamodel.uncertainty import bootstrap, paired_difference, resampled_point, seed_interval
 
 PHASES = ("metamodel", "queries")
+SEED_STRIDE = 1000  # metamodel seed k of the R split: seed + k * SEED_STRIDE (k = 0 is the headline)
 
 
 @dataclass(frozen=True)
@@ -53,25 +86,43 @@ PAPER_SCHEDULE = (Phase("metamodel", 200), Phase("queries", 50), Phase("metamode
                   Phase("metamodel", 50))  # fmt: skip
 
 
+def _check_schedule(schedule: tuple[Phase, ...], key: str) -> None:
+    require(bool(schedule), key, "needs at least one phase")
+    require(
+        schedule[0].train == "metamodel",
+        key,
+        "must start with a metamodel phase (the MLP warm start that fixes the input scale)",
+    )
+
+
 @dataclass(frozen=True)
 class KennenIOParams:
     """``kennen_io`` section of params.yaml."""
 
     n_queries: int = 100
-    schedule: tuple[Phase, ...] = PAPER_SCHEDULE
+    schedule: tuple[Phase, ...] = PAPER_SCHEDULE  # the R split's
+    e_schedule: tuple[Phase, ...] | None = None  # the E splits'; None: the R split's
+    query_boxes: int | None = None  # training boxes per query epoch (fresh draw each epoch); None: all (official)
     step: QueryStep = field(default_factory=QueryStep)
     splits: tuple[str, ...] = ("r",)  # the R split and any E splits of ``splits.extrapolation`` (Table 3)
+    seeds: int = 1  # metamodel seeds on the R split (the headline is the first; >= 2 adds the spread over seeds)
 
     def check(self, where: str) -> None:
         require(self.n_queries >= 1, f"{where}.n_queries", f"must be at least 1, got {self.n_queries}")
-        require(bool(self.schedule), f"{where}.schedule", "needs at least one phase")
-        require(
-            self.schedule[0].train == "metamodel",
-            f"{where}.schedule",
-            "must start with a metamodel phase (the MLP warm start that fixes the input scale)",
-        )
+        _check_schedule(self.schedule, f"{where}.schedule")
+        if self.e_schedule is not None:
+            _check_schedule(self.e_schedule, f"{where}.e_schedule")
+        if self.query_boxes is not None:
+            require(
+                self.query_boxes >= 1, f"{where}.query_boxes", f"must be at least 1 (or null), got {self.query_boxes}"
+            )
         require("r" in self.splits, f"{where}.splits", "must include r (Table 2 and the reference for Table 3)")
+        require(self.seeds >= 1, f"{where}.seeds", f"must be at least 1, got {self.seeds}")
         self.step.check(f"{where}.step")
+
+    def schedule_for(self, split: str) -> tuple[Phase, ...]:
+        """The R split's schedule for ``r``, the E splits' for any other split."""
+        return self.schedule if split == "r" or self.e_schedule is None else self.e_schedule
 
 
 def flat(log_probs: torch.Tensor) -> torch.Tensor:
@@ -79,12 +130,31 @@ def flat(log_probs: torch.Tensor) -> torch.Tensor:
     return log_probs.reshape(len(log_probs), -1)
 
 
+@dataclass(frozen=True)
+class PhaseLog:
+    """What one phase did, measured on the training boxes with exact (full-pass, noise-free) losses."""
+
+    train: str
+    epochs: int
+    loss_before: float  # training loss (the summed cross-entropy) with the MLP and queries at the phase's start
+    loss_after: float  # ... and at its end
+    moved: float  # mean |pixel change| of the queries over the phase (pixels in [0, 1])
+    seconds: float
+
+
 @dataclass
 class Trained:
-    """A trained kennen-io: the MLP and its queries (normalised images [Q, 1, 28, 28])."""
+    """A trained kennen-io: the MLP, its queries (normalised images [Q, 1, 28, 28]) and what each phase did."""
 
     model: KennenO
     queries: torch.Tensor
+    phases: list[PhaseLog]
+
+
+@torch.no_grad()
+def _loss(model: KennenO, feats: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    return round(float(loss_fn(model(feats), y)), 5)
 
 
 def train(
@@ -98,22 +168,31 @@ def train(
     seed: int,
     on_epoch: Callable[[str, int, float], None] | None = None,
     on_phase: Callable[[str, KennenO, torch.Tensor], None] | None = None,
+    schedule: Sequence[Phase] | None = None,
 ) -> Trained:
     """kennen-io on ``boxes`` of ``zoo`` with labels ``y`` [N, 12], from query images ``init`` [>= n, 1, 28, 28].
 
-    ``on_epoch(phase, epoch, loss)`` after every epoch; ``on_phase(phase, model, queries)`` after every phase.
+    Args:
+        schedule: the phases to run (default ``params.schedule``).
+        on_epoch: ``on_epoch(phase, epoch, loss)`` after every epoch (loss: the epoch's running mean).
+        on_phase: ``on_phase(phase, model, queries)`` after every phase; the first call sees the warm start.
     """
     x = init[: params.n_queries].clone()
     boxes = list(boxes)
     gen = torch.Generator().manual_seed(seed)
     model: KennenO | None = None
     optimiser = None
-    for phase in params.schedule:
-        if phase.train == "metamodel":
+    feats: torch.Tensor | None = None  # the training boxes' features on the current queries
+    logs: list[PhaseLog] = []
+    for phase in schedule or params.schedule:
+        start = time.perf_counter()
+        if feats is None:
             feats = flat(zoo.outputs(x, boxes))
-            if model is None:
-                model = new_model(feats, hidden, seed)
-                optimiser = opt.build(model.parameters())
+        if model is None:
+            model = new_model(feats, hidden, seed)
+            optimiser = opt.build(model.parameters())
+        before, x_before = _loss(model, feats, y), x
+        if phase.train == "metamodel":
 
             def report(epoch: int, loss: float) -> None:
                 if on_epoch is not None:
@@ -121,10 +200,14 @@ def train(
 
             train_epochs(model, optimiser, feats, y, opt.batch, phase.epochs, gen, report)
         else:
-            x = _train_queries(zoo, boxes, y, x, model, params.step, phase.epochs, gen, on_epoch)
+            x = _train_queries(zoo, boxes, y, x, model, params, phase.epochs, gen, on_epoch)
+            feats = flat(zoo.outputs(x, boxes))
+        moved = round(float((x - x_before).abs().mean()) * STD, 5)
+        logs.append(PhaseLog(phase.train, phase.epochs, before, _loss(model, feats, y), moved,
+                             round(time.perf_counter() - start, 2)))  # fmt: skip
         if on_phase is not None:
             on_phase(phase.train, model, x)
-    return Trained(model, x)
+    return Trained(model, x, logs)
 
 
 def _train_queries(
@@ -133,11 +216,13 @@ def _train_queries(
     y: torch.Tensor,
     x: torch.Tensor,
     model: KennenO,
-    step: QueryStep,
+    params: KennenIOParams,
     epochs: int,
     gen: torch.Generator,
     on_epoch: Callable[[str, int, float], None] | None,
 ) -> torch.Tensor:
+    step = params.step
+    per_epoch = min(params.query_boxes or len(boxes), len(boxes))
     model.eval()
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
@@ -146,13 +231,13 @@ def _train_queries(
     try:
         for epoch in range(epochs):
             total = 0.0
-            for batch in torch.randperm(len(boxes), generator=gen).split(step.batch):
+            for batch in torch.randperm(len(boxes), generator=gen)[:per_epoch].split(step.batch):
                 loss = loss_fn(model(flat(zoo(x, [boxes[i] for i in batch.tolist()]))), y[batch])
                 loss.backward()
                 step.apply(x, gen)
                 total += float(loss.detach()) * len(batch)
             if on_epoch is not None:
-                on_epoch("queries", epoch, total / len(boxes))
+                on_epoch("queries", epoch, total / per_epoch)
     finally:
         for p in frozen:
             p.requires_grad_(True)
@@ -173,25 +258,124 @@ def run_split(
     hidden: int,
     opt: Optimiser,
     seed: int,
+    schedule: Sequence[Phase] | None = None,
 ) -> dict[str, Any]:
-    """Executor entry point: kennen-io trained on split ``name``'s training boxes, evaluated on its test boxes."""
+    """Executor entry point: kennen-io trained on split ``name``'s training boxes, evaluated on its test boxes.
+
+    Returns the MLP's weights, the learned queries (pixels), the test labels and predictions of kennen-io
+    (``y_pred``) and of its warm start, i.e. kennen-o with this seed (``o_pred``), the loss curve and the
+    per-phase log. ``schedule`` defaults to ``params.schedule``.
+    """
     torch.set_num_threads(1)  # the same arithmetic on every executor (in-process, process pool, Dask)
     train_ids, test_ids = splits[name]["train"], splits[name]["test"]
     ids = [*train_ids, *test_ids]
     zoo = source.load(ids)
     y = targets([source.boxes[i] for i in ids])
     n = len(train_ids)
+    test = list(range(n, len(ids)))
     curve: list[dict[str, Any]] = []
+    warm: dict[str, np.ndarray] = {}
 
     def on_epoch(phase: str, epoch: int, loss: float) -> None:
         curve.append({"step": len(curve), "phase": phase, "loss": round(loss, 5)})
 
-    trained = train(zoo, range(n), y[:n], torch.from_numpy(init), params, hidden, opt, seed, on_epoch)
+    def on_phase(phase: str, model: KennenO, queries: torch.Tensor) -> None:
+        if not warm:  # the warm start, before any query has moved: kennen-o
+            warm["o_pred"] = predict(model, flat(zoo.outputs(queries, test)))
+
+    trained = train(zoo, range(n), y[:n], torch.from_numpy(init), params, hidden, opt, seed, on_epoch, on_phase,
+                    schedule)  # fmt: skip
     return {
         "split": name,
+        "seed": seed,
         "model": {k: v.detach().clone() for k, v in trained.model.state_dict().items()},
         "queries": to_pixels(trained.queries),
+        "moved": round(float((trained.queries - torch.from_numpy(init[: params.n_queries])).abs().mean()) * STD, 5),
         "y_true": y[n:].numpy(),
-        "y_pred": evaluate(trained, zoo, range(n, len(ids))),
+        "y_pred": evaluate(trained, zoo, test),
+        "o_pred": warm["o_pred"],
         "curve": curve,
+        "phases": [asdict(p) for p in trained.phases],
     }
+
+
+def run_task(
+    task: tuple[str, int],
+    source: ZooSource,
+    splits: dict[str, dict[str, list[int]]],
+    init: np.ndarray,
+    params: KennenIOParams,
+    hidden: int,
+    opt: Optimiser,
+    seed: int,
+) -> dict[str, Any]:
+    """Executor entry point of the stage: ``task`` = (split, k), the k-th metamodel seed on that split.
+
+    The R split runs ``params.schedule``, the E splits ``params.e_schedule``.
+    """
+    name, k = task
+    out = run_split(name, source, splits, init, params, hidden, opt, seed + k * SEED_STRIDE, params.schedule_for(name))
+    return out | {"replicate": k}
+
+
+def tasks(params: KennenIOParams, runnable: Sequence[str]) -> list[tuple[str, int]]:
+    """The stage's tasks, the R split's first (the longest, so it starts at once on a pool)."""
+    return [("r", k) for k in range(params.seeds)] + [(s, 0) for s in runnable if s != "r"]
+
+
+def r_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The R split's metrics: accuracies with 95% bootstrap intervals, the gap to kennen-o, how far the queries moved.
+
+    ``gap_vs_o``: kennen-io's mean minus that of its warm start (kennen-o with kennen-io's seed) on the same
+    test boxes, with the paired bootstrap interval; ``query_phase<i>.*``: the training loss before and after
+    the i-th query phase and the queries' mean pixel change in it; ``queries.moved``: start to end.
+    """
+    y, io, o = result["y_true"], result["y_pred"], result["o_pred"]
+    m = accuracies(y, io) | bootstrap(y, io)
+    m |= {f"gap_vs_o.{k}": v for k, v in paired_difference(y, io, o).items()}
+    m |= {"gap_vs_o.o_mean": accuracies(y, o)["acc.mean"]}
+    m |= {f"gap_vs_o.o_mean_{k}": v for k, v in _mean_interval(y, o).items()}
+    m["queries.moved"] = result["moved"]
+    queries = [p for p in result["phases"] if p["train"] == "queries"]
+    for i, p in enumerate(queries, 1):
+        m |= {f"query_phase{i}.{k}": p[k] for k in ("loss_before", "loss_after", "moved")}
+    return m
+
+
+def seed_metrics(results: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Spread over the R split's metamodel seeds (empty for fewer than two): acc.mean and the gap to kennen-o.
+
+    Each as its mean over seeds with the sd and 95% t-interval (``_sd``, ``_low``, ``_high``), named as in kennen_o.
+    """
+    if len(results) < 2:
+        return {}
+    keys = [a.key for a in ATTRIBUTES]
+    means = [resampled_point(r["y_true"], r["y_pred"], keys) for r in results]
+    gaps = [resampled_point(r["y_true"], r["y_pred"], keys) - resampled_point(r["y_true"], r["o_pred"], keys)
+            for r in results]  # fmt: skip
+    out = {"seeds.n": len(results)}
+    for name, values in (("seeds.acc.mean", means), ("seeds.gap_vs_o.diff", gaps)):
+        s = seed_interval(values)
+        out |= {name: s["mean"], f"{name}_sd": s["sd"], f"{name}_low": s["low"], f"{name}_high": s["high"]}
+    return out
+
+
+def phase_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per phase of every task (``phases.csv``): split, metamodel seed, position, and the ``PhaseLog``."""
+    return [
+        {"split": r["split"], "seed": r["seed"], "phase": i} | p for r in results for i, p in enumerate(r["phases"])
+    ]
+
+
+def e_row(
+    name: str, split: dict[str, list[int]], held: dict[str, Any], result: dict[str, Any], r: dict[str, float]
+) -> dict[str, Any]:
+    """Table 3 row of an E split (``sweep.extrapolation_row``) plus the 95% bootstrap interval of its mean."""
+    row = extrapolation_row(name, split, held, accuracies(result["y_true"], result["y_pred"]), r)
+    interval = _mean_interval(result["y_true"], result["y_pred"], extrapolation_keys(held))
+    return row | {f"acc_mean_{k}": v for k, v in interval.items()}
+
+
+def _mean_interval(y_true: np.ndarray, y_pred: np.ndarray, keys: Sequence[str] | None = None) -> dict[str, float]:
+    b = bootstrap(y_true, y_pred, keys)
+    return {"low": b["acc.mean_low"], "high": b["acc.mean_high"]}

@@ -9,11 +9,21 @@ a plain ``dict``, so they are never registered, never trained and never saved;
 here they are a ``ModuleDict`` (a test checks every parameter gets a gradient).
 Standardising the inputs is our addition: the encodings mix log-probabilities
 near 0 with -90 floors, and both optimiser settings train better on unit scale.
+
+Early stopping (``EarlyStop``, issue 15) is ours too, and switchable: the paper
+and the official code train a fixed 200 epochs. With ``val_fraction > 0`` a seeded
+carve of the *training* boxes is held out, the validation mean accuracy is read
+after every epoch, training stops ``patience`` epochs after the best one and the
+best epoch's weights are restored; the test boxes are never read before the final
+prediction. ``val_fraction: 0`` is the fixed schedule, update for update as before.
+Many trainings at once (seeds, settings, sweep points) run in parallel through
+``kennen.metamodel.runs``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +37,7 @@ from kennen.metamodel.encode import OUTPUT_TYPES, encode
 from kennen.metamodel.metrics import balanced_accuracy
 
 METAMODEL_OFFSET = 5
+CARVE_OFFSET = 1  # the validation carve's seed, relative to the model's seed
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,37 @@ class Optimiser:
         if self.name == "sgd":
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """Early stopping on a validation carve of the training boxes (ours; the paper trains a fixed schedule).
+
+    ``val_fraction`` of the training boxes (a seeded draw) is held out; after every epoch the
+    mean class-balanced accuracy on them is read; training ends ``patience`` epochs after the
+    best one (or at ``Optimiser.epochs``) and the best epoch's weights are restored. A carve
+    of fewer than ``min_val`` boxes is not made: the full schedule runs on all boxes.
+    ``val_fraction: 0`` turns it off. With ``refit`` the weights come from a second training on
+    all training boxes (same seed) for the best epoch count, so that no box is lost to the carve.
+    """
+
+    val_fraction: float = 0.0
+    patience: int = 20
+    min_val: int = 20
+    refit: bool = False  # then retrain on all training boxes for the best epoch count (the carve's boxes back in)
+
+    def check(self, where: str) -> None:
+        require(0 <= self.val_fraction < 1, f"{where}.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        require(self.patience >= 1, f"{where}.patience", f"must be at least 1, got {self.patience}")
+        require(self.min_val >= 1, f"{where}.min_val", f"must be at least 1, got {self.min_val}")
+
+    def carve(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(fitting rows, validation rows) of ``n`` training rows, both sorted; None when no carve is made."""
+        n_val = round(self.val_fraction * n)
+        if n_val < self.min_val or n - n_val < 1:
+            return None
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + CARVE_OFFSET))
+        return order[n_val:].sort().values, order[:n_val].sort().values
 
 
 class KennenO(nn.Module):
@@ -113,12 +155,88 @@ def train_epochs(
     model.eval()
 
 
-def fit(x: torch.Tensor, y: torch.Tensor, hidden: int, opt: Optimiser, seed: int, on_epoch=None) -> KennenO:
-    """Train kennen-o on features ``x`` [N, D] and labels ``y`` [N, 12]."""
-    model = new_model(x, hidden, seed)
+def fit(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    hidden: int,
+    opt: Optimiser,
+    seed: int,
+    on_epoch=None,
+    stop: EarlyStop | None = None,
+) -> KennenO:
+    """Train kennen-o on features ``x`` [N, D] and labels ``y`` [N, 12] (early stopping with ``stop``)."""
+    return fit_curve(x, y, hidden, opt, seed, on_epoch, stop)[0]
+
+
+@dataclass
+class Curve:
+    """What one training did: train loss per epoch, validation mean accuracy per epoch (early stopping only)."""
+
+    loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    best_epoch: int | None = None  # 0-based epoch whose weights were kept (early stopping only)
+    n_fit: int = 0  # training boxes the weights were fitted on
+    n_val: int = 0  # training boxes held out for early stopping
+    refit_epochs: int = 0  # epochs of the refit on all training boxes (``EarlyStop.refit``)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.loss)
+
+
+def fit_curve(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    hidden: int,
+    opt: Optimiser,
+    seed: int,
+    on_epoch=None,
+    stop: EarlyStop | None = None,
+) -> tuple[KennenO, Curve]:
+    """``fit`` that also returns the training curve.
+
+    Without a carve (``stop`` None, off, or too few boxes) this is the fixed schedule: the same
+    initialisation, batch order and updates as before early stopping existed.
+    """
+    curve = Curve()
+
+    def hook(epoch: int, loss: float) -> None:
+        curve.loss.append(loss)
+        if on_epoch is not None:
+            on_epoch(epoch, loss)
+
+    rows = stop.carve(len(x), seed) if stop is not None else None
+    shuffle = torch.Generator().manual_seed(seed)
+    if rows is None:
+        curve.n_fit = len(x)
+        model = new_model(x, hidden, seed)
+        train_epochs(model, opt.build(model.parameters()), x, y, opt.batch, opt.epochs, shuffle, hook)
+        return model, curve
+    fit_rows, val_rows = rows
+    x_fit, y_fit, x_val, y_val = x[fit_rows], y[fit_rows], x[val_rows], y[val_rows].numpy()
+    curve.n_fit, curve.n_val = len(fit_rows), len(val_rows)
+    model = new_model(x_fit, hidden, seed)
     optimiser = opt.build(model.parameters())
-    train_epochs(model, optimiser, x, y, opt.batch, opt.epochs, torch.Generator().manual_seed(seed), on_epoch)
-    return model
+    best, best_state = -math.inf, None
+    for epoch in range(opt.epochs):
+        # One epoch per call: the shuffle generator carries on, so the batch order is that of one long call.
+        train_epochs(model, optimiser, x_fit, y_fit, opt.batch, 1, shuffle, lambda _, loss, e=epoch: hook(e, loss))
+        y_hat = predict(model, x_val)
+        acc = float(np.mean([balanced_accuracy(y_val[:, i], y_hat[:, i]) for i in range(len(ATTRIBUTES))]))
+        curve.val_acc.append(acc)
+        if acc > best:
+            best, curve.best_epoch = acc, epoch
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        elif epoch - curve.best_epoch >= stop.patience:
+            break
+    if stop.refit:
+        curve.refit_epochs = curve.best_epoch + 1
+        model = new_model(x, hidden, seed)
+        shuffle = torch.Generator().manual_seed(seed)
+        train_epochs(model, opt.build(model.parameters()), x, y, opt.batch, curve.refit_epochs, shuffle)
+    else:
+        model.load_state_dict(best_state)
+    return model, curve
 
 
 @torch.inference_mode()
@@ -147,12 +265,23 @@ def features(outputs: np.ndarray, n_queries: int, output: str) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Result:
-    """A trained kennen-o and its evaluation on the test boxes."""
+    """A trained kennen-o and its evaluation on the test boxes (``model`` None when a parallel run did not keep it)."""
 
-    model: KennenO
+    model: KennenO | None
     y_true: np.ndarray  # [N_test, 12]
     y_pred: np.ndarray
     metrics: dict[str, float]
+    curve: Curve | None = None
+    test_ids: tuple[int, ...] = ()
+
+
+def train_ids(split: dict[str, list[int]], n_train: int | None, seed: int) -> list[int]:
+    """The training box ids of ``split``: all of them, or a seeded subset of ``n_train`` (nested: smaller in larger)."""
+    ids = list(split["train"])
+    if n_train is not None and n_train < len(ids):
+        order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))
+        ids = sorted(ids[i] for i in order[:n_train].tolist())
+    return ids
 
 
 def train_and_evaluate(
@@ -166,18 +295,18 @@ def train_and_evaluate(
     seed: int,
     n_train: int | None = None,
     on_epoch=None,
+    stop: EarlyStop | None = None,
 ) -> Result:
-    """kennen-o on one split: train on ``split['train']`` (its first ``n_train``), test on ``split['test']``."""
-    train_ids, test_ids = split["train"], split["test"]
-    if n_train is not None:
-        # A random subset, fixed by the seed, so that smaller training sets are nested in larger ones.
-        order = torch.randperm(len(train_ids), generator=torch.Generator().manual_seed(seed))
-        train_ids = sorted(train_ids[i] for i in order[:n_train].tolist())
+    """kennen-o on one split in this process: train on ``split['train']`` (``n_train`` of them), test on ``split['test']``.
+
+    ``seed`` is the base seed: the subset uses it, the model ``seed + METAMODEL_OFFSET``.
+    """
+    train, test = train_ids(split, n_train, seed), split["test"]
     x = features(outputs, n_queries, output)
     y = targets(boxes)
-    model = fit(x[train_ids], y[train_ids], hidden, opt, seed + METAMODEL_OFFSET, on_epoch)
-    y_true, y_pred = y[test_ids].numpy(), predict(model, x[test_ids])
-    return Result(model, y_true, y_pred, accuracies(y_true, y_pred))
+    model, curve = fit_curve(x[train], y[train], hidden, opt, seed + METAMODEL_OFFSET, on_epoch, stop)
+    y_true, y_pred = y[test].numpy(), predict(model, x[test])
+    return Result(model, y_true, y_pred, accuracies(y_true, y_pred), curve, tuple(test))
 
 
 @dataclass(frozen=True)
@@ -189,10 +318,13 @@ class KennenOParams:
     output: str = "prob"
     hidden: int = 1000
     optimiser: str = "default"
+    seeds: int = 3  # headline seed replicas; the first is the headline
+    early_stop: EarlyStop = EarlyStop()  # off unless params turn it on
 
     def check(self, where: str) -> None:
         require(self.n_queries >= 1, f"{where}.n_queries", f"must be at least 1, got {self.n_queries}")
         require(self.hidden >= 1, f"{where}.hidden", f"must be at least 1, got {self.hidden}")
+        require(self.seeds >= 1, f"{where}.seeds", f"must be at least 1, got {self.seeds}")
         require(
             self.output in OUTPUT_TYPES,
             f"{where}.output",

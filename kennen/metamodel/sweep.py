@@ -11,8 +11,10 @@ from kennen.attributes import ATTRIBUTES, BY_KEY
 from kennen.config import require
 from kennen.errors import KennenError
 from kennen.metamodel.encode import OUTPUT_TYPES
-from kennen.metamodel.kennen_o import KennenOParams, train_and_evaluate
+from kennen.metamodel.kennen_o import KennenOParams, Result
 from kennen.metamodel.metrics import relative
+from kennen.metamodel.runs import Run, evaluate_runs, scored
+from kennen.metamodel.uncertainty import bootstrap
 
 SWEEPS = ("n_train", "n_queries", "output", "extrapolation")
 # Attributes whose test values an E split never shows in training cannot be predicted: leave them out of
@@ -48,9 +50,17 @@ def _row(x_name: str, x: Any, metrics: dict[str, float], n_train: int, per_attri
         x_name: x,
         "n_train": n_train,
         "acc_mean": metrics["acc.mean"],
+        "acc_mean_low": metrics["acc.mean_low"],  # 95% bootstrap interval over the test boxes
+        "acc_mean_high": metrics["acc.mean_high"],
         "acc_scaled": round(scaled(metrics, keys), 2),
     }
     return row | ({k: metrics[f"acc.{k}"] for k in keys} if per_attribute else {})
+
+
+def extrapolation_keys(held: dict[str, Any]) -> list[str]:
+    """The attributes an E split's average keeps: all but the held-out ones and those linked to them."""
+    skip = set(held) | {k for h in held for k in LINKED.get(h, ())}
+    return [a.key for a in ATTRIBUTES if a.key not in skip]
 
 
 def extrapolation_row(
@@ -61,8 +71,7 @@ def extrapolation_row(
     The average leaves out the held-out attributes (and the one linked to them); relative
     accuracy = 100 x (E - chance) / (R - chance) over the same attributes.
     """
-    skip = set(held) | {k for h in held for k in LINKED.get(h, ())}
-    keys = [a.key for a in ATTRIBUTES if a.key not in skip]
+    keys = extrapolation_keys(held)
     acc = float(np.mean([metrics[f"acc.{k}"] for k in keys]))
     r_acc = float(np.mean([r_metrics[f"acc.{k}"] for k in keys]))
     chance = float(np.mean([BY_KEY[k].chance for k in keys]))
@@ -76,6 +85,13 @@ def extrapolation_row(
     }
 
 
+def _empty_row(name: str, split: dict[str, list[int]]) -> dict[str, Any]:
+    nan = float("nan")
+    return {"split": name, "n_train": len(split["train"]), "n_test": len(split["test"])} | dict.fromkeys(
+        ("acc_mean", "acc_mean_low", "acc_mean_high", "r_acc_mean", "relative"), nan
+    )
+
+
 def run_sweep(
     name: str,
     sp: SweepParams,
@@ -86,45 +102,89 @@ def run_sweep(
     held: dict[str, dict[str, Any]],
     seed: int,
     r_metrics: dict[str, float] | None = None,
+    headline: tuple[list[int], np.ndarray, np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of one sweep; every point is a full kennen-o training with the headline settings."""
+    """Rows of one sweep; every point is a full kennen-o training with the headline settings (headline seed).
+
+    The points run in parallel (``runs.evaluate_runs``). ``headline`` = (test box ids, y_true,
+    y_pred) of the ``kennen_o`` stage's headline (``runs.read_predictions``): the point that is
+    the headline's own training (R split, all its boxes, ``kennen_o.n_queries`` and
+    ``kennen_o.output``) is read from it instead of being trained again, the same
+    training with the same seed. Every row carries the 95% bootstrap interval of its mean
+    over the test boxes (``acc_mean_low``, ``acc_mean_high``; for E splits over the kept attributes).
+    """
+    r = splits["r"]
+    points = sweep_points(name, sp, kp, outputs, splits, held)
+    scores = evaluate_points(points, kp, outputs, boxes, seed, r, headline if name != "extrapolation" else None)
+    if name == "n_train":
+        return [_row("n_train", n, scores[n].metrics, n) for n, _ in points]
+    if name == "n_queries":
+        return [_row("n_queries", q, scores[q].metrics, len(r["train"])) for q in sp.n_queries]
+    if name == "output":
+        # Per attribute too: Table 2 has a row per output type.
+        return [_row("output", o, scores[o].metrics, len(r["train"]), per_attribute=True) for o in sp.outputs]
+    assert r_metrics is not None
+    rows = []
+    for split_name, held_values in held.items():
+        if split_name not in scores:
+            rows.append(_empty_row(split_name, splits[split_name]))
+            continue
+        res = scores[split_name]
+        row = extrapolation_row(split_name, splits[split_name], held_values, res.metrics, r_metrics)
+        ci = bootstrap(res.y_true, res.y_pred, extrapolation_keys(held_values))  # the interval of the row's own mean
+        rows.append(row | {"acc_mean_low": ci["acc.mean_low"], "acc_mean_high": ci["acc.mean_high"]})
+    return rows
+
+
+def sweep_points(
+    name: str,
+    sp: SweepParams,
+    kp: KennenOParams,
+    outputs: np.ndarray,
+    splits: dict[str, dict[str, list[int]]],
+    held: dict[str, dict[str, Any]],
+) -> list[tuple[Any, Run]]:
+    """The trainings of one sweep as (label, run): label = the swept value, or the E split's name."""
     opt = kp.optimisers[kp.optimiser]
-
-    def train(split, n_queries=kp.n_queries, output=kp.output, n_train=None):
-        return train_and_evaluate(outputs, boxes, split, n_queries, output, kp.hidden, opt, seed, n_train).metrics
-
     r = splits["r"]
     if name == "n_train":
-        sizes = sorted({min(n, len(r["train"])) for n in sp.n_train})
-        return [_row("n_train", n, train(r, n_train=n), n) for n in sizes]
+        return [
+            (n, Run(r, kp.n_queries, kp.output, opt, n_train=n))
+            for n in sorted({min(n, len(r["train"])) for n in sp.n_train})
+        ]
     if name == "n_queries":
         too_many = [q for q in sp.n_queries if q > outputs.shape[1]]
         if too_many:
             raise KennenError(
                 f"kennen_o_sweep.n_queries: {too_many} exceed the {outputs.shape[1]} stored queries (queries.n_max)"
             )
-        counts = list(sp.n_queries)
-        return [_row("n_queries", q, train(r, n_queries=q), len(r["train"])) for q in counts]
+        return [(q, Run(r, q, kp.output, opt)) for q in sp.n_queries]
     if name == "output":
-        # Per attribute too: Table 2 has a row per output type.
-        return [_row("output", o, train(r, output=o), len(r["train"]), per_attribute=True) for o in sp.outputs]
+        return [(o, Run(r, kp.n_queries, o, opt)) for o in sp.outputs]
     if name == "extrapolation":
-        assert r_metrics is not None
-        rows = []
-        for split_name, held_values in held.items():
-            split = splits[split_name]
-            if not split["train"] or not split["test"]:
-                rows.append(
-                    {
-                        "split": split_name,
-                        "n_train": len(split["train"]),
-                        "n_test": len(split["test"]),
-                        "acc_mean": float("nan"),
-                        "r_acc_mean": float("nan"),
-                        "relative": float("nan"),
-                    }
-                )
-                continue
-            rows.append(extrapolation_row(split_name, split, held_values, train(split), r_metrics))
-        return rows
+        return [
+            (s, Run(splits[s], kp.n_queries, kp.output, opt)) for s in held if splits[s]["train"] and splits[s]["test"]
+        ]
     raise ValueError(f"unknown sweep {name!r}")
+
+
+def evaluate_points(
+    points: list[tuple[Any, Run]],
+    kp: KennenOParams,
+    outputs: np.ndarray,
+    boxes: list[dict[str, Any]],
+    seed: int,
+    r: dict[str, list[int]],
+    headline: tuple[list[int], np.ndarray, np.ndarray] | None,
+) -> dict[Any, Result]:
+    """The result of each point, keyed by its label; the headline's own point read from ``headline`` (curve None)."""
+    out = {}
+    if headline is not None and list(headline[0]) == list(r["test"]):
+        ids, y_true, y_pred = headline
+        for label, run in points:
+            all_boxes = run.n_train is None or run.n_train >= len(r["train"])
+            if all_boxes and (run.n_queries, run.output) == (kp.n_queries, kp.output):
+                out[label] = Result(None, y_true, y_pred, scored(y_true, y_pred), None, tuple(ids))
+    todo = [(label, run) for label, run in points if label not in out]
+    results = evaluate_runs([run for _, run in todo], outputs, boxes, kp.hidden, seed, kp.early_stop)
+    return out | {label: res for (label, _), res in zip(todo, results, strict=True)}

@@ -1,0 +1,83 @@
+"""Smoke tests of the ``kennen_o`` and ``kennen_o_sweep`` stages: their ``main`` on a tiny zoo built by the real stages.
+
+The upstream stages run in-process with the tiny params of ``conftest.py`` (plus early
+stopping that a tiny zoo can carve), from the commands in ``dvc.yaml``, in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from kennen.attributes import KEYS
+from kennen.io import read_csv
+from kennen.metamodel.kennen_o import accuracies
+from kennen.metamodel.runs import read_predictions
+from tests.conftest import REPO, tiny_params
+
+UPSTREAM = ("data", "sample_zoo", ("train_zoo", 0), ("train_zoo", 1), "zoo_table", "prune", "ensembles", "queries",
+            "splits")  # fmt: skip
+SWEEPS = ("n_train", "n_queries", "output", "extrapolation")
+
+
+def _run_stage(root: Path, stage: str | tuple[str, int | str], *extra: str) -> int:
+    """``main`` of a pipeline stage with its ``dvc.yaml`` command line, in ``root``."""
+    name, item = stage if isinstance(stage, tuple) else (stage, None)
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][name]
+    cmd = spec["do"]["cmd"] if "foreach" in spec else spec["cmd"]
+    argv = shlex.split(cmd.replace("${item.shard}", str(item)).replace("${item}", str(item)))
+    assert argv[:2] == ["python", "-m"]
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        return importlib.import_module(argv[2]).main([*argv[3:], *extra])
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory, idx_dir):
+    root = tmp_path_factory.mktemp("kennen_o_stages")
+    params = tiny_params(idx_dir, kennen_o={"early_stop": {"val_fraction": 0.25, "patience": 2, "min_val": 1}})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KENNEN_EXECUTOR", "serial")
+        for stage in UPSTREAM:
+            assert _run_stage(root, stage) == 0, stage
+        assert _run_stage(root, "kennen_o") == 0
+    return root
+
+
+def test_kennen_o_stage_writes_intervals_seed_spread_and_predictions(tiny_zoo):
+    m = json.loads((tiny_zoo / "reports/metrics/kennen_o.json").read_text())
+    for k in (*KEYS, "mean"):
+        assert m[f"acc.{k}_low"] <= m[f"acc.{k}"] <= m[f"acc.{k}_high"]
+        assert f"seeds.acc.{k}" in m and f"seeds.acc.{k}_sd" in m
+    assert m["seeds.n"] == 3 and m["seeds.acc.mean_low"] <= m["seeds.acc.mean"] <= m["seeds.acc.mean_high"]
+    assert {"default.acc.mean", "official.acc.mean", "n_train", "n_test", "train.epochs", "train.n_val"} <= set(m)
+    assert m["train.n_val"] > 0 and m["train.n_fit"] + m["train.n_val"] == m["n_train"]
+    ids, y_true, y_pred = read_predictions(tiny_zoo / "reports/plots/kennen_o/predictions.csv")
+    assert ids == json.loads((tiny_zoo / "data/splits/r.json").read_text())["test"]
+    assert accuracies(y_true, y_pred) == {f"acc.{k}": m[f"acc.{k}"] for k in (*KEYS, "mean")}
+    table = read_csv(tiny_zoo / "reports/plots/kennen_o/optimisers.csv")
+    assert [t["setting"] for t in table] == ["default", "official"] and {"mean_low", "mean_high"} <= set(table[0])
+    assert np.isclose(float(table[0]["mean"]), m["acc.mean"])
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_kennen_o_sweep_stage(tiny_zoo, monkeypatch, name):
+    monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
+    assert _run_stage(tiny_zoo, ("kennen_o_sweep", name)) == 0
+    rows = read_csv(tiny_zoo / f"reports/plots/kennen_o/sweep_{name}.csv")
+    assert rows and {"acc_mean", "acc_mean_low", "acc_mean_high"} <= set(rows[0])
+    m = json.loads((tiny_zoo / "reports/metrics/kennen_o.json").read_text())
+    if name == "output":  # the headline's own point, read from its predictions
+        assert float(next(r for r in rows if r["output"] == "prob")["acc_mean"]) == m["acc.mean"]
+    assert (tiny_zoo / f"reports/figures/kennen_o/sweep_{name}.png").is_file()
