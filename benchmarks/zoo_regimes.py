@@ -157,8 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             "wall_seconds": round(wall, 1),
             "regimes": table,
             "median_by_value": by_value,
-            "models": [{"config": r, "pool": x["pool"], "curve": x["curve"]} for r in rows for x in results
-                       if x["model_id"] == r["model_id"]],
+            "models": [
+                {"config": r, "pool": x["pool"], "curve": x["curve"]}
+                for r in rows
+                for x in results
+                if x["model_id"] == r["model_id"]
+            ],
         },
     )
     print(f"wall {wall:.0f} s; wrote {args.out}")

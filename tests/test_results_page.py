@@ -20,7 +20,12 @@ def _metamodel(mean: float, width: float = 4.0) -> dict:
 
 
 def test_uncertainty_section_calls_the_gap_by_its_interval():
-    io = _metamodel(62.0) | {"gap_vs_o.diff": 3.0, "gap_vs_o.low": -1.0, "gap_vs_o.high": 7.0, "gap_vs_o.beyond_noise": 0.0}
+    io = _metamodel(62.0) | {
+        "gap_vs_o.diff": 3.0,
+        "gap_vs_o.low": -1.0,
+        "gap_vs_o.high": 7.0,
+        "gap_vs_o.beyond_noise": 0.0,
+    }
     o = _metamodel(59.0) | {"seeds.acc.mean": 58.7, "seeds.acc.mean_low": 57.0, "seeds.acc.mean_high": 60.4,
                             "seeds.acc.mean_sd": 0.7, "seeds.n": 3}  # fmt: skip
     page = uncertainty_section(o, _metamodel(45.0), io)
@@ -38,5 +43,8 @@ def test_transfer_section_compares_foreign_boxes_with_the_zoo():
     t["long.kennen_o.in_zoo_mean"] = 60.0
     params = {"transfer": {"regimes": {"long": {"epochs": 4, "pool": 60000}}}}
     page = transfer_section(t, params)
-    assert "| long (4 epoch(s), 60,000 pool) | 8 | 97.1 | kennen-o (prob) | 50.0 [46.0, 54.0] | 60.0 | below the zoo |" in page
+    assert (
+        "| long (4 epoch(s), 60,000 pool) | 8 | 97.1 | kennen-o (prob) | 50.0 [46.0, 54.0] | 60.0 | below the zoo |"
+        in page
+    )
     assert "(chance 35.4%)" in page and "| act |" in page and "| split |" not in page.split("Per attribute")[1]

@@ -246,7 +246,9 @@ def test_stage_rejects_a_pool_larger_than_the_data(tmp_path, npz, capsys):
     assert "transfer.regimes.zoo.pool: 601 is more than the 600 training images" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("structure", [("tanh", True, True, 3, 4, 4), ("prelu", False, False, 5, 3, 3), ("elu", True, True, 5, 2, 2)])
+@pytest.mark.parametrize(
+    "structure", [("tanh", True, True, 3, 4, 4), ("prelu", False, False, 5, 3, 3), ("elu", True, True, 5, 2, 2)]
+)
 def test_foreign_net_computes_the_zoo_template(structure):
     # extra_act "sampled": the same function as the zoo's network, given the same weights (parameters in the same order).
     from kennen.zoo.net import MnistNet, NetConfig
