@@ -4,36 +4,55 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from kennen.errors import KennenError
 from kennen.whiten import METHODS, OUTPUT_TYPES, load_target, whiten
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every usage error is one line ``error: ...`` on stderr and exit 2 (``--help`` still prints the help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, got {text!r}")
     return value
 
 
 def _non_negative(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kennen", description="Reverse-engineer black-box MNIST classifiers.")
+    p = _Parser(prog="kennen", description="Reverse-engineer black-box MNIST classifiers.")
     sub = p.add_subparsers(dest="command", required=True)
     w = sub.add_parser(
         "whiten",
@@ -50,18 +69,25 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--input-scale", choices=("normalised", "pixels"), default="normalised",
                    help="images as the target expects them: MNIST-normalised (default) or pixels in [0, 1]")  # fmt: skip
     w.add_argument("--batch-size", type=_positive, default=100, help="images per call or request")
-    w.add_argument("--timeout", type=_positive_float, default=10.0, help="HTTP timeout per request, seconds")
+    w.add_argument("--timeout", type=_seconds, default=10.0,
+                   help="HTTP: seconds each attempt may take in all (connect, send, the whole answer)")  # fmt: skip
     w.add_argument(
         "--retries", type=_non_negative, default=3, help="HTTP retries on timeouts, connection errors, 429, 5xx"
     )
+    w.add_argument("--trust-code", action="store_true",
+                   help="allow a TorchScript file or a module:callable: their author's code runs here "
+                   "(a .pt2 is inspected and an HTTP target runs nothing: neither needs it)")  # fmt: skip
     w.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     try:
-        box = load_target(args.target, args.timeout, args.retries)
+        args = parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, already printed in one line)
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        box = load_target(args.target, args.timeout, args.retries, args.trust_code)
         report = whiten(
             box,
             args.target,

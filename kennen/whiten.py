@@ -14,24 +14,16 @@ higher held-out mean accuracy and fits ``--max-queries``); rankings and labels g
 which reads only the top-1 label. Every image sent counts as one query, and the budget is checked
 before anything is sent.
 
-Trust: every file target may run its author's code. A TorchScript file and a ``module:callable`` do so
-by design, and ``torch.export.load`` is not weights-only: a ``.pt2`` archive can carry pickled
-constants (read with a plain ``pickle.loads``) and native libraries, whatever
-``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` says. Whiten only files you would run; an HTTP endpoint runs nothing here.
+Trust (``kennen.targets``, ``kennen.pt2``): a ``.pt2`` file is inspected before torch reads it, and
+refused, one line naming the member, if it could run code (pickled objects, native libraries,
+legacy pickles, size expressions or tree specs that would evaluate code, operators outside
+torch's tensor operators); an HTTP endpoint runs nothing here. A TorchScript file and a
+``module:callable`` are their author's code, run when loaded and called: ``--trust-code`` says you
+would run it, and without it they are refused.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import importlib
-import json
-import os
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,177 +35,16 @@ from kennen.attributes import ATTRIBUTES
 from kennen.data import MEAN, STD
 from kennen.errors import KennenError
 from kennen.metamodel.artifact import load_metamodel
+from kennen.metamodel.calibration import nn_distance, one_hot, standardise
 from kennen.metamodel.encode import OUTPUT_TYPES as OUTPUT_ENCODINGS
 from kennen.metamodel.encode import encode
 from kennen.metamodel.kennen_i import predict as kennen_i_predict
 from kennen.metamodel.kennen_o import KennenO
+from kennen.targets import OUTPUT_TYPES, SCORE_TYPES, BlackBox, Budget, HttpBox, parse_answers
+from kennen.targets import load_target as load_target  # re-exported: kennen.whiten.load_target
 
-OUTPUT_TYPES = ("prob", "logprob", "ranking", "label")
 METHODS = ("auto", "kennen-o", "kennen-io", "kennen-i")
-SCORE_TYPES = ("prob", "logprob")
 FILES = {"kennen-o": "kennen_o", "kennen-io": "kennen_io", "kennen-i": "kennen_i"}
-
-BlackBox = Callable[[np.ndarray], Any]
-
-
-@dataclass
-class Budget:
-    """Counts the images sent to the target and refuses to send past ``limit`` (``None``: no limit)."""
-
-    limit: int | None = None
-    sent: int = 0
-
-    def spend(self, n: int) -> None:
-        if self.limit is not None and self.sent + n > self.limit:
-            raise KennenError(f"--max-queries: sending {n} more images would exceed the budget of {self.limit}")
-        self.sent += n
-
-
-# --- targets ---------------------------------------------------------------------------------------
-
-
-def _torch_box(module: Callable, spec: str) -> BlackBox:
-    def call(images: np.ndarray) -> Any:
-        try:
-            with torch.no_grad():
-                out = module(torch.from_numpy(images))
-        except Exception as e:  # noqa: BLE001 - whatever the user's model raises, say which call failed
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise KennenError(
-                f"{spec}: failed on a batch of {len(images)} images ({type(e).__name__}: {first}); "
-                "a program exported with a fixed batch size needs --batch-size set to it"
-            ) from None
-        return out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else out
-
-    return call
-
-
-@dataclass
-class HttpBox:
-    """A black box behind HTTP: POST ``{"images": ...}``, answer ``{"outputs": ...}``.
-
-    Timeouts, connection errors, 429 and 5xx answers are retried ``retries`` times with
-    exponential backoff (``backoff``, 2x, 4x, ... seconds); other HTTP errors stop at once.
-    """
-
-    url: str
-    timeout: float = 10.0
-    retries: int = 3
-    backoff: float = 0.5
-    budget: Budget = field(default_factory=Budget)  # every attempt counts: a retried request may have arrived
-
-    def __call__(self, images: np.ndarray) -> Any:
-        body = json.dumps({"images": images[:, 0].round(6).tolist()}).encode()
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"}, method="POST")
-            self.budget.spend(len(images))
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    raw = response.read()
-            except urllib.error.HTTPError as e:
-                last = f"HTTP {e.code} {e.reason}"
-                if e.code == 429 or e.code >= 500:
-                    continue
-                raise KennenError(f"{self.url}: the target answered {last}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
-                last = str(getattr(e, "reason", e)) or type(e).__name__
-                continue
-            try:
-                answer = json.loads(raw)
-            except json.JSONDecodeError:
-                raise KennenError(f"{self.url}: the target's answer is not JSON") from None
-            if not isinstance(answer, dict) or "outputs" not in answer:
-                raise KennenError(f'{self.url}: the target\'s JSON answer has no "outputs" key')
-            return answer["outputs"]
-        raise KennenError(f"{self.url}: no answer after {self.retries + 1} attempts ({last})")
-
-
-@contextlib.contextmanager
-def _weights_only_loads():
-    old = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
-    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
-        else:
-            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
-
-
-def load_target(spec: str, timeout: float = 10.0, retries: int = 3) -> BlackBox:
-    """A callable black box from a file path, ``module:callable`` or an HTTP(S) URL."""
-    if spec.startswith(("http://", "https://")):
-        return HttpBox(spec, timeout, retries)
-    path = Path(spec)
-    if path.suffix in (".pt2", ".pt", ".ts"):
-        if not path.is_file():
-            raise KennenError(f"{spec}: model file not found")
-        try:
-            if path.suffix == ".pt2":
-                # This forbids full unpickling of the archive's tensor payloads, but torch.export.load still
-                # unpickles opaque constants and may load native libraries: not a safe load (module docstring).
-                with _weights_only_loads():
-                    program = torch.export.load(str(path))
-                return _torch_box(program.module(), spec)
-            return _torch_box(torch.jit.load(str(path), map_location="cpu").eval(), spec)
-        except Exception as e:  # noqa: BLE001 - any failure to deserialise is the user's file
-            raise KennenError(f"{spec}: cannot load the model ({type(e).__name__}: {e})") from None
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise KennenError(f"{spec}: not a .pt2/.pt/.ts file, a module:callable or an http(s):// URL")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # as `python -m` does: modules in the current folder are importable
-    try:
-        obj = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise KennenError(f"{spec}: cannot import the callable ({e})") from None
-    if not callable(obj):
-        raise KennenError(f"{spec}: not callable")
-    if isinstance(obj, torch.nn.Module):
-        obj.eval()
-    return _torch_box(obj, spec)
-
-
-# --- answers ---------------------------------------------------------------------------------------
-
-
-def parse_answers(raw: Any, output_type: str, n: int, source: str) -> np.ndarray:
-    """The box's answers as log-probabilities [n, 10] (scores) or top-1 labels [n] (rankings, labels)."""
-    try:
-        a = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise KennenError(f"{source}: the answer is not a numeric array") from None
-    if output_type in SCORE_TYPES:
-        if a.shape != (n, 10):
-            raise KennenError(f"{source}: answered shape {list(a.shape)} for {n} images; {output_type} needs [{n}, 10]")
-        if np.isnan(a).any() or (output_type == "prob" and not np.isfinite(a).all()):
-            raise KennenError(f"{source}: answers must not contain NaN or infinities")
-        if output_type == "prob":
-            if a.min() < -1e-6 or abs(a.sum(1) - 1).max() > 1e-3:
-                raise KennenError(f"{source}: answers are not probabilities (each row must be >= 0 and sum to 1)")
-            a = np.log(np.clip(a, 1e-39, None))
-        else:
-            lse = np.log(np.exp(np.clip(a, -700, 700)).sum(1))
-            if a.max() > 1e-4 or abs(lse).max() > 1e-3:
-                raise KennenError(f"{source}: answers are not log-probabilities (each row's exp must sum to 1)")
-        return np.clip(a, np.log(1e-39), 0.0).astype(np.float32)
-    if output_type == "ranking":
-        if a.ndim == 1:
-            a = a[:, None]
-        if a.ndim != 2 or a.shape[0] != n or a.shape[1] < 1:
-            raise KennenError(f"{source}: answered shape {list(a.shape)} for {n} images; ranking needs [{n}, k]")
-        a = a[:, 0]
-    elif a.shape != (n,):
-        raise KennenError(f"{source}: answered shape {list(a.shape)} for {n} images; label needs [{n}]")
-    if not np.all((a == np.round(a)) & (a >= 0) & (a <= 9)):
-        raise KennenError(f"{source}: labels must be class indices 0..9")
-    return a.astype(np.int64)
 
 
 # --- the metamodels --------------------------------------------------------------------------------
@@ -221,7 +52,12 @@ def parse_answers(raw: Any, output_type: str, n: int, source: str) -> np.ndarray
 
 @dataclass
 class Metamodel:
-    """A trained metamodel as ``whiten`` uses it."""
+    """A trained metamodel as ``whiten`` uses it, with its calibration and out-of-zoo reference.
+
+    ``temperatures`` (kennen-o, kennen-io) or ``table`` (kennen-i) and ``reference`` come from
+    ``kennen.metamodel.calibration``; a metamodel saved before they existed has none of them, and
+    ``whiten`` then says its probabilities are uncalibrated and gives no out-of-zoo verdict.
+    """
 
     method: str
     queries: torch.Tensor  # pixels [Q, 1, 28, 28]
@@ -229,6 +65,9 @@ class Metamodel:
     model: KennenO | None = None
     fallback: np.ndarray | None = None
     target: str = "each"
+    temperatures: np.ndarray | None = None  # [12]
+    table: np.ndarray | None = None  # [12, 10]
+    reference: np.ndarray | None = None  # the training boxes' standardised features [N, D]
 
     @property
     def n_queries(self) -> int:
@@ -238,19 +77,32 @@ class Metamodel:
     def held_out(self) -> dict[str, float]:
         return self.meta.get("test_accuracy", {})
 
+    @property
+    def calibrated(self) -> bool:
+        return self.temperatures is not None or self.table is not None
+
+    @property
+    def min_confidence(self) -> float:
+        """The abstention threshold chosen on validation (0: answer everything, for an uncalibrated metamodel)."""
+        return float(self.meta.get("calibration", {}).get("min_confidence", 0.0)) if self.calibrated else 0.0
+
 
 def load(method: str, models_dir: Path) -> Metamodel:
     stem = models_dir / FILES[method]
     tensors, meta = load_metamodel(stem)
+    optional = {k: tensors[k].numpy().astype(np.float64) for k in ("calibration.temperature", "calibration.table",
+                                                                    "ood.reference") if k in tensors}  # fmt: skip
+    extra = {"temperatures": optional.get("calibration.temperature"), "table": optional.get("calibration.table"),
+             "reference": optional.get("ood.reference")}  # fmt: skip
     try:
         if method == "kennen-i":
             target = meta["target"]
             return Metamodel(method, tensors[f"queries.{target}"], meta,
-                             fallback=tensors[f"fallback.{target}"].numpy(), target=target)  # fmt: skip
+                             fallback=tensors[f"fallback.{target}"].numpy(), target=target, **extra)  # fmt: skip
         state = {k.removeprefix("mlp."): v for k, v in tensors.items() if k.startswith("mlp.")}
         model = KennenO(state["mean"].numel(), meta["hidden"])
         model.load_state_dict(state)
-        mm = Metamodel(method, tensors["queries"], meta, model=model.eval())
+        mm = Metamodel(method, tensors["queries"], meta, model=model.eval(), **extra)
     except (KeyError, RuntimeError, ValueError) as e:
         raise KennenError(
             f"{stem}: not a metamodel this version can read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
@@ -291,10 +143,35 @@ def choose(output_type: str, method: str, models_dir: Path, max_queries: int | N
 
 @dataclass
 class Finding:
+    """One attribute's answer. ``value`` is "unknown" when ``probability`` is below the threshold."""
+
     attribute: str
     value: str
-    probability: float | None  # the metamodel's probability of that value (None for kennen-i: a label, not a score)
-    held_out_accuracy: float | None
+    probability: float | None  # calibrated probability of ``best_guess`` (uncalibrated kennen-i: None)
+    best_guess: str  # the most probable value, answered or not
+    answered: bool
+    raw_probability: float | None  # the metamodel's softmax before calibration (kennen-o, kennen-io)
+    held_out_accuracy: float | None  # class-balanced accuracy on the zoo's test boxes (%), with its 95% interval
+    held_out_low: float | None = None
+    held_out_high: float | None = None
+
+
+@dataclass
+class OutOfZoo:
+    """Whether the box's answers lie outside what the zoo covers (``calibration.nn_distance``)."""
+
+    outside: bool
+    distance: float
+    threshold: float
+    quantile: float
+
+    def line(self) -> str:
+        q = f"{100 * self.quantile:g}%"
+        if self.outside:
+            return (f"OUT OF THE ZOO: its answers are farther from every training box (distance {self.distance:.3g}) "
+                    f"than {q} of the zoo's boxes are from their nearest neighbour ({self.threshold:.3g}); "
+                    "treat every answer below as a guess")  # fmt: skip
+        return f"within the zoo: distance {self.distance:.3g} to the nearest training box ({q} of the zoo's: <= {self.threshold:.3g})"
 
 
 @dataclass
@@ -305,6 +182,10 @@ class Report:
     queries: int
     findings: list[Finding]
     zoo: dict[str, Any]
+    min_confidence: float = 0.0
+    calibration: dict[str, Any] = field(default_factory=dict)  # the metamodel's (empty: uncalibrated)
+    ood: OutOfZoo | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -312,24 +193,48 @@ class Report:
             "method": self.method,
             "output_type": self.output_type,
             "queries": self.queries,
+            "min_confidence": self.min_confidence,
+            "calibration": self.calibration or None,
+            "out_of_zoo": None if self.ood is None else self.ood.__dict__,
             "zoo": self.zoo,
+            "provenance": self.provenance,
             "attributes": [f.__dict__ for f in self.findings],
         }
 
     def table(self) -> str:
         zoo = ", ".join(f"{k} {v}" for k, v in self.zoo.items())
+        cal = self.calibration
+        if cal:
+            calibration = (f"calibrated probabilities ({cal.get('method')}; ECE on the zoo's test boxes "
+                           f"{cal.get('ece_before', float('nan')):.3f} -> {cal.get('ece_after', float('nan')):.3f}); "
+                           f"below {100 * self.min_confidence:.0f}% the answer is unknown (--min-confidence)")  # fmt: skip
+        else:
+            calibration = "UNCALIBRATED metamodel (saved before calibration existed): probabilities are not confidence"
         lines = [
             f"target: {self.target}",
             f"metamodel: {self.method} on {self.output_type} outputs, {self.queries} queries sent",
             f"trained on the zoo: {zoo}",
+            calibration,
+            self.ood.line() if self.ood is not None else "out of the zoo: no reference in this metamodel",
             "",
-            f"{'attribute':<10} {'predicted':<12} {'probability':>11} {'held-out acc.':>14}",
+            f"{'attribute':<10} {'answer':<12} {'probability':>11} {'held-out acc. [95% CI]':>24}  best guess",
         ]
         for f in self.findings:
             p = "–" if f.probability is None else f"{100 * f.probability:.1f}%"
             acc = "–" if f.held_out_accuracy is None else f"{f.held_out_accuracy:.1f}%"
-            lines.append(f"{f.attribute:<10} {f.value:<12} {p:>11} {acc:>14}")
+            if f.held_out_low is not None and f.held_out_high is not None:
+                acc += f" [{f.held_out_low:.1f}, {f.held_out_high:.1f}]"
+            guess = "" if f.answered else f.best_guess
+            lines.append(f"{f.attribute:<10} {f.value:<12} {p:>11} {acc:>24}  {guess}".rstrip())
         return "\n".join(lines)
+
+
+def _out_of_zoo(mm: Metamodel, features: np.ndarray) -> OutOfZoo | None:
+    limit = mm.meta.get("ood", {}).get("threshold")
+    if mm.reference is None or limit is None:
+        return None
+    distance = float(nn_distance(features[None, :], mm.reference)[0])
+    return OutOfZoo(distance > limit, round(distance, 5), float(limit), float(mm.meta["ood"].get("quantile", 0.99)))
 
 
 def whiten(
@@ -341,13 +246,21 @@ def whiten(
     max_queries: int | None = None,
     input_scale: str = "normalised",
     batch_size: int = 100,
+    min_confidence: float | None = None,
 ) -> Report:
-    """Query ``box`` with the chosen metamodel's images and predict the 12 attributes."""
+    """Query ``box`` with the chosen metamodel's images and predict the 12 attributes.
+
+    An attribute whose calibrated probability is below ``min_confidence`` (None: the threshold the
+    metamodel chose on validation) is answered "unknown".
+    """
     if output_type not in OUTPUT_TYPES:
         raise KennenError(f"--output-type: expected one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
     if method not in METHODS:
         raise KennenError(f"--method: expected one of {', '.join(METHODS)}, got {method!r}")
+    if min_confidence is not None and not 0 <= min_confidence <= 1:
+        raise KennenError(f"--min-confidence: must be in [0, 1], got {min_confidence}")
     mm = choose(output_type, method, models_dir, max_queries)
+    threshold = mm.min_confidence if min_confidence is None else min_confidence
     budget = Budget(max_queries)
     if isinstance(box, HttpBox):
         box.budget = budget
@@ -361,19 +274,37 @@ def whiten(
         answers.append(parse_answers(box(chunk), output_type, len(chunk), target))
     answers_all = np.concatenate(answers)
     held = mm.held_out
-    findings = []
+    rows = []  # (attribute, index of the best value, calibrated probability or None, raw probability or None)
     if mm.method == "kennen-i":
         labels = answers_all.argmax(1) if output_type in SCORE_TYPES else answers_all  # kennen-i reads the top-1 only
         pred = kennen_i_predict(labels[None, :], mm.fallback, mm.target)[0]
+        per_attribute = labels if len(labels) == len(ATTRIBUTES) else np.repeat(labels, len(ATTRIBUTES))
         for i, a in enumerate(ATTRIBUTES):
-            findings.append(Finding(a.key, a.labels[pred[i]], None, held.get(f"acc.{a.key}")))
+            p = None if mm.table is None else float(mm.table[i, per_attribute[i]])
+            rows.append((a, int(pred[i]), p, None))
+        features = one_hot(labels[None, :])[0]
     else:
         # The MLP sees the answers encoded as it was trained (``output`` in its JSON: prob, top<k>, bottom1).
-        x = encode(torch.from_numpy(answers_all), mm.meta.get("output", "prob"))
+        x = encode(torch.from_numpy(answers_all), mm.meta.get("output", "prob")).reshape(1, -1)
         with torch.no_grad():
-            logits = mm.model(x.reshape(1, -1))
-        for a in ATTRIBUTES:
-            p = torch.softmax(logits[a.key][0], 0)
-            j = int(p.argmax())
-            findings.append(Finding(a.key, a.labels[j], round(float(p[j]), 4), held.get(f"acc.{a.key}")))
-    return Report(target, mm.method, output_type, budget.sent, findings, mm.meta.get("zoo", {}))
+            logits = mm.model(x)
+        for i, a in enumerate(ATTRIBUTES):
+            z = logits[a.key][0].double()
+            raw = torch.softmax(z, 0)
+            cal = torch.softmax(z / float(mm.temperatures[i]), 0) if mm.temperatures is not None else None
+            j = int(raw.argmax())  # a temperature never changes the arg-max
+            rows.append((a, j, None if cal is None else float(cal[j]), float(raw[j])))
+        features = standardise(mm.model, x)[0]
+    findings = []
+    for a, j, p, raw in rows:
+        confidence = p if p is not None else (raw if raw is not None else 1.0)
+        answered = confidence >= threshold
+        findings.append(Finding(
+            a.key, a.labels[j] if answered else "unknown", None if p is None else round(p, 4), a.labels[j], answered,
+            None if raw is None else round(raw, 4), held.get(f"acc.{a.key}"), held.get(f"acc.{a.key}_low"),
+            held.get(f"acc.{a.key}_high"),
+        ))  # fmt: skip
+    calibration = mm.meta.get("calibration", {}) if mm.calibrated else {}
+    provenance = mm.meta.get("provenance", {}) | {"metamodel": str(models_dir / FILES[mm.method])}
+    return Report(target, mm.method, output_type, budget.sent, findings, mm.meta.get("zoo", {}), threshold,
+                  calibration, _out_of_zoo(mm, features), provenance)  # fmt: skip

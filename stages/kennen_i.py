@@ -5,7 +5,10 @@ on the executor (``KENNEN_EXECUTOR``). Writes the headline metrics
 (``acc.<attribute>``, ``acc.mean``, each with its 95% bootstrap interval over the
 test boxes, ``_low``/``_high``; ``in_range``; plus ``<target>.acc.mean`` and its
 interval for every target), a per-target table, confusion matrices, the crafted images as
-arrays (``models/kennen_i.safetensors``) and as a PNG grid, and DVCLive loss curves.
+arrays (``models/kennen_i.safetensors``) and as a PNG grid, and DVCLive loss curves. Crafting holds out
+``calibration.val_fraction`` of the training boxes (ours); the headline's answers are calibrated on them
+(``ece_before``/``ece_after``, abstention and out-of-zoo figures, ``reliability.csv``,
+``risk_coverage.csv``, ``reliability.png``; ``kennen.metamodel.calibration``).
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from kennen.attributes import ATTRIBUTES
 from kennen.config import base_seed, load_params, section
 from kennen.errors import KennenError
 from kennen.io import write_json
-from kennen.metamodel.artifact import save_metamodel, zoo_provenance
+from kennen.metamodel.artifact import data_digest, save_metamodel, zoo_provenance
+from kennen.metamodel.calibration import CalibrationParams, calibrate_labels
 from kennen.metamodel.crafted import KENNEN_I_OFFSET, ZooSource, draw_images
 from kennen.metamodel.kennen_i import KennenIParams, in_range, run_target, scores
 from kennen.metamodel.kennen_o import accuracies
-from kennen.metamodel.report import plot_images, write_confusions, write_table
+from kennen.metamodel.report import plot_images, plot_reliability, write_confusions, write_table
 from kennen.parallel import run_tasks
 from kennen.queries import read_boxes
 from kennen.splits import read_split
@@ -43,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     def body(args) -> None:
         params = load_params(args.params)
         kp = section(KennenIParams, params, "kennen_i")
+        cp = section(CalibrationParams, params, "calibration")
         seed = base_seed(params) + KENNEN_I_OFFSET
         boxes, split = read_boxes(Path(args.boxes)), read_split(Path(args.splits), "r")
         if not split["train"] or not split["test"]:
@@ -53,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         source = ZooSource.at(Path(args.shards), Path(args.models), boxes)
         order = list(dict.fromkeys([kp.target, *kp.variants]))
         job = functools.partial(
-            run_target, source=source, train_ids=split["train"], test_ids=split["test"], init=init, params=kp, seed=seed
-        )
+            run_target, source=source, train_ids=split["train"], test_ids=split["test"], init=init, params=kp, seed=seed,
+            val_fraction=cp.val_fraction,
+        )  # fmt: skip
         results = {}
         for target, result in run_tasks(job, order, len(order)):
             results[target] = result
@@ -78,8 +84,20 @@ def main(argv: list[str] | None = None) -> int:
             "n_train": len(split["train"]),
             "n_test": len(split["test"]),
         }
+        cal = calibrate_labels((head["val_labels"], head["val_pred"], head["y_val"]),
+                               (head["labels"], head["y_pred"], head["y_true"]), head["train_labels"], cp,
+                               base_seed(params), "kennen-i")  # fmt: skip
+        log.info("kennen-i calibration: ECE %.3f -> %.3f; min confidence %.2f answers %.1f%% at %.1f%%",
+                 cal.metrics["ece_before"], cal.metrics["ece_after"], cal.min_confidence,
+                 cal.metrics["abstain.coverage"], cal.metrics["abstain.accuracy"])  # fmt: skip
+        metrics |= cal.metrics | {"n_fit": head["n_fit"]}
         write_json(args.metrics, metrics)
         write_table(Path(args.plots) / "targets.csv", table)
+        write_table(Path(args.plots) / "reliability.csv", cal.reliability)
+        write_table(Path(args.plots) / "risk_coverage.csv", cal.risk_coverage)
+        plot_reliability(
+            cal.reliability, Path(args.figures) / "reliability.png", "kennen-i: test boxes, all attributes"
+        )
         write_confusions(
             head["y_true"],
             head["y_pred"],
@@ -99,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tensors = {f"queries.{t}": torch.from_numpy(results[t]["images"]) for t in order}
         tensors |= {f"fallback.{t}": torch.from_numpy(results[t]["fallback"]) for t in order}
+        tensors |= cal.tensors  # the headline target's
         save_metamodel(
             Path(args.model),
             tensors,
@@ -113,7 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                 "read_out": "top-1 label d -> value index d if d < #values, else fallback[attribute]",
                 "zoo": zoo_provenance(params, len(split["train"]), len(split["test"])),
                 "test_accuracy": metrics,
-            },
+                "provenance": {
+                    "data_sha256": data_digest(
+                        [Path(args.boxes), Path(args.models), Path(args.shards), Path(args.splits)]
+                    )
+                },
+            }
+            | cal.meta("validation accuracy per attribute and top-1 label (shrunk)", len(head["y_val"]), cp),
         )
 
     return run(body, p, argv)

@@ -9,7 +9,9 @@ that did to the training loss; ``seeds.*`` with two or more seeds), every E spli
 interval and its relative accuracy (``<split>.acc_mean``, ``<split>.relative``), the Table 3 rows, a
 per-phase log (``phases.csv``), R confusion matrices, the R model (MLP weights and its queries,
 ``models/kennen_io.safetensors``), a PNG of sample queries before and after training, and DVCLive
-loss curves (R split).
+loss curves (R split). Every split's training holds out ``calibration.val_fraction`` of its boxes (ours);
+the R model is calibrated on them (``ece_before``/``ece_after``, abstention and out-of-zoo figures,
+``reliability.csv``, ``risk_coverage.csv``, ``reliability.png``; ``kennen.metamodel.calibration``).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from kennen.attributes import ATTRIBUTES
 from kennen.config import base_seed, load_params, section
 from kennen.errors import KennenError
 from kennen.io import write_json
-from kennen.metamodel.artifact import save_metamodel, zoo_provenance
+from kennen.metamodel.artifact import data_digest, save_metamodel, zoo_provenance
+from kennen.metamodel.calibration import CalibrationParams, calibrate_scores
 from kennen.metamodel.crafted import KENNEN_IO_OFFSET, ZooSource
 from kennen.metamodel.kennen_io import KennenIOParams, e_row, phase_rows, r_metrics, run_task, seed_metrics, tasks
-from kennen.metamodel.kennen_o import KennenOParams, accuracies
-from kennen.metamodel.report import plot_bars, plot_images, write_confusions, write_table
+from kennen.metamodel.kennen_o import KennenO, KennenOParams, accuracies
+from kennen.metamodel.report import plot_bars, plot_images, plot_reliability, write_confusions, write_table
 from kennen.paper import TABLE3_KENNEN_IO
 from kennen.parallel import run_tasks
 from kennen.queries import load_outputs, read_boxes
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         kp = section(KennenIOParams, params, "kennen_io")
         ko = section(KennenOParams, params, "kennen_o")
+        cp = section(CalibrationParams, params, "calibration")
         held = section(SplitParams, params, "splits").extrapolation
         unknown = [s for s in kp.splits if s != "r" and s not in held]
         if unknown:
@@ -75,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         opt = ko.optimisers[ko.optimiser]
 
         job = functools.partial(
-            run_task, source=source, splits=splits, init=init, params=kp, hidden=ko.hidden, opt=opt, seed=seed
-        )
+            run_task, source=source, splits=splits, init=init, params=kp, hidden=ko.hidden, opt=opt, seed=seed,
+            val_fraction=cp.val_fraction,
+        )  # fmt: skip
         todo = tasks(kp, runnable)
         results: dict[tuple[str, int], dict] = {}
         for task, result in run_tasks(job, todo, len(todo)):
@@ -87,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         r = results["r", 0]
         metrics = r_metrics(r) | {"n_train": len(splits["r"]["train"]), "n_test": len(splits["r"]["test"])}
         metrics |= seed_metrics([results["r", k] for k in range(kp.seeds)])
+        model = KennenO(r["features"]["test"].shape[1], ko.hidden)
+        model.load_state_dict(r["model"])
+        f = r["features"]
+        cal = calibrate_scores(model, (f["val"], r["y_val"]), (f["test"], r["y_true"]), f["train"], cp,
+                               base_seed(params), "kennen-io")  # fmt: skip
+        log.info("kennen-io calibration: ECE %.3f -> %.3f; min confidence %.2f answers %.1f%% at %.1f%%",
+                 cal.metrics["ece_before"], cal.metrics["ece_after"], cal.min_confidence,
+                 cal.metrics["abstain.coverage"], cal.metrics["abstain.accuracy"])  # fmt: skip
+        metrics |= cal.metrics | {"n_fit": r["n_fit"]}
         rows = []
         for name in kp.splits:
             if name == "r":
@@ -103,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.metrics, metrics)
         plots, figures = Path(args.plots), Path(args.figures)
         write_table(plots / "phases.csv", phase_rows([results[t] for t in todo]))
+        write_table(plots / "reliability.csv", cal.reliability)
+        write_table(plots / "risk_coverage.csv", cal.risk_coverage)
+        plot_reliability(cal.reliability, figures / "reliability.png", "kennen-io: test boxes, all attributes")
         if rows:
             write_table(plots / "extrapolation.csv", rows)
             plot_bars(
@@ -133,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         live.end()
 
         tensors = {f"mlp.{k}": v for k, v in r["model"].items()} | {"queries": torch.from_numpy(r["queries"])}
+        tensors |= cal.tensors
         save_metamodel(
             Path(args.model),
             tensors,
@@ -149,7 +167,13 @@ def main(argv: list[str] | None = None) -> int:
                 "image_space": "pixels in [0, 1], [Q, 1, 28, 28]; normalise with MNIST mean/std before querying",
                 "zoo": zoo_provenance(params, len(splits["r"]["train"]), len(splits["r"]["test"])),
                 "test_accuracy": metrics,
-            },
+                "provenance": {
+                    "data_sha256": data_digest(
+                        [Path(args.boxes), Path(args.models), Path(args.shards), Path(args.splits)]
+                    )
+                },
+            }
+            | cal.meta("temperature scaling per attribute", len(r["y_val"]), cp),
         )
 
     return run(body, p, argv)

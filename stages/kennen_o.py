@@ -12,6 +12,11 @@ parallel (``kennen.metamodel.runs``). Writes:
   ``<setting>.acc.mean`` for every setting; box counts and epochs trained;
 - ``predictions.csv``: the headline's test-box predictions (``runs.write_predictions``
   documents the format), for paired comparisons in later stages;
+- calibration of the headline (``kennen.metamodel.calibration``), fitted on its
+  early-stopping carve: ``ece_before``/``ece_after`` (with intervals), abstention and
+  out-of-zoo figures in the metrics, ``reliability.csv`` and ``risk_coverage.csv`` in the
+  plots, ``reliability.png``; the temperatures and the training boxes' features go
+  into the metamodel for ``kennen whiten``;
 - a per-setting table, per-attribute confusion matrices, the trained metamodel
   (safetensors + JSON) and DVCLive training curves of the headline.
 """
@@ -28,9 +33,10 @@ from kennen import data as mnist_data
 from kennen.attributes import ATTRIBUTES, KEYS
 from kennen.config import base_seed, load_params, section
 from kennen.io import write_json
-from kennen.metamodel.artifact import save_metamodel, zoo_provenance
-from kennen.metamodel.kennen_o import Curve, KennenOParams
-from kennen.metamodel.report import write_confusions, write_table
+from kennen.metamodel.artifact import data_digest, save_metamodel, zoo_provenance
+from kennen.metamodel.calibration import Calibrated, CalibrationParams, calibrate_scores
+from kennen.metamodel.kennen_o import METAMODEL_OFFSET, Curve, KennenOParams, features, targets
+from kennen.metamodel.report import plot_reliability, write_confusions, write_table
 from kennen.metamodel.runs import evaluate_runs, seed_metrics, stage_runs, write_predictions
 from kennen.queries import load_outputs, read_boxes
 from kennen.splits import read_split
@@ -54,6 +60,15 @@ def _training(curve: Curve) -> dict[str, float]:
     return out | ({"train.best_epoch": curve.best_epoch + 1} if curve.best_epoch is not None else {})
 
 
+def calibrate(kp: KennenOParams, cp: CalibrationParams, outputs, boxes, split, model, seed: int) -> Calibrated:
+    """The headline's calibration on its early-stopping carve (none without a carve: temperatures 1)."""
+    x, y = features(outputs, kp.n_queries, kp.output), targets(boxes).numpy()
+    train, test = split["train"], split["test"]
+    rows = kp.early_stop.carve(len(train), seed + METAMODEL_OFFSET)  # the carve the headline (replica 0) held out
+    val = [train[i] for i in rows[1].tolist()] if rows is not None else []
+    return calibrate_scores(model, (x[val], y[val]), (x[test], y[test]), x[train], cp, seed, "kennen-o")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     for name in ("data", "outputs", "boxes", "splits", "metrics", "plots", "figures", "model", "live"):
@@ -62,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     def body(args) -> None:
         params = load_params(args.params)
         kp = section(KennenOParams, params, "kennen_o")
+        cp = section(CalibrationParams, params, "calibration")
         outputs, query_index = load_outputs(Path(args.outputs))
         boxes, split = read_boxes(Path(args.boxes)), read_split(Path(args.splits), "r")
         names, runs = stage_runs(kp, split)
@@ -81,7 +97,16 @@ def main(argv: list[str] | None = None) -> int:
         spread = seed_metrics(replicas)
         log.info("kennen-o over %d seeds: %s", len(replicas), {k: v for k, v in spread.items() if "mean" in k})
         counts = {"n_train": len(split["train"]), "n_test": len(split["test"])}
-        write_json(args.metrics, headline.metrics | counts | _training(headline.curve) | spread | metrics)
+        cal = calibrate(kp, cp, outputs, boxes, split, headline.model, base_seed(params))
+        log.info("kennen-o calibration: ECE %.3f -> %.3f; min confidence %.2f answers %.1f%% at %.1f%%",
+                 cal.metrics["ece_before"], cal.metrics["ece_after"], cal.min_confidence,
+                 cal.metrics["abstain.coverage"], cal.metrics["abstain.accuracy"])  # fmt: skip
+        write_json(args.metrics, headline.metrics | counts | _training(headline.curve) | spread | metrics | cal.metrics)
+        write_table(Path(args.plots) / "reliability.csv", cal.reliability)
+        write_table(Path(args.plots) / "risk_coverage.csv", cal.risk_coverage)
+        plot_reliability(
+            cal.reliability, Path(args.figures) / "reliability.png", "kennen-o: test boxes, all attributes"
+        )
         write_table(Path(args.plots) / "optimisers.csv", table)
         write_predictions(Path(args.plots) / "predictions.csv", headline.test_ids, headline.y_true, headline.y_pred)
         _log_curve(args.live, headline.curve)
@@ -96,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         images = mnist.test_images[query_index[: kp.n_queries]]
         tensors = {f"mlp.{k}": v for k, v in headline.model.state_dict().items()}
         tensors["queries"] = torch.from_numpy(images[:, None].astype("float32") / 255.0)  # pixels in [0, 1]
+        tensors |= cal.tensors
         save_metamodel(
             Path(args.model),
             tensors,
@@ -109,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                 "query_index": query_index[: kp.n_queries].tolist(),
                 "image_space": "pixels in [0, 1], [Q, 1, 28, 28]; normalise with MNIST mean/std before querying",
                 "zoo": zoo_provenance(params, len(split["train"]), len(split["test"])),
-                "test_accuracy": {f"acc.{k}": headline.metrics[f"acc.{k}"] for k in (*KEYS, "mean")},
-            },
+                "test_accuracy": {f"acc.{k}": headline.metrics[f"acc.{k}"] for k in (*KEYS, "mean")}
+                | {f"acc.{k}_{b}": headline.metrics[f"acc.{k}_{b}"] for k in (*KEYS, "mean") for b in ("low", "high")},
+                "provenance": {"data_sha256": data_digest([Path(args.outputs), Path(args.boxes), Path(args.splits)])},
+            }
+            | cal.meta("temperature scaling per attribute", int(cal.metrics["calibration.n_val"]), cp),
         )
 
     return run(body, p, argv)

@@ -76,6 +76,21 @@ def test_kennen_io_stage(tiny_zoo, serial):
     meta = json.loads((tiny_zoo / "models/kennen_io.json").read_text())
     assert meta["query_boxes"] == 4 and meta["test_accuracy"]["acc.mean"] == m["acc.mean"]
     assert load_file(str(tiny_zoo / "models/kennen_io.safetensors"))["queries"].shape == (5, 1, 28, 28)
+    _assert_calibrated(tiny_zoo, "kennen_io", m, meta)
+
+
+def _assert_calibrated(root: Path, stage: str, m: dict, meta: dict) -> None:
+    """A crafted stage's calibration: fitted on a carve held out of training, written where whiten reads it."""
+    for key in ("ece_before", "ece_after"):
+        assert 0 <= m[f"{key}_low"] <= m[key] <= m[f"{key}_high"] <= 1
+    assert m["calibration.n_val"] > 0 and m["n_fit"] + m["calibration.n_val"] == m["n_train"]
+    assert len(read_csv(root / f"reports/plots/{stage}/risk_coverage.csv")) == 20
+    assert read_csv(root / f"reports/plots/{stage}/reliability.csv")
+    assert (root / f"reports/figures/{stage}/reliability.png").is_file()
+    tensors = load_file(str(root / f"models/{stage}.safetensors"))
+    assert tensors["ood.reference"].shape[0] == m["n_train"]
+    assert meta["calibration"]["min_confidence"] == m["abstain.min_confidence"] and "threshold" in meta["ood"]
+    assert len(meta["provenance"]["data_sha256"]) == 64
 
 
 def test_kennen_io_stage_with_two_seeds(tiny_zoo, serial, tmp_path):
@@ -98,3 +113,8 @@ def test_kennen_i_stage(tiny_zoo, serial):
         assert m[f"{target}.acc.mean_low"] <= m[f"{target}.acc.mean"] <= m[f"{target}.acc.mean_high"]
     table = read_csv(tiny_zoo / "reports/plots/kennen_i/targets.csv")
     assert {"mean", "mean_low", "mean_high"} <= set(table[0]) and "act_low" not in table[0]
+    meta = json.loads((tiny_zoo / "models/kennen_i.json").read_text())
+    _assert_calibrated(tiny_zoo, "kennen_i", m, meta)
+    # uncalibrated, kennen-i answers with certainty: its ECE is the share of answers that are wrong
+    assert m["ece_before"] == pytest.approx(1 - m["abstain.accuracy_all"] / 100, abs=1e-3)
+    assert load_file(str(tiny_zoo / "models/kennen_i.safetensors"))["calibration.table"].shape == (12, 10)

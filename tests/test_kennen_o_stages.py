@@ -81,3 +81,60 @@ def test_kennen_o_sweep_stage(tiny_zoo, monkeypatch, name):
     if name == "output":  # the headline's own point, read from its predictions
         assert float(next(r for r in rows if r["output"] == "prob")["acc_mean"]) == m["acc.mean"]
     assert (tiny_zoo / f"reports/figures/kennen_o/sweep_{name}.png").is_file()
+
+
+def test_kennen_o_stage_calibrates_and_whiten_uses_it(tiny_zoo):
+    """The stage's calibration (metrics, plots, tensors) and what ``whiten`` makes of it on two boxes."""
+    from safetensors.torch import load_file
+
+    from kennen.queries import load_outputs
+    from kennen.whiten import whiten
+
+    m = json.loads((tiny_zoo / "reports/metrics/kennen_o.json").read_text())
+    for key in ("ece_before", "ece_after"):
+        assert 0 <= m[f"{key}_low"] <= m[key] <= m[f"{key}_high"] <= 1
+    assert m["calibration.n_val"] == m["train.n_val"] > 0
+    assert 0 <= m["abstain.min_confidence"] <= 0.95 and 0 <= m["abstain.coverage"] <= 100
+    rel = read_csv(tiny_zoo / "reports/plots/kennen_o/reliability.csv")
+    assert {r["calibration"] for r in rel} == {"kennen-o before", "kennen-o after"}
+    assert len(read_csv(tiny_zoo / "reports/plots/kennen_o/risk_coverage.csv")) == 20
+    assert (tiny_zoo / "reports/figures/kennen_o/reliability.png").stat().st_size > 0
+    tensors = load_file(str(tiny_zoo / "models/kennen_o.safetensors"))
+    assert tensors["calibration.temperature"].shape == (12,)
+    assert tensors["ood.reference"].shape[0] == m["n_train"]
+    meta = json.loads((tiny_zoo / "models/kennen_o.json").read_text())
+    assert meta["calibration"]["min_confidence"] == m["abstain.min_confidence"]
+    assert len(meta["provenance"]["data_sha256"]) == 64
+
+    outputs, _ = load_outputs(tiny_zoo / "data/queries/outputs.npz")
+    train_box = json.loads((tiny_zoo / "data/splits/r.json").read_text())["train"][0]
+    n = meta["n_queries"]
+    models = tiny_zoo / "models"
+
+    def zoo_box(images):  # a training box itself: its stored answers to the metamodel's queries
+        return outputs[train_box, :n]
+
+    report = whiten(zoo_box, "zoo box", "logprob", "kennen-o", models)
+    assert report.ood is not None and not report.ood.outside and report.ood.distance == pytest.approx(0, abs=1e-4)
+    temps = tensors["calibration.temperature"].numpy()
+    for f, t in zip(report.findings, temps, strict=True):
+        assert f.answered == (f.probability >= report.min_confidence)
+        assert (f.value == f.best_guess) if f.answered else f.value == "unknown"
+        if t > 1:  # a temperature above 1 lowers the top probability
+            assert f.probability <= f.raw_probability + 1e-9
+    assert all(f.answered for f in whiten(zoo_box, "z", "logprob", "kennen-o", models, min_confidence=0).findings)
+    assert not any(f.answered for f in whiten(zoo_box, "z", "logprob", "kennen-o", models, min_confidence=1).findings)
+    doc = json.loads(json.dumps(report.as_dict()))
+    assert (
+        doc["out_of_zoo"]["outside"] is False and doc["provenance"]["data_sha256"] == meta["provenance"]["data_sha256"]
+    )
+    assert {"probability", "answered", "held_out_low", "held_out_high"} <= set(doc["attributes"][0])
+    assert "within the zoo" in report.table() and "calibrated probabilities" in report.table()
+
+    def strange_box(images):  # answers no classifier of the zoo gives: the same confident digit for everything
+        out = np.full((len(images), 10), np.log(1e-6), dtype=np.float32)
+        out[:, 7] = np.log(1 - 9e-6)
+        return out
+
+    far = whiten(strange_box, "strange box", "logprob", "kennen-o", models)
+    assert far.ood.outside and "OUT OF THE ZOO" in far.table()

@@ -180,25 +180,26 @@ def test_whiten_a_callable_and_label_only_boxes(world, tmp_path, monkeypatch, ca
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    code, out, err = run_cli(capsys, "whiten", "my_box:scores", "--models", str(world["models"]), "--json")
+    code, out, err = run_cli(capsys, "whiten", "my_box:scores", "--models", str(world["models"]), "--json", "--trust-code")
     assert code == 0, err
     assert json.loads(out)["queries"] == N_QUERIES
     code, out, err = run_cli(
-        capsys, "whiten", "my_box:labels", "--models", str(world["models"]), "--output-type", "label", "--json"
-    )
+        capsys, "whiten", "my_box:labels", "--models", str(world["models"]), "--output-type", "label", "--json",
+        "--trust-code",
+    )  # fmt: skip
     assert code == 0, err
     rep = json.loads(out)
     assert rep["method"] == "kennen-i" and rep["queries"] == 12
     assert all(f["probability"] is None for f in rep["attributes"])
     code, _, err = run_cli(capsys, "whiten", "my_box:labels", "--models", str(world["models"]), "--method", "kennen-o",
-                           "--output-type", "label")  # fmt: skip
+                           "--output-type", "label", "--trust-code")  # fmt: skip
     assert code == 2 and "needs scores" in err
 
 
 class Server:
     """A black box over HTTP on 127.0.0.1, with optional failures before it answers."""
 
-    def __init__(self, net, fail_first: int = 0, delay: float = 0.0, shape_bug: bool = False):
+    def __init__(self, net, fail_first: int = 0, delay: float = 0.0, shape_bug: bool = False, fail_status: int = 503):
         self.calls = 0
         outer = self
 
@@ -207,7 +208,7 @@ class Server:
                 outer.calls += 1
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if outer.calls <= fail_first:
-                    self.send_response(503)
+                    self.send_response(fail_status)
                     self.end_headers()
                     return
                 time.sleep(delay)
@@ -271,7 +272,7 @@ def test_missing_metamodel_and_bad_targets(world, tmp_path, capsys):
         ("no_such_module_xyz:f", "cannot import"),
         ("just-a-word", "not a .pt2/.pt/.ts file"),
     ):
-        code, _, err = run_cli(capsys, "whiten", target, "--models", str(world["models"]))
+        code, _, err = run_cli(capsys, "whiten", target, "--models", str(world["models"]), "--trust-code")
         assert code == 2 and message in err and err.count("\n") == 1
 
 
@@ -290,7 +291,7 @@ def test_torchscript_target(world, tmp_path):
     cfg, net = world["fresh"][1]
     path = tmp_path / "box.pt"
     torch.jit.save(torch.jit.trace(net, torch.zeros(2, 1, 28, 28)), str(path))
-    box = load_target(str(path))
+    box = load_target(str(path), trust_code=True)
     x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
     with torch.no_grad():
         assert np.allclose(box(x), net(torch.from_numpy(x)).numpy(), atol=1e-5)
@@ -347,3 +348,143 @@ def test_a_stale_metamodel_is_a_one_line_error(world, tmp_path, capsys):
         capsys, "whiten", str(tmp_path / "box.pt2"), "--models", str(stale), "--output-type", "logprob"
     )
     assert code == 2 and "not a metamodel this version can read" in err and err.count("\n") == 1
+
+
+# --- trust and one-line failures (issue 16) --------------------------------------------------------
+
+
+def write_module(folder: Path, name: str, source: str) -> str:
+    (folder / f"{name}.py").write_text(textwrap.dedent(source))
+    return name
+
+
+def one_line_error(code: int, out: str, err: str) -> bool:
+    return code == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_code_targets_need_trust_code(world, tmp_path, monkeypatch, capsys):
+    cfg, net = world["fresh"][1]
+    script = tmp_path / "box.pt"
+    torch.jit.save(torch.jit.trace(net, torch.zeros(2, 1, 28, 28)), str(script))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    marker = tmp_path / "imported"
+    name = write_module(tmp_path, "kennen_t_trusted", f"open({str(marker)!r}, 'w').close()\ndef f(x):\n    return x\n")
+    for target, why in ((str(script), "a TorchScript file is its author's code"), (f"{name}:f", "is Python code")):
+        code, out, err = run_cli(capsys, "whiten", target, "--models", str(world["models"]))
+        assert one_line_error(code, out, err) and why in err and "--trust-code allows it" in err, err
+    assert not marker.exists()
+    code, _, err = run_cli(capsys, "whiten", str(script), "--models", str(world["models"]), "--trust-code",
+                           "--output-type", "logprob")  # fmt: skip
+    assert code == 0, err
+
+
+def test_callables_that_break_on_import_or_exit_are_one_line_errors(world, tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cases = {
+        write_module(tmp_path, "kennen_t_syntax", "def f(:\n    pass\n"): "cannot import the callable (SyntaxError",
+        write_module(tmp_path, "kennen_t_raises", "raise ValueError('no data here')\n"): "(ValueError: no data here)",
+        write_module(tmp_path, "kennen_t_exits", "import sys\nsys.exit(0)\n"): "cannot import the callable (SystemExit",
+        write_module(tmp_path, "kennen_t_exit_call", "import sys\ndef f(x):\n    sys.exit(0)\n"): "exited (SystemExit: 0)",
+        write_module(tmp_path, "kennen_t_raise_exit", "def f(x):\n    raise SystemExit('bye')\n"): "exited (SystemExit",
+    }
+    for module, message in cases.items():
+        code, out, err = run_cli(capsys, "whiten", f"{module}:f", "--models", str(world["models"]), "--trust-code")
+        assert one_line_error(code, out, err) and message in err, (module, err)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["whiten", "box.pt2", "--timeout", "inf"],
+        ["whiten", "box.pt2", "--timeout", "nan"],
+        ["whiten", "box.pt2", "--timeout", "0"],
+        ["whiten", "box.pt2", "--timeout", "-1"],
+        ["whiten", "box.pt2", "--timeout", "soon"],
+        ["whiten", "box.pt2", "--max-queries", "many"],
+        ["whiten", "box.pt2", "--output-type", "logits"],
+        ["whiten", "box.pt2", "--no-such-option"],
+        ["whiten"],
+        ["unwhiten"],
+        [],
+    ],
+)
+def test_usage_errors_are_one_line(capsys, argv):
+    code, out, err = run_cli(capsys, *argv)
+    assert one_line_error(code, out, err), err
+    assert "--help" in err
+
+
+def test_help_still_works(capsys):
+    code, out, _ = run_cli(capsys, "whiten", "--help")
+    assert code == 0 and "--trust-code" in out and "--timeout" in out
+
+
+def test_malformed_urls_are_one_line_errors(capsys, tmp_path):
+    for url in ("http://[::1/", "http:///predict", "https://host:port/predict"):
+        code, out, err = run_cli(capsys, "whiten", url, "--models", str(tmp_path))
+        assert one_line_error(code, out, err) and "not a valid URL" in err, err
+
+
+class Trickle:
+    """An HTTP server on 127.0.0.1 that answers one byte every ``pause`` seconds, status line included."""
+
+    def __init__(self, pause: float = 0.2):
+        self.calls = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                outer.calls += 1
+                self.rfile.read(int(self.headers["Content-Length"]))
+                answer = b'HTTP/1.0 200 OK\r\nContent-Length: 30\r\n\r\n{"outputs": [[0.1, 0.1, 0.1]]}'
+                try:
+                    for byte in answer:
+                        self.wfile.write(bytes([byte]))
+                        time.sleep(pause)
+                except OSError:
+                    pass  # the client gave up: that is the point
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/predict"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_the_timeout_bounds_each_whole_request():
+    timeout, retries, backoff = 0.5, 1, 0.05
+    with Trickle(pause=0.2) as server:
+        box = HttpBox(server.url, timeout=timeout, retries=retries, backoff=backoff)
+        start = time.monotonic()
+        with pytest.raises(KennenError, match=r"no answer after 2 attempts \(TimeoutError: no complete answer within 0.5 s"):
+            box(np.zeros((2, 1, 28, 28), dtype=np.float32))
+        elapsed = time.monotonic() - start
+    assert server.calls == 2
+    assert (retries + 1) * timeout <= elapsed < (retries + 1) * timeout + backoff + 0.5
+
+
+def test_a_budget_spent_on_a_failed_attempt_reports_the_servers_answer(world, capsys):
+    cfg, net = world["fresh"][5]
+    with Server(net, fail_first=100, fail_status=500) as server:
+        code, out, err = run_cli(capsys, "whiten", server.url, "--models", str(world["models"]), "--max-queries",
+                                 str(N_QUERIES), "--batch-size", str(N_QUERIES), "--retries", "3")  # fmt: skip
+        assert server.calls == 1
+    assert one_line_error(code, out, err)
+    assert "answered HTTP 500" in err and f"would exceed the --max-queries budget of {N_QUERIES}" in err, err
+
+
+def test_a_box_answering_nan_says_what_that_means(world, tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = write_module(tmp_path, "kennen_t_nan", "import torch\ndef f(x):\n    return torch.full((len(x), 10), float('nan'))\n")
+    code, out, err = run_cli(capsys, "whiten", f"{name}:f", "--models", str(world["models"]), "--trust-code")
+    assert one_line_error(code, out, err)
+    assert "a diverged or broken model outputs NaN" in err and "prune stage drops" in err and "nothing to whiten" in err

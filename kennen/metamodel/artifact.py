@@ -13,6 +13,7 @@ Each metamodel is two files next to each other:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,23 @@ def zoo_provenance(params: dict[str, Any], n_train: int, n_test: int) -> dict[st
     """The zoo's defining params and the R split's sizes, for a metamodel's JSON."""
     zoo = {f"{s}.{k}": params.get(s, {}).get(k) for s, keys in ZOO_PARAMS.items() for k in keys}
     return {"seed": params["seed"], **zoo, "n_train_boxes": n_train, "n_test_boxes": n_test}
+
+
+def data_digest(paths: list[Path]) -> str:
+    """SHA-256 over the bytes of the files a metamodel learned from (folders: their files, sorted), in order.
+
+    With the zoo params it names the data exactly: an audit can tell whether two metamodels saw the same boxes.
+    """
+    h = hashlib.sha256()
+    for path in paths:
+        root = Path(path)
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for f in files:
+            h.update((f.relative_to(root).as_posix() if root.is_dir() else f.name).encode() + b"\0")
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
 
 
 def save_metamodel(stem: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:

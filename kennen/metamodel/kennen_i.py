@@ -35,11 +35,13 @@ import torch.nn.functional as F
 
 from kennen.attributes import ATTRIBUTES
 from kennen.config import require
+from kennen.metamodel.calibration import carve
 from kennen.metamodel.crafted import BoxZoo, QueryStep, ZooSource, to_pixels
 from kennen.metamodel.kennen_o import accuracies, targets
 from kennen.metamodel.uncertainty import bootstrap
 
 TARGETS = ("each", "all")
+CARVE_SEED = 17  # the calibration carve's seed, relative to the crafting seed
 LOSSES = ("digits", "first_k")
 
 
@@ -150,24 +152,39 @@ def run_target(
     init: np.ndarray,
     params: KennenIParams,
     seed: int,
+    val_fraction: float = 0.0,
 ) -> dict[str, Any]:
-    """Executor entry point: craft for ``target`` on the training boxes, answer with the test boxes' top-1 labels."""
+    """Executor entry point: craft for ``target`` on the training boxes, answer with the test boxes' top-1 labels.
+
+    With ``val_fraction`` > 0 a seeded share of the training boxes is held out of the crafting as a
+    validation carve for calibration (ours; the paper crafts on all of them): their labels come back
+    as ``val_labels``/``y_val``/``val_pred``, every training box's as ``train_labels``.
+    """
     torch.set_num_threads(1)  # the same arithmetic on every executor (in-process, process pool, Dask)
-    ids = [*train_ids, *test_ids]
+    fit_ids, val_ids = list(train_ids), []
+    if val_fraction > 0:
+        fit_ids, val_ids = carve(fit_ids, val_fraction, seed + CARVE_SEED)
+    ids = [*fit_ids, *val_ids, *test_ids]
     zoo = source.load(ids)
     y = targets([source.boxes[i] for i in ids])
-    n = len(train_ids)
+    n, n_train = len(fit_ids), len(fit_ids) + len(val_ids)
     losses: list[float] = []
     x = craft(zoo, range(n), y[:n], torch.from_numpy(init), params, seed, target, lambda _, loss: losses.append(loss))
-    labels = evaluate_labels(zoo, x, range(n, len(ids)))
+    train_labels = evaluate_labels(zoo, x, range(n_train))
+    labels = evaluate_labels(zoo, x, range(n_train, len(ids)))
     fallback = fallback_values(y[:n].numpy())
     return {
         "target": target,
         "images": to_pixels(x),
         "fallback": fallback,
         "labels": labels,
-        "y_true": y[n:].numpy(),
+        "y_true": y[n_train:].numpy(),
         "y_pred": predict(labels, fallback, target),
+        "train_labels": train_labels,
+        "val_labels": train_labels[n:],
+        "y_val": y[n:n_train].numpy(),
+        "val_pred": predict(train_labels[n:], fallback, target),
+        "n_fit": n,
         "losses": losses,
     }
 

@@ -61,12 +61,14 @@ import torch
 from kennen.attributes import ATTRIBUTES
 from kennen.config import require
 from kennen.data import STD
+from kennen.metamodel.calibration import carve
 from kennen.metamodel.crafted import BoxZoo, QueryStep, ZooSource, to_pixels
 from kennen.metamodel.kennen_o import KennenO, Optimiser, accuracies, loss_fn, new_model, predict, targets, train_epochs
 from kennen.metamodel.sweep import extrapolation_keys, extrapolation_row
 from kennen.metamodel.uncertainty import bootstrap, paired_difference, resampled_point, seed_interval
 
 PHASES = ("metamodel", "queries")
+CARVE_SEED = 17  # the calibration carve's seed, relative to the metamodel's
 SEED_STRIDE = 1000  # metamodel seed k of the R split: seed + k * SEED_STRIDE (k = 0 is the headline)
 
 
@@ -259,20 +261,27 @@ def run_split(
     opt: Optimiser,
     seed: int,
     schedule: Sequence[Phase] | None = None,
+    val_fraction: float = 0.0,
 ) -> dict[str, Any]:
     """Executor entry point: kennen-io trained on split ``name``'s training boxes, evaluated on its test boxes.
+
+    With ``val_fraction`` > 0 a seeded share of the training boxes is held out of the whole training
+    (queries and MLP) as a validation carve for calibration (ours; the paper trains on all of them).
 
     Returns the MLP's weights, the learned queries (pixels), the test labels and predictions of kennen-io
     (``y_pred``) and of its warm start, i.e. kennen-o with this seed (``o_pred``), the loss curve and the
     per-phase log. ``schedule`` defaults to ``params.schedule``.
     """
     torch.set_num_threads(1)  # the same arithmetic on every executor (in-process, process pool, Dask)
-    train_ids, test_ids = splits[name]["train"], splits[name]["test"]
-    ids = [*train_ids, *test_ids]
+    fit_ids, val_ids = splits[name]["train"], []
+    if val_fraction > 0:  # held out of everything kennen-io trains, for calibration (calibration.py)
+        fit_ids, val_ids = carve(list(fit_ids), val_fraction, seed + CARVE_SEED)
+    test_ids = splits[name]["test"]
+    ids = [*fit_ids, *val_ids, *test_ids]
     zoo = source.load(ids)
     y = targets([source.boxes[i] for i in ids])
-    n = len(train_ids)
-    test = list(range(n, len(ids)))
+    n, n_val = len(fit_ids), len(val_ids)
+    val, test = list(range(n, n + n_val)), list(range(n + n_val, len(ids)))
     curve: list[dict[str, Any]] = []
     warm: dict[str, np.ndarray] = {}
 
@@ -285,14 +294,19 @@ def run_split(
 
     trained = train(zoo, range(n), y[:n], torch.from_numpy(init), params, hidden, opt, seed, on_epoch, on_phase,
                     schedule)  # fmt: skip
+    feats = {part: flat(zoo.outputs(trained.queries, rows)) for part, rows in
+             (("train", list(range(n + n_val))), ("val", val), ("test", test))}  # fmt: skip
     return {
         "split": name,
         "seed": seed,
         "model": {k: v.detach().clone() for k, v in trained.model.state_dict().items()},
         "queries": to_pixels(trained.queries),
         "moved": round(float((trained.queries - torch.from_numpy(init[: params.n_queries])).abs().mean()) * STD, 5),
-        "y_true": y[n:].numpy(),
-        "y_pred": evaluate(trained, zoo, test),
+        "y_true": y[n + n_val :].numpy(),
+        "y_pred": predict(trained.model, feats["test"]),
+        "y_val": y[n : n + n_val].numpy(),
+        "features": feats,  # the boxes' inputs on the learned queries: training (fit + val), validation, test
+        "n_fit": n,
         "o_pred": warm["o_pred"],
         "curve": curve,
         "phases": [asdict(p) for p in trained.phases],
@@ -308,13 +322,16 @@ def run_task(
     hidden: int,
     opt: Optimiser,
     seed: int,
+    val_fraction: float = 0.0,
 ) -> dict[str, Any]:
     """Executor entry point of the stage: ``task`` = (split, k), the k-th metamodel seed on that split.
 
-    The R split runs ``params.schedule``, the E splits ``params.e_schedule``.
+    The R split runs ``params.schedule``, the E splits ``params.e_schedule``; every split holds out
+    ``val_fraction`` of its training boxes (``run_split``).
     """
     name, k = task
-    out = run_split(name, source, splits, init, params, hidden, opt, seed + k * SEED_STRIDE, params.schedule_for(name))
+    out = run_split(name, source, splits, init, params, hidden, opt, seed + k * SEED_STRIDE, params.schedule_for(name),
+                    val_fraction)  # fmt: skip
     return out | {"replicate": k}
 
 

@@ -89,3 +89,16 @@ def plot_images(images: np.ndarray, titles: list[str], figure: Path, title: str,
         ax.set_title(name, fontsize=8)
     fig.suptitle(title)
     save_figure(fig, figure)
+
+
+def plot_reliability(rows: list[dict], figure: Path, title: str) -> None:
+    """Reliability diagram: accuracy against confidence per bin, before and after calibration (``calibration.py``)."""
+    fig, ax = plt.subplots(figsize=(5, 4.6))
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":", label="perfect calibration")
+    for label, style in zip(dict.fromkeys(r["calibration"] for r in rows), ("s--", "o-"), strict=False):
+        pts = [r for r in rows if r["calibration"] == label]
+        ax.plot([r["confidence"] for r in pts], [r["accuracy"] for r in pts], style, label=label)
+    ax.set(xlabel="confidence (mean per bin)", ylabel="accuracy of the answers", xlim=(0, 1), ylim=(0, 1), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, figure)

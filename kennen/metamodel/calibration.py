@@ -1,0 +1,390 @@
+"""Confidence that ``kennen whiten`` can be trusted with: calibration, abstention, an out-of-zoo check.
+
+Ours (issue 16); the paper and the official code report arg-max predictions only. Everything
+here is fitted on a **validation carve of the training boxes** (boxes the metamodel was not
+fitted on) and only *evaluated* on the test boxes:
+
+- **Calibration.** kennen-o and kennen-io give logits: one temperature per attribute,
+  ``softmax(logits / T)``, fitted by minimising the validation negative log-likelihood
+  (temperature scaling, Guo et al. 2017, "On Calibration of Modern Neural Networks").
+  kennen-i gives a hard value read from a top-1 label ``d``, with no score at all: its
+  confidence is the validation accuracy of the value that label ``d`` names, per attribute
+  and label, shrunk towards the attribute's overall validation accuracy
+  (``(hits + PRIOR * acc) / (n + PRIOR)``, a histogram-binning calibrator with one bin per
+  label, Zadrozny & Elkan 2001). Uncalibrated, kennen-i's confidence is 1 for every answer.
+- **Expected calibration error** (ECE): top-label confidence against correctness, equal-width
+  bins, pooled over the 12 attributes (every test box contributes 12 answers), with a 95%
+  bootstrap interval over test boxes. Per attribute too, though 60-odd boxes per attribute
+  leave such a figure noisy.
+- **Abstention.** An answer below ``min_confidence`` is "unknown". The default threshold is
+  the smallest one on a 0.05 grid whose answered validation accuracy reaches
+  ``target_accuracy`` (the selective-classification rule of Geifman & El-Yaniv 2017,
+  without their bound); the test boxes' coverage and answered accuracy at every grid point
+  are written as a risk-coverage table.
+- **Out of the zoo.** A box's feature vector (the metamodel's input, standardised as the
+  metamodel standardises it) is compared with those of the training boxes: the root-mean-square
+  distance to the nearest one. The box is flagged when that distance exceeds the
+  ``ood_quantile`` quantile of the training boxes' own leave-one-out nearest-neighbour
+  distances.
+
+Accuracies here are plain (share of answers right), not the paper's class-balanced ones:
+they describe what a user sees, answer by answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from kennen.attributes import ATTRIBUTES
+from kennen.config import require
+
+PRIOR = 2.0  # pseudo-boxes of kennen-i's label calibration, at the attribute's overall validation accuracy
+GRID = tuple(round(0.05 * i, 2) for i in range(20))  # thresholds 0.00 .. 0.95
+BOOTSTRAP = 1000
+
+
+@dataclass(frozen=True)
+class CalibrationParams:
+    """``calibration`` section of params.yaml."""
+
+    val_fraction: float = 0.2  # kennen-i / kennen-io: training boxes held out (kennen-o: its early-stopping carve)
+    bins: int = 10
+    target_accuracy: float = 0.9
+    ood_quantile: float = 0.99
+
+    def check(self, where: str) -> None:
+        require(0 < self.val_fraction < 1, f"{where}.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        require(self.bins >= 2, f"{where}.bins", f"must be at least 2, got {self.bins}")
+        require(
+            0 < self.target_accuracy <= 1, f"{where}.target_accuracy", f"must be in (0, 1], got {self.target_accuracy}"
+        )
+        require(0 < self.ood_quantile <= 1, f"{where}.ood_quantile", f"must be in (0, 1], got {self.ood_quantile}")
+
+
+def carve(ids: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(fitting ids, validation ids) of ``ids``: a seeded ``fraction`` held out, both in their original order."""
+    n_val = min(max(round(fraction * len(ids)), 1), len(ids) - 1) if len(ids) > 1 else 0
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()
+    val = set(order[:n_val])
+    return [b for i, b in enumerate(ids) if i not in val], [b for i, b in enumerate(ids) if i in val]
+
+
+# --- calibrators -------------------------------------------------------------------------------
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature T > 0 minimising the mean NLL of ``softmax(logits / T)`` for labels ``y``.
+
+    A golden-section search on log T in [log 0.05, log 20] (the NLL is unimodal in T for
+    fixed logits); 1.0 when there is nothing to fit on.
+    """
+    if len(y) == 0:
+        return 1.0
+    rows = np.arange(len(y))
+
+    def nll(log_t: float) -> float:
+        return float(-_log_softmax(logits / np.exp(log_t))[rows, y].mean())
+
+    lo, hi = np.log(0.05), np.log(20.0)
+    g = (np.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    for _ in range(60):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = nll(b)
+    return round(float(np.exp((lo + hi) / 2)), 4)
+
+
+def scaled(logits: list[np.ndarray], temperatures: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted index [N, 12], top-label probability [N, 12]) of per-attribute ``logits`` [N, K_a], scaled by T."""
+    pred, conf = [], []
+    for i, z in enumerate(logits):
+        p = np.exp(_log_softmax(z / (1.0 if temperatures is None else temperatures[i])))
+        pred.append(p.argmax(1))
+        conf.append(p.max(1))
+    return np.stack(pred, 1), np.stack(conf, 1)
+
+
+def label_table(labels: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """kennen-i's calibrator [12, 10]: per attribute and top-1 label, the shrunk validation accuracy.
+
+    ``labels`` [N, 12]: the label each validation box answered for each attribute's query;
+    ``correct`` [N, 12]: whether the value read from it was right.
+    """
+    table = np.zeros((len(ATTRIBUTES), 10))
+    for i in range(len(ATTRIBUTES)):
+        overall = float(correct[:, i].mean()) if len(correct) else 0.5
+        for d in range(10):
+            hit = correct[labels[:, i] == d, i]
+            table[i, d] = (hit.sum() + PRIOR * overall) / (len(hit) + PRIOR)
+    return table.round(4)
+
+
+def table_confidence(table: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Confidence [N, 12] of kennen-i's answers from their labels [N, 12] (``label_table``)."""
+    return np.stack([table[i, labels[:, i]] for i in range(len(ATTRIBUTES))], 1)
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+def ece(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of answers with confidence ``conf`` and correctness ``correct`` (any shape)."""
+    conf, correct = np.ravel(conf), np.ravel(correct).astype(float)
+    if not len(conf):
+        return float("nan")
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    # per bin, count * |mean confidence - accuracy| = |sum of confidences - number right|
+    gap = np.bincount(which, weights=conf, minlength=bins) - np.bincount(which, weights=correct, minlength=bins)
+    return float(np.abs(gap).sum() / len(conf))
+
+
+def ece_interval(conf: np.ndarray, correct: np.ndarray, bins: int, seed: int) -> tuple[float, float]:
+    """95% percentile bootstrap interval of ``ece`` over boxes (rows of ``conf``/``correct`` [N, 12])."""
+    rng = np.random.default_rng(seed)
+    n = len(conf)
+    draws = [ece(conf[idx], correct[idx], bins) for idx in rng.integers(0, n, size=(BOOTSTRAP, n))]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def reliability(conf: np.ndarray, correct: np.ndarray, bins: int, label: str) -> list[dict[str, Any]]:
+    """Reliability-diagram rows: per non-empty bin its mean confidence, accuracy and count (pooled answers)."""
+    conf, correct = np.ravel(conf), np.ravel(correct).astype(float)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            rows.append({"calibration": label, "bin": round((b + 0.5) / bins, 4),
+                         "confidence": round(float(conf[m].mean()), 4),
+                         "accuracy": round(float(correct[m].mean()), 4), "count": int(m.sum())})  # fmt: skip
+    return rows
+
+
+def selective(conf: np.ndarray, correct: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(coverage, accuracy of the answered) at ``threshold``; accuracy is NaN when nothing is answered."""
+    answered = np.ravel(conf) >= threshold
+    coverage = float(answered.mean()) if answered.size else 0.0
+    acc = float(np.ravel(correct)[answered].mean()) if answered.any() else float("nan")
+    return coverage, acc
+
+
+def choose_threshold(conf: np.ndarray, correct: np.ndarray, target: float) -> float:
+    """The smallest grid threshold whose answered accuracy on (validation) answers reaches ``target``.
+
+    The largest grid point when none does.
+    """
+    for t in GRID:
+        coverage, acc = selective(conf, correct, t)
+        if coverage > 0 and acc >= target:
+            return t
+    return GRID[-1]
+
+
+def risk_coverage(conf: np.ndarray, correct: np.ndarray) -> list[dict[str, float]]:
+    """Coverage and answered accuracy at every grid threshold (the accuracy/coverage trade-off)."""
+    rows = []
+    for t in GRID:
+        coverage, acc = selective(conf, correct, t)
+        rows.append({"min_confidence": t, "coverage": round(coverage, 4), "accuracy": round(acc, 4)})
+    return rows
+
+
+# --- out of the zoo -------------------------------------------------------------------------------
+
+
+def nn_distance(x: np.ndarray, reference: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+    """RMS distance [M] of each row of ``x`` [M, D] to its nearest row of ``reference`` [N, D].
+
+    ``exclude_self``: ``x`` is ``reference`` and a row's distance to itself does not count
+    (the leave-one-out distances that set the threshold).
+    """
+    x64, r64 = torch.from_numpy(np.asarray(x, np.float64)), torch.from_numpy(np.asarray(reference, np.float64))
+    d = torch.cdist(x64, r64)
+    if exclude_self:
+        d.fill_diagonal_(float("inf"))
+    return (d.min(1).values / np.sqrt(x64.shape[1])).numpy()
+
+
+def ood_threshold(reference: np.ndarray, quantile: float) -> float:
+    """The ``quantile`` of the reference boxes' leave-one-out nearest-neighbour distances."""
+    if len(reference) < 2:
+        return float("inf")
+    return round(float(np.quantile(nn_distance(reference, reference, exclude_self=True), quantile)), 5)
+
+
+# --- one metamodel's calibration, as the stages write it ---------------------------------------------
+
+
+def summary(
+    name: str,
+    before: tuple[np.ndarray, np.ndarray],
+    after_val: tuple[np.ndarray, np.ndarray],
+    after_test: tuple[np.ndarray, np.ndarray],
+    ood: tuple[np.ndarray, np.ndarray],
+    params: CalibrationParams,
+    seed: int,
+) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]], float, float]:
+    """Metrics, reliability rows, risk-coverage rows, threshold and OOD threshold of one metamodel.
+
+    Args:
+        name: the metamodel (for the reliability rows' labels only).
+        before, after_test: (confidence, correct) [N_test, 12] on the test boxes, uncalibrated and calibrated.
+        after_val: (confidence, correct) [N_val, 12] on the validation carve, calibrated.
+        ood: (reference features [N_train, D], test features [N_test, D]), both standardised.
+        params: the ``calibration`` params; seed: the bootstrap's.
+
+    Metric keys: ``ece_before``, ``ece_after`` with ``_low``/``_high``; ``ece_after.<attribute>``;
+    ``calibration.n_val``; ``abstain.min_confidence``, ``abstain.coverage``, ``abstain.accuracy``
+    (answered, test), ``abstain.accuracy_all`` (every answer, test), ``abstain.val_coverage``;
+    ``ood.threshold``, ``ood.test_rate`` (% of test boxes flagged).
+    """
+    (cb, ok), (cv, okv), (ca, _) = before, after_val, after_test
+    m: dict[str, float] = {"calibration.n_val": len(cv)}
+    for key, conf in (("ece_before", cb), ("ece_after", ca)):
+        m[key] = round(ece(conf, ok, params.bins), 4)
+        m[f"{key}_low"], m[f"{key}_high"] = (round(v, 4) for v in ece_interval(conf, ok, params.bins, seed))
+    for i, a in enumerate(ATTRIBUTES):
+        m[f"ece_after.{a.key}"] = round(ece(ca[:, i], ok[:, i], params.bins), 4)
+    threshold = choose_threshold(cv, okv, params.target_accuracy) if len(cv) else 0.0
+    coverage, acc = selective(ca, ok, threshold)
+    m |= {"abstain.min_confidence": threshold, "abstain.coverage": round(100 * coverage, 2),
+          "abstain.accuracy": round(100 * acc, 2), "abstain.accuracy_all": round(100 * float(ok.mean()), 2),
+          "abstain.val_coverage": round(100 * selective(cv, okv, threshold)[0], 2) if len(cv) else 0.0}  # fmt: skip
+    reference, test = ood
+    limit = ood_threshold(reference, params.ood_quantile)
+    m["ood.threshold"] = limit
+    m["ood.test_rate"] = round(100 * float((nn_distance(test, reference) > limit).mean()), 2)
+    rows = reliability(cb, ok, params.bins, f"{name} before") + reliability(ca, ok, params.bins, f"{name} after")
+    return m, rows, risk_coverage(ca, ok), threshold, limit
+
+
+@dataclass
+class Calibrated:
+    """A metamodel's calibration as the stage writes it: metrics, plot rows, and what whiten needs."""
+
+    metrics: dict[str, float]
+    reliability: list[dict[str, Any]]
+    risk_coverage: list[dict[str, Any]]
+    min_confidence: float
+    ood_threshold: float
+    tensors: dict[str, torch.Tensor]  # ``calibration.*`` and ``ood.reference``, saved with the metamodel
+
+    def meta(self, method: str, n_val: int, params: CalibrationParams) -> dict[str, Any]:
+        """The ``calibration`` and ``ood`` entries of the metamodel's JSON."""
+        m = self.metrics
+        return {
+            "calibration": {
+                "method": method,
+                "fitted_on": f"a validation carve of {n_val} training boxes" if n_val else "nothing (no carve)",
+                "ece_before": m["ece_before"],
+                "ece_after": m["ece_after"],
+                "bins": params.bins,
+                "min_confidence": self.min_confidence,
+                "target_accuracy": params.target_accuracy,
+                "coverage": m["abstain.coverage"],
+                "answered_accuracy": m["abstain.accuracy"],
+            },
+            "ood": {
+                "threshold": self.ood_threshold,
+                "quantile": params.ood_quantile,
+                "distance": "RMS distance of the standardised features to the nearest training box",
+                "test_rate": m["ood.test_rate"],
+            },
+        }
+
+
+@torch.inference_mode()
+def logits_of(model: torch.nn.Module, x: torch.Tensor) -> list[np.ndarray]:
+    """kennen-o's (or kennen-io's) logits per attribute, [N, K_a] each, in ATTRIBUTES order."""
+    model.eval()
+    out = model(x)
+    return [out[a.key].double().numpy() for a in ATTRIBUTES]
+
+
+def standardise(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Features as the metamodel's first layer sees them (its own standardisation), float32."""
+    return ((x - model.mean) / model.std).numpy().astype(np.float32)
+
+
+def calibrate_scores(
+    model: torch.nn.Module,
+    val: tuple[torch.Tensor, np.ndarray],
+    test: tuple[torch.Tensor, np.ndarray],
+    reference: torch.Tensor,
+    params: CalibrationParams,
+    seed: int,
+    name: str,
+) -> Calibrated:
+    """Temperature scaling of kennen-o / kennen-io: ``val`` and ``test`` are (features, labels [N, 12])."""
+    (x_val, y_val), (x_test, y_test) = val, test
+    val_logits, test_logits = logits_of(model, x_val), logits_of(model, x_test)
+    if len(x_val):
+        temps = np.array([fit_temperature(z, y_val[:, i]) for i, z in enumerate(val_logits)])
+    else:
+        temps = np.ones(len(ATTRIBUTES))
+    pred, conf_before = scaled(test_logits)
+    _, conf_after = scaled(test_logits, temps)
+    pred_val, conf_val = scaled(val_logits, temps)
+    ok, ok_val = pred == y_test, pred_val == y_val
+    ref = standardise(model, reference)
+    m, rel, rc, threshold, limit = summary(name, (conf_before, ok), (conf_val, ok_val), (conf_after, ok),
+                                           (ref, standardise(model, x_test)), params, seed)  # fmt: skip
+    m |= {f"calibration.temperature.{a.key}": float(t) for a, t in zip(ATTRIBUTES, temps, strict=True)}
+    tensors = {
+        "calibration.temperature": torch.tensor(temps, dtype=torch.float32),
+        "ood.reference": torch.from_numpy(ref),
+    }
+    return Calibrated(m, rel, rc, threshold, limit, tensors)
+
+
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    """kennen-i's feature vector [N, A * 10]: the top-1 labels one-hot (RMS distance ~ share of labels that differ)."""
+    return np.eye(10, dtype=np.float32)[labels].reshape(len(labels), -1)
+
+
+def calibrate_labels(
+    val: tuple[np.ndarray, np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray, np.ndarray],
+    reference: np.ndarray,
+    params: CalibrationParams,
+    seed: int,
+    name: str,
+) -> Calibrated:
+    """kennen-i's label table: ``val`` and ``test`` are (labels read [N, A], predicted [N, 12], true [N, 12]).
+
+    ``reference``: the training boxes' labels [N_train, A].
+    """
+    (lab_val, pred_val, y_val), (lab_test, pred_test, y_test) = val, test
+    per_attr_val = _per_attribute(lab_val)
+    per_attr_test = _per_attribute(lab_test)
+    ok_val, ok = pred_val == y_val, pred_test == y_test
+    table = label_table(per_attr_val, ok_val)
+    conf_val, conf_after = table_confidence(table, per_attr_val), table_confidence(table, per_attr_test)
+    m, rel, rc, threshold, limit = summary(name, (np.ones_like(conf_after), ok), (conf_val, ok_val), (conf_after, ok),
+                                           (one_hot(reference), one_hot(lab_test)), params, seed)  # fmt: skip
+    tensors = {"calibration.table": torch.tensor(table, dtype=torch.float32),
+               "ood.reference": torch.from_numpy(one_hot(reference))}  # fmt: skip
+    return Calibrated(m, rel, rc, threshold, limit, tensors)
+
+
+def _per_attribute(labels: np.ndarray) -> np.ndarray:
+    """Labels [N, 12], one per attribute: a single query for all (target ``all``) is read by every attribute."""
+    labels = np.asarray(labels)
+    return labels if labels.shape[1] == len(ATTRIBUTES) else np.repeat(labels, len(ATTRIBUTES), axis=1)
