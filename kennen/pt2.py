@@ -258,7 +258,7 @@ def _check_expr(expr: Any, member: str) -> None:
     while pos < len(expr):
         token = _EXPR_TOKEN.match(expr, pos)
         if token is None or (token["name"] and token["name"] not in _EXPR_NAMES) or expr.startswith("**", pos):
-            raise Refused(f"{member}: size expression {expr[:80]!r} is outside the grammar at {expr[pos:pos + 20]!r}")
+            raise Refused(f"{member}: size expression {expr[:80]!r} is outside the grammar at {expr[pos : pos + 20]!r}")
         pos = token.end()
 
 
@@ -272,7 +272,9 @@ def _check_treespec(spec: Any, member: str) -> None:
         node = nodes.pop()
         if not isinstance(node, dict) or node.get("type") not in _TREESPEC_TYPES:
             what = node.get("type") if isinstance(node, dict) else type(node).__name__
-            raise Refused(f"{member}: tree spec node {what!r}: only tuples, lists and dicts (a defaultdict imports a module)")
+            raise Refused(
+                f"{member}: tree spec node {what!r}: only tuples, lists and dicts (a defaultdict imports a module)"
+            )
         children = node.get("children_spec", [])
         nodes.extend(children if isinstance(children, list) else [None])
 

@@ -160,12 +160,13 @@ class HttpBox:
         worker = threading.Thread(target=attempt, daemon=True)
         worker.start()
         worker.join(self.timeout)
+        late = worker.is_alive()  # decided before the shutdown below makes the worker fail on its own
         sock = conn.sock
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # ends a read the worker is still blocked in
         conn.close()
-        if worker.is_alive() or not outcome:
+        if late or not outcome:
             raise TimeoutError(f"no complete answer within {self.timeout:g} s")
         if "error" in outcome:
             raise outcome["error"]

@@ -221,6 +221,8 @@ class Report:
         ]
         for f in self.findings:
             p = "–" if f.probability is None else f"{100 * f.probability:.1f}%"
+            if f.probability is None and f.raw_probability is not None:
+                p = f"{100 * f.raw_probability:.1f}% raw"  # an uncalibrated metamodel's softmax
             acc = "–" if f.held_out_accuracy is None else f"{f.held_out_accuracy:.1f}%"
             if f.held_out_low is not None and f.held_out_high is not None:
                 acc += f" [{f.held_out_low:.1f}, {f.held_out_high:.1f}]"

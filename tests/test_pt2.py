@@ -93,7 +93,12 @@ def with_opaque_constant(members: dict[str, bytes], marker: Path) -> dict[str, b
     """An ``opaque_obj_0`` constant: torch reads it with a plain pickle.loads, whatever TORCH_FORCE_WEIGHTS_ONLY_LOAD says."""
 
     def add(doc):
-        doc["config"]["evil"] = {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True, "tensor_meta": None}
+        doc["config"]["evil"] = {
+            "path_name": "opaque_obj_0",
+            "is_param": False,
+            "use_pickle": True,
+            "tensor_meta": None,
+        }
 
     out = edit_json(members, "_constants_config.json", add)
     root = member(members, "archive_format").split("/")[0]
@@ -135,8 +140,12 @@ def test_malicious_archives_run_code_in_torch_and_nothing_in_kennen(honest, tmp_
     """Each payload is live (plain torch.export.load runs it, even weights-only forced); kennen refuses it, runs nothing."""
     (tmp_path / "evil_factory.py").write_text(f"{touch(tmp_path / 'marker_spec')}\nfactory = list\n")
     files = {
-        "marker_pickle": write(tmp_path / "pickle.pt2", with_opaque_constant(honest["static"], tmp_path / "marker_pickle")),
-        "marker_expr": write(tmp_path / "expr.pt2", with_expr(honest["dynamic"], expr_payload(tmp_path / "marker_expr"))),
+        "marker_pickle": write(
+            tmp_path / "pickle.pt2", with_opaque_constant(honest["static"], tmp_path / "marker_pickle")
+        ),
+        "marker_expr": write(
+            tmp_path / "expr.pt2", with_expr(honest["dynamic"], expr_payload(tmp_path / "marker_expr"))
+        ),
         "marker_spec": write(tmp_path / "spec.pt2", with_defaultdict_spec(honest["static"], "evil_factory")),
     }
     load_all = textwrap.dedent(
@@ -266,7 +275,8 @@ def test_garbage_truncated_and_ambiguous_files_are_one_line_errors(honest, tmp_p
 
 @pytest.mark.parametrize("dynamic", [False, True])
 def test_honest_exports_load_and_answer_like_the_module(tmp_path, monkeypatch, dynamic):
-    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # set by the user: must neither break nor weaken the load
+    # Set by the user: must neither break nor weaken the load.
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     net = small_net()
     box = load_target(str(save(net, tmp_path / "box.pt2", dynamic)))
     for batch in (2, 7, 1) if dynamic else (2,):

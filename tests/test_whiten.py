@@ -131,7 +131,10 @@ def test_whiten_saved_programs_beats_chance(world, tmp_path, capsys):
         rep = json.loads(out)
         assert rep["method"] == "kennen-o" and rep["queries"] == N_QUERIES  # kennen-io absent here: auto falls back
         assert [f["attribute"] for f in rep["attributes"]] == [a.key for a in ATTRIBUTES]
-        assert all(0 < f["probability"] <= 1 for f in rep["attributes"])
+        # this fixture's metamodel predates calibration: softmax only, every attribute answered, no OOD verdict
+        assert all(f["probability"] is None and 0 < f["raw_probability"] <= 1 for f in rep["attributes"])
+        assert all(f["answered"] for f in rep["attributes"]) and rep["calibration"] is None
+        assert rep["out_of_zoo"] is None
         results.append((rep, cfg))
     assert varied_accuracy(results) > CHANCE_VARIED + 20
 
@@ -180,7 +183,9 @@ def test_whiten_a_callable_and_label_only_boxes(world, tmp_path, monkeypatch, ca
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    code, out, err = run_cli(capsys, "whiten", "my_box:scores", "--models", str(world["models"]), "--json", "--trust-code")
+    code, out, err = run_cli(
+        capsys, "whiten", "my_box:scores", "--models", str(world["models"]), "--json", "--trust-code"
+    )
     assert code == 0, err
     assert json.loads(out)["queries"] == N_QUERIES
     code, out, err = run_cli(
@@ -384,7 +389,9 @@ def test_callables_that_break_on_import_or_exit_are_one_line_errors(world, tmp_p
         write_module(tmp_path, "kennen_t_syntax", "def f(:\n    pass\n"): "cannot import the callable (SyntaxError",
         write_module(tmp_path, "kennen_t_raises", "raise ValueError('no data here')\n"): "(ValueError: no data here)",
         write_module(tmp_path, "kennen_t_exits", "import sys\nsys.exit(0)\n"): "cannot import the callable (SystemExit",
-        write_module(tmp_path, "kennen_t_exit_call", "import sys\ndef f(x):\n    sys.exit(0)\n"): "exited (SystemExit: 0)",
+        write_module(
+            tmp_path, "kennen_t_exit_call", "import sys\ndef f(x):\n    sys.exit(0)\n"
+        ): "exited (SystemExit: 0)",
         write_module(tmp_path, "kennen_t_raise_exit", "def f(x):\n    raise SystemExit('bye')\n"): "exited (SystemExit",
     }
     for module, message in cases.items():
@@ -465,7 +472,9 @@ def test_the_timeout_bounds_each_whole_request():
     with Trickle(pause=0.2) as server:
         box = HttpBox(server.url, timeout=timeout, retries=retries, backoff=backoff)
         start = time.monotonic()
-        with pytest.raises(KennenError, match=r"no answer after 2 attempts \(TimeoutError: no complete answer within 0.5 s"):
+        with pytest.raises(
+            KennenError, match=r"no answer after 2 attempts \(TimeoutError: no complete answer within 0.5 s"
+        ):
             box(np.zeros((2, 1, 28, 28), dtype=np.float32))
         elapsed = time.monotonic() - start
     assert server.calls == 2
@@ -484,7 +493,9 @@ def test_a_budget_spent_on_a_failed_attempt_reports_the_servers_answer(world, ca
 
 def test_a_box_answering_nan_says_what_that_means(world, tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(tmp_path))
-    name = write_module(tmp_path, "kennen_t_nan", "import torch\ndef f(x):\n    return torch.full((len(x), 10), float('nan'))\n")
+    name = write_module(
+        tmp_path, "kennen_t_nan", "import torch\ndef f(x):\n    return torch.full((len(x), 10), float('nan'))\n"
+    )
     code, out, err = run_cli(capsys, "whiten", f"{name}:f", "--models", str(world["models"]), "--trust-code")
     assert one_line_error(code, out, err)
     assert "a diverged or broken model outputs NaN" in err and "prune stage drops" in err and "nothing to whiten" in err
