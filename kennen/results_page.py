@@ -76,6 +76,39 @@ points while the means moved by 1–2); call a difference only when the interval
 {chr(10).join(lines)}"""
 
 
+def calibration_section(kennen_o: dict[str, Any], kennen_i: dict[str, Any], kennen_io: dict[str, Any]) -> str:
+    """Calibration, abstention and out-of-zoo figures of the three metamodels (``kennen/metamodel/calibration.py``)."""
+    methods = {"kennen-o": kennen_o, "kennen-i": kennen_i, "kennen-io": kennen_io}
+    rows = []
+    for name, m in methods.items():
+        if "ece_after" not in m:
+            continue
+
+        def e(key: str, m=m) -> str:
+            return f"{m[key]:.3f} [{m.get(key + '_low', float('nan')):.3f}, {m.get(key + '_high', float('nan')):.3f}]"
+
+        rows.append([name, int(m.get("calibration.n_val", 0)), e("ece_before"), e("ece_after"),
+                     f"{m['abstain.min_confidence']:.2f}", m["abstain.coverage"], m["abstain.accuracy"],
+                     m["abstain.accuracy_all"], m["ood.test_rate"]])  # fmt: skip
+    if not rows:
+        return ""
+    table = _table(["method", "validation boxes", "ECE before", "ECE after", "min confidence", "answered (%)",
+                    "accuracy answered (%)", "accuracy all (%)", "R test boxes out of the zoo (%)"], rows)  # fmt: skip
+    return f"""## Calibration and abstention (ours)
+
+What `kennen whiten` prints as a probability. Fitted on a validation carve of the training boxes, evaluated
+on the R test boxes: expected calibration error over all 12 attributes' top answers (10 equal-width bins;
+95% bootstrap interval over test boxes), before and after calibration (kennen-o, kennen-io: a temperature per
+attribute; kennen-i: validation accuracy per attribute and label, its "before" is certainty). The default
+`--min-confidence` is the lowest threshold answering at >= 90% on validation; its share of answers given and
+their plain accuracy on the test boxes, against the accuracy of all answers. The last column: test boxes the
+out-of-zoo check flags (99th-percentile threshold, so about 1% is expected for boxes like the zoo's).
+Reliability diagrams: `reports/figures/<method>/reliability.png`; accuracy against coverage:
+`reports/plots/<method>/risk_coverage.csv` (DVC plots `reliability`, `abstention`).
+
+{table}"""
+
+
 def imagenet_section(probe: dict[str, Any], rows: list[dict[str, Any]], params: dict[str, Any]) -> str:
     """The family probe next to the paper's 90.4 / 94.8 (§7), labelled by mode."""
     pp = params["imagenet_probe"]
@@ -111,7 +144,11 @@ The paper: 90.4% with 100 queries, 94.8% with 1,000 (19 pretrained models, 10 fo
 {table}"""
 
 
-TRANSFER_METHODS = {"kennen_o": "kennen-o (prob)", "kennen_io": "kennen-io (prob)", "kennen_i": "kennen-i (top-1 label)"}
+TRANSFER_METHODS = {
+    "kennen_o": "kennen-o (prob)",
+    "kennen_io": "kennen-io (prob)",
+    "kennen_i": "kennen-i (top-1 label)",
+}
 
 
 def transfer_section(t: dict[str, Any], params: dict[str, Any]) -> str:
@@ -130,9 +167,25 @@ def transfer_section(t: dict[str, Any], params: dict[str, Any]) -> str:
                          t.get(f"{name}.box_acc_median"), label, ci(m, "acc.mean"), zoo, call])  # fmt: skip
             verdicts.append((name, key, m))
     table = _table(
-        ["regime", "boxes scored", "median box test acc.", "metamodel", "mean acc. [95% CI]", "in-zoo R split", "verdict"],
+        [
+            "regime",
+            "boxes scored",
+            "median box test acc.",
+            "metamodel",
+            "mean acc. [95% CI]",
+            "in-zoo R split",
+            "verdict",
+        ],
         rows,
     )
+    conf = _table(
+        ["regime", "metamodel", "flagged out of the zoo (%)", "answered (%)", "accuracy answered (%)",
+         "accuracy all (%)", "ECE"],
+        [[name, TRANSFER_METHODS[key], m.get("ood_rate", float("nan")), m.get("answered", float("nan")),
+          m.get("answered_acc", float("nan")), m.get("all_acc", float("nan")),
+          "–" if m.get("ece", float("nan")) != m.get("ece", float("nan")) else f"{m['ece']:.3f}"]
+         for name, key, m in verdicts if "all_acc" in m],
+    )  # fmt: skip
     keys = [k for k in REPORT_ORDER if k not in ("split", "ens")]
     per = _table(
         ["regime", "metamodel", *(BY_KEY[k].title for k in keys)],
@@ -154,7 +207,13 @@ verdict compares the interval with the in-zoo figure (the mean over the same 10 
 
 Per attribute (class-balanced accuracy, 95% interval):
 
-{per}"""
+{per}
+
+What whiten's confidence says on these boxes (issue 16): the share flagged as outside the zoo, the share of
+the ten answers given at each metamodel's default `--min-confidence`, the plain accuracy of the answers given
+and of all answers, and the ECE of the calibrated probabilities on the foreign boxes:
+
+{conf}"""
 
 
 def attack_section(attack: dict[str, Any]) -> str:
@@ -236,7 +295,9 @@ def render(
     for s in settings:
         headline = s["setting"] == kp["optimiser"]
         label = f"kennen-o, `{s['setting']}` optimiser" + (" (headline)" if headline else "")
-        rows.append([label, kp["output"], *(s[k] for k in REPORT_ORDER), ci(kennen_o, "acc.mean") if headline else s["mean"]])
+        rows.append(
+            [label, kp["output"], *(s[k] for k in REPORT_ORDER), ci(kennen_o, "acc.mean") if headline else s["mean"]]
+        )
     for r in sweeps.get("output", []):
         if r["output"] != kp["output"] and r["output"] in ("top10", "top1", "bottom1"):
             rows.append([f"kennen-o, `{kp['optimiser']}` optimiser", r["output"], *(r[k] for k in REPORT_ORDER),
@@ -246,7 +307,9 @@ def render(
     for t in kennen_i_targets:
         headline = t["target"] == ki["target"]
         label = f"kennen-i, {target_text[t['target']]}" + (" (headline)" if headline else "")
-        rows.append([label, "top1 label", *(t[k] for k in REPORT_ORDER), ci(kennen_i, "acc.mean") if headline else t["mean"]])
+        rows.append(
+            [label, "top1 label", *(t[k] for k in REPORT_ORDER), ci(kennen_i, "acc.mean") if headline else t["mean"]]
+        )
     rows.append(["kennen-io", "prob", *(kennen_io[f"acc.{k}"] for k in REPORT_ORDER), ci(kennen_io, "acc.mean")])
     for name in ("kennen-o prob", "kennen-o top10", "kennen-o top1", "kennen-i top1", "kennen-io prob"):
         rows.append(
@@ -372,6 +435,8 @@ method against its own R result. The accuracy columns are kennen-o's.
     }
 
 {uncertainty_section(kennen_o, kennen_i, kennen_io)}
+
+{calibration_section(kennen_o, kennen_i, kennen_io)}
 
 {transfer_section(transfer, params) if transfer else ""}
 

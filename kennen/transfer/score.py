@@ -20,7 +20,8 @@ Metric keys, flat: ``<regime>.<method>.acc.<attribute>``, ``.acc.mean`` and thei
 ``_low``/``_high`` bounds, ``.in_zoo_mean`` (the same ten attributes' mean on the
 zoo's R split, from the method's own metrics), ``.split.*``; per regime
 ``n_boxes``, ``n_scored``, ``box_acc_median``; and ``chance_mean`` over the ten.
-``<method>`` is the file name: ``kennen_o``, ``kennen_io``, ``kennen_i``.
+Per method and regime also ``ood_rate``, ``answered``, ``answered_acc``, ``all_acc`` and ``ece``
+(``confidence_metrics``). ``<method>`` is the file name: ``kennen_o``, ``kennen_io``, ``kennen_i``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 from kennen.attributes import ATTRIBUTES, BY_KEY, SPLITS, size_of_split
 from kennen.errors import KennenError
 from kennen.io import read_json
+from kennen.metamodel.calibration import ece
 from kennen.metamodel.metrics import balanced_accuracy
 from kennen.metamodel.uncertainty import bootstrap
 from kennen.whiten import FILES, BlackBox, Report, load_target, whiten
@@ -44,7 +46,7 @@ log = logging.getLogger("kennen.transfer")
 
 SCORABLE: tuple[str, ...] = tuple(a.key for a in ATTRIBUTES if a.key not in ("split", "ens"))
 OUTPUT_TYPES = {"kennen-o": "logprob", "kennen-io": "logprob", "kennen-i": "label"}
-PREDICTION_COLUMNS = ("regime", "box", "method", "attribute", "true", "predicted", "probability", "correct")
+PREDICTION_COLUMNS = ("regime", "box", "method", "attribute", "true", "predicted", "probability", "answered", "correct")
 _INDEX = {a.key: i for i, a in enumerate(ATTRIBUTES)}
 
 
@@ -74,7 +76,7 @@ def whiten_box(path: Path, method: str, models_dir: Path) -> Report:
 
 def predicted_labels(report: Report) -> np.ndarray:
     """The report's predicted label indices [12] in ATTRIBUTES order."""
-    found = {f.attribute: BY_KEY[f.attribute].labels.index(f.value) for f in report.findings}
+    found = {f.attribute: BY_KEY[f.attribute].labels.index(f.best_guess) for f in report.findings}  # answered or not
     return np.array([found[a.key] for a in ATTRIBUTES])
 
 
@@ -91,6 +93,29 @@ def method_metrics(y_true: np.ndarray, y_pred: np.ndarray, seed: int) -> dict[st
     implied = np.array([size.index(size_of_split(split.values[j])) for j in predicted])
     out["split.size_acc"] = round(balanced_accuracy(y_true[:, _INDEX["size"]], implied), 2)
     return out
+
+
+def confidence_metrics(reports: Sequence[Report], y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """What calibration and abstention do on foreign boxes (issue 16), over the ten scored attributes.
+
+    ``ood_rate``: % of boxes whiten flags as outside the zoo; ``answered``: % of answers given at the
+    metamodel's default ``--min-confidence``; ``answered_acc`` and ``all_acc``: plain accuracy (%) of
+    the answers given and of all answers; ``ece``: expected calibration error of the calibrated
+    probabilities (10 bins; NaN when the metamodel has none).
+    """
+    cols = [_INDEX[k] for k in SCORABLE]
+    ok = (y_true == y_pred)[:, cols]
+    found = [{f.attribute: f for f in rep.findings} for rep in reports]
+    answered = np.array([[fd[k].answered for k in SCORABLE] for fd in found])
+    prob = np.array([[np.nan if fd[k].probability is None else fd[k].probability for k in SCORABLE] for fd in found])
+    flagged = [rep.ood is not None and rep.ood.outside for rep in reports]
+    return {
+        "ood_rate": round(100.0 * float(np.mean(flagged)), 2),
+        "answered": round(100.0 * float(answered.mean()), 2),
+        "answered_acc": round(100.0 * float(ok[answered].mean()), 2) if answered.any() else float("nan"),
+        "all_acc": round(100.0 * float(ok.mean()), 2),
+        "ece": round(ece(prob, ok, 10), 4) if not np.isnan(prob).any() else float("nan"),
+    }
 
 
 def in_zoo_mean(metrics: Mapping[str, Any], source: str) -> float:
@@ -141,6 +166,7 @@ def score_boxes(
             y_pred = np.array([predicted_labels(rep) for rep in reports]).reshape(y_true.shape)
             if scored:
                 metrics |= {f"{key}.{k}": v for k, v in method_metrics(y_true, y_pred, seed).items()}
+                metrics |= {f"{key}.{k}": v for k, v in confidence_metrics(reports, y_true, y_pred).items()}
                 log.info("%s %s: mean %.2f over %d boxes (in the zoo: %.2f)",
                          regime, method, metrics[f"{key}.acc.mean"], len(scored), zoo_means[method])  # fmt: skip
             for r, rep, t, p in zip(scored, reports, y_true, y_pred, strict=True):
@@ -149,7 +175,8 @@ def score_boxes(
                     f = found[a.key]
                     predictions.append({
                         "regime": regime, "box": r["box"], "method": FILES[method], "attribute": a.key,
-                        "true": a.labels[t[i]], "predicted": f.value,
-                        "probability": "" if f.probability is None else f.probability, "correct": bool(t[i] == p[i]),
+                        "true": a.labels[t[i]], "predicted": f.best_guess,
+                        "probability": "" if f.probability is None else f.probability, "answered": f.answered,
+                        "correct": bool(t[i] == p[i]),
                     })  # fmt: skip
     return metrics, predictions
