@@ -265,3 +265,25 @@ def test_foreign_net_computes_the_zoo_template(structure):
             p.copy_(q)
         differs = structure[4] > 2 or structure[5] > 2
         assert differs == (not torch.allclose(relu(x), zoo(x), atol=1e-5))
+
+
+def test_confidence_metrics_on_a_handmade_case():
+    """Out-of-zoo rate, answered share and the accuracy with and without abstention over the ten scored attributes."""
+    from kennen.attributes import ATTRIBUTES
+    from kennen.transfer.score import SCORABLE, confidence_metrics
+    from kennen.whiten import Finding, OutOfZoo, Report
+
+    def report(answered: set[str], outside: bool) -> Report:
+        findings = [Finding(a.key, a.labels[0] if a.key in answered else "unknown", 0.8 if a.key in answered else 0.3,
+                            a.labels[0], a.key in answered, 0.9, 50.0) for a in ATTRIBUTES]  # fmt: skip
+        return Report("box", "kennen-o", "logprob", 10, findings, {}, 0.5, {}, OutOfZoo(outside, 2.0, 1.0, 0.99))
+
+    y_pred = np.zeros((2, len(ATTRIBUTES)), dtype=int)
+    y_true = y_pred.copy()
+    y_true[:, 0] = 1  # the first attribute (act) is wrong on both boxes
+    m = confidence_metrics([report({"act", "drop"}, True), report(set(), False)], y_true, y_pred)
+    assert m["ood_rate"] == 50.0
+    assert m["answered"] == pytest.approx(100 * 2 / (2 * len(SCORABLE)))
+    assert m["answered_acc"] == 50.0  # act wrong, drop right
+    assert m["all_acc"] == pytest.approx(100 * (1 - 2 / (2 * len(SCORABLE))))
+    assert 0 <= m["ece"] <= 1
