@@ -294,8 +294,8 @@ def run_split(
 
     trained = train(zoo, range(n), y[:n], torch.from_numpy(init), params, hidden, opt, seed, on_epoch, on_phase,
                     schedule)  # fmt: skip
-    feats = {part: flat(zoo.outputs(trained.queries, rows)) for part, rows in
-             (("train", list(range(n + n_val))), ("val", val), ("test", test))}  # fmt: skip
+    feats = {part: flat(zoo.outputs(trained.queries, rows)) if rows else torch.zeros(0, params.n_queries * 10)
+             for part, rows in (("train", list(range(n + n_val))), ("val", val), ("test", test))}  # fmt: skip
     return {
         "split": name,
         "seed": seed,
