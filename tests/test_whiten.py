@@ -201,7 +201,24 @@ def test_whiten_a_callable_and_label_only_boxes(world, tmp_path, monkeypatch, ca
     assert code == 2 and "needs scores" in err
 
 
-class Server:
+class _Local:
+    """A ThreadingHTTPServer on 127.0.0.1 (a free port), started and stopped by ``with``."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/predict"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Server(_Local):
     """A black box over HTTP on 127.0.0.1, with optional failures before it answers."""
 
     def __init__(self, net, fail_first: int = 0, delay: float = 0.0, shape_bug: bool = False, fail_status: int = 503):
@@ -231,17 +248,7 @@ class Server:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/predict"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 def test_whiten_over_http_with_retries(world, capsys):
@@ -432,7 +439,7 @@ def test_malformed_urls_are_one_line_errors(capsys, tmp_path):
         assert one_line_error(code, out, err) and "not a valid URL" in err, err
 
 
-class Trickle:
+class Trickle(_Local):
     """An HTTP server on 127.0.0.1 that answers one byte every ``pause`` seconds, status line included."""
 
     def __init__(self, pause: float = 0.2):
@@ -454,17 +461,7 @@ class Trickle:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/predict"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 def test_the_timeout_bounds_each_whole_request():
