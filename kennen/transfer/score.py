@@ -101,7 +101,7 @@ def confidence_metrics(reports: Sequence[Report], y_true: np.ndarray, y_pred: np
     ``ood_rate``: % of boxes whiten flags as outside the zoo; ``answered``: % of answers given at the
     metamodel's default ``--min-confidence``; ``answered_acc`` and ``all_acc``: plain accuracy (%) of
     the answers given and of all answers; ``ece``: expected calibration error of the calibrated
-    probabilities (10 bins; NaN when the metamodel has none).
+    probabilities (10 bins). A figure that does not exist (nothing answered, no calibration) is left out.
     """
     cols = [_INDEX[k] for k in SCORABLE]
     ok = (y_true == y_pred)[:, cols]
@@ -109,13 +109,16 @@ def confidence_metrics(reports: Sequence[Report], y_true: np.ndarray, y_pred: np
     answered = np.array([[fd[k].answered for k in SCORABLE] for fd in found])
     prob = np.array([[np.nan if fd[k].probability is None else fd[k].probability for k in SCORABLE] for fd in found])
     flagged = [rep.ood is not None and rep.ood.outside for rep in reports]
-    return {
+    out = {
         "ood_rate": round(100.0 * float(np.mean(flagged)), 2),
         "answered": round(100.0 * float(answered.mean()), 2),
         "answered_acc": round(100.0 * float(ok[answered].mean()), 2) if answered.any() else float("nan"),
         "all_acc": round(100.0 * float(ok.mean()), 2),
         "ece": round(ece(prob, ok, 10), 4) if not np.isnan(prob).any() else float("nan"),
     }
+    return {
+        k: v for k, v in out.items() if v == v
+    }  # nothing answered or nothing calibrated: no figure (JSON has no NaN)
 
 
 def in_zoo_mean(metrics: Mapping[str, Any], source: str) -> float:
