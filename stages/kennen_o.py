@@ -35,7 +35,7 @@ from kennen.config import base_seed, load_params, section
 from kennen.io import write_json
 from kennen.metamodel.artifact import data_digest, save_metamodel, zoo_provenance
 from kennen.metamodel.calibration import Calibrated, CalibrationParams, calibrate_scores
-from kennen.metamodel.kennen_o import METAMODEL_OFFSET, Curve, KennenOParams, features, targets
+from kennen.metamodel.kennen_o import METAMODEL_OFFSET, Curve, KennenOParams, configs, features, targets
 from kennen.metamodel.report import plot_reliability, write_confusions, write_table
 from kennen.metamodel.runs import evaluate_runs, seed_metrics, stage_runs, write_predictions
 from kennen.queries import load_outputs, read_boxes
@@ -64,7 +64,8 @@ def calibrate(kp: KennenOParams, cp: CalibrationParams, outputs, boxes, split, m
     """The headline's calibration on its early-stopping carve (none without a carve: temperatures 1)."""
     x, y = features(outputs, kp.n_queries, kp.output), targets(boxes).numpy()
     train, test = split["train"], split["test"]
-    rows = kp.early_stop.carve(len(train), seed + METAMODEL_OFFSET)  # the carve the headline (replica 0) held out
+    # the carve the headline (replica 0) held out, whole configurations
+    rows = kp.early_stop.carve(len(train), seed + METAMODEL_OFFSET, configs(boxes, train))
     val = [train[i] for i in rows[1].tolist()] if rows is not None else []
     return calibrate_scores(model, (x[val], y[val]), (x[test], y[test]), x[train], cp, seed, "kennen-o")
 

@@ -90,6 +90,26 @@ def test_carve_is_seeded_disjoint_and_complete():
     assert fit == sorted(fit) and val == sorted(val)
 
 
+def test_grouped_carve_holds_out_whole_configurations():
+    """No validation box may share its configuration (seeds, ensembles) with a fitting box."""
+    ids = list(range(100, 160))
+    groups = [f"c{i // 4}" if i < 140 else f"s{i}" for i in ids]  # 10 configurations of 4 boxes, 20 single ones
+    fit, val = cal.carve(ids, 0.25, seed=3, groups=groups)
+    assert sorted(fit + val) == ids and 15 <= len(val) <= 18  # whole groups: at most one group past 15
+    by_id = dict(zip(ids, groups, strict=True))
+    assert not {by_id[i] for i in fit} & {by_id[i] for i in val}
+    assert cal.carve(ids, 0.25, seed=3, groups=groups) == (fit, val) and fit == sorted(fit) and val == sorted(val)
+    assert cal.carve(ids, 0.25, seed=4, groups=groups) != (fit, val)
+
+
+def test_grouped_carve_leaves_something_to_fit_and_singletons_match_the_plain_carve():
+    fit, val = cal.carve(list(range(6)), 0.9, seed=0, groups=["a"] * 5 + ["b"])
+    assert fit and sorted(fit + val) == list(range(6))  # the group of 5 with "b" would leave nothing to fit
+    assert cal.carve_rows(30, 6, 5) == cal.carve_rows(30, 6, 5, groups=list(range(30)))  # one row a group
+    with pytest.raises(ValueError, match="group keys"):
+        cal.carve_rows(3, 1, 0, groups=["a"])
+
+
 def test_calibrate_scores_lowers_the_ece_of_an_overconfident_metamodel():
     """A metamodel whose heads are the true logits scaled 4x: calibration on validation boxes undoes the 4."""
     torch.manual_seed(0)

@@ -101,6 +101,9 @@ def test_carve_splits_the_training_rows_only():
     assert sorted(fit_rows.tolist() + val_rows.tolist()) == list(range(40))
     assert torch.equal(val_rows, EarlyStop(0.25, min_val=5).carve(40, seed=3)[1])  # seeded
     assert EarlyStop(0.25, min_val=11).carve(40, seed=3) is None
+    groups = [i // 5 for i in range(40)]  # 8 configurations of 5 boxes: two of them held out
+    fit_rows, val_rows = EarlyStop(0.25, min_val=5).carve(40, seed=3, groups=groups)
+    assert len(val_rows) == 10 and not {groups[i] for i in fit_rows.tolist()} & {groups[i] for i in val_rows.tolist()}
 
 
 def test_early_stopping_restores_the_best_epoch_and_trains_every_parameter():

@@ -63,7 +63,17 @@ from kennen.config import require
 from kennen.data import STD
 from kennen.metamodel.calibration import carve
 from kennen.metamodel.crafted import BoxZoo, QueryStep, ZooSource, to_pixels
-from kennen.metamodel.kennen_o import KennenO, Optimiser, accuracies, loss_fn, new_model, predict, targets, train_epochs
+from kennen.metamodel.kennen_o import (
+    KennenO,
+    Optimiser,
+    accuracies,
+    configs,
+    loss_fn,
+    new_model,
+    predict,
+    targets,
+    train_epochs,
+)
 from kennen.metamodel.sweep import extrapolation_keys, extrapolation_row
 from kennen.metamodel.uncertainty import bootstrap, paired_difference, resampled_point, seed_interval
 
@@ -275,7 +285,7 @@ def run_split(
     torch.set_num_threads(1)  # the same arithmetic on every executor (in-process, process pool, Dask)
     fit_ids, val_ids = splits[name]["train"], []
     if val_fraction > 0:  # held out of everything kennen-io trains, for calibration (calibration.py)
-        fit_ids, val_ids = carve(list(fit_ids), val_fraction, seed + CARVE_SEED)
+        fit_ids, val_ids = carve(list(fit_ids), val_fraction, seed + CARVE_SEED, configs(source.boxes, fit_ids))
     test_ids = splits[name]["test"]
     ids = [*fit_ids, *val_ids, *test_ids]
     zoo = source.load(ids)

@@ -23,6 +23,7 @@ Many trainings at once (seeds, settings, sweep points) run in parallel through
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from torch import nn
 from kennen.attributes import ATTRIBUTES, Attribute
 from kennen.config import require
 from kennen.errors import KennenError
+from kennen.metamodel.calibration import carve_rows
 from kennen.metamodel.encode import OUTPUT_TYPES, encode
 from kennen.metamodel.metrics import balanced_accuracy
 
@@ -86,13 +88,16 @@ class EarlyStop:
         require(self.patience >= 1, f"{where}.patience", f"must be at least 1, got {self.patience}")
         require(self.min_val >= 1, f"{where}.min_val", f"must be at least 1, got {self.min_val}")
 
-    def carve(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(fitting rows, validation rows) of ``n`` training rows, both sorted; None when no carve is made."""
+    def carve(self, n: int, seed: int, groups: Sequence[Any] | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(fitting rows, validation rows) of ``n`` training rows, both sorted; None when no carve is made.
+
+        ``groups``: the rows' configurations, held out whole (``calibration.carve_rows``).
+        """
         n_val = round(self.val_fraction * n)
         if n_val < self.min_val or n - n_val < 1:
             return None
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + CARVE_OFFSET))
-        return order[n_val:].sort().values, order[:n_val].sort().values
+        fit_rows, val_rows = carve_rows(n, n_val, seed + CARVE_OFFSET, groups)
+        return torch.tensor(fit_rows, dtype=torch.long), torch.tensor(val_rows, dtype=torch.long)
 
 
 class KennenO(nn.Module):
@@ -114,6 +119,11 @@ class KennenO(nn.Module):
 def targets(boxes: list[dict[str, Any]]) -> torch.Tensor:
     """Label indices [N, 12] in ATTRIBUTES order."""
     return torch.tensor([[a.index(b[a.key]) for a in ATTRIBUTES] for b in boxes], dtype=torch.long)
+
+
+def configs(boxes: list[dict[str, Any]], ids: Sequence[int]) -> tuple[Any, ...]:
+    """The configuration of each box in ``ids``: the groups a validation carve holds out whole."""
+    return tuple(boxes[i]["config"] for i in ids)
 
 
 def loss_fn(logits: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
@@ -163,9 +173,11 @@ def fit(
     seed: int,
     on_epoch=None,
     stop: EarlyStop | None = None,
+    groups: Sequence[Any] | None = None,
 ) -> KennenO:
-    """Train kennen-o on features ``x`` [N, D] and labels ``y`` [N, 12] (early stopping with ``stop``)."""
-    return fit_curve(x, y, hidden, opt, seed, on_epoch, stop)[0]
+    """Train kennen-o on features ``x`` [N, D] and labels ``y`` [N, 12] (early stopping with ``stop``, its carve
+    holding out whole ``groups``: the rows' configurations)."""
+    return fit_curve(x, y, hidden, opt, seed, on_epoch, stop, groups)[0]
 
 
 @dataclass
@@ -192,6 +204,7 @@ def fit_curve(
     seed: int,
     on_epoch=None,
     stop: EarlyStop | None = None,
+    groups: Sequence[Any] | None = None,
 ) -> tuple[KennenO, Curve]:
     """``fit`` that also returns the training curve.
 
@@ -205,7 +218,7 @@ def fit_curve(
         if on_epoch is not None:
             on_epoch(epoch, loss)
 
-    rows = stop.carve(len(x), seed) if stop is not None else None
+    rows = stop.carve(len(x), seed, groups) if stop is not None else None
     shuffle = torch.Generator().manual_seed(seed)
     if rows is None:
         curve.n_fit = len(x)
@@ -304,7 +317,8 @@ def train_and_evaluate(
     train, test = train_ids(split, n_train, seed), split["test"]
     x = features(outputs, n_queries, output)
     y = targets(boxes)
-    model, curve = fit_curve(x[train], y[train], hidden, opt, seed + METAMODEL_OFFSET, on_epoch, stop)
+    groups = configs(boxes, train)
+    model, curve = fit_curve(x[train], y[train], hidden, opt, seed + METAMODEL_OFFSET, on_epoch, stop, groups)
     y_true, y_pred = y[test].numpy(), predict(model, x[test])
     return Result(model, y_true, y_pred, accuracies(y_true, y_pred), curve, tuple(test))
 

@@ -34,6 +34,7 @@ from kennen.metamodel.kennen_o import (
     Optimiser,
     Result,
     accuracies,
+    configs,
     features,
     fit_curve,
     predict,
@@ -63,6 +64,7 @@ class Job:
     seed: int  # the model seed (initialisation, batch order, carve)
     stop: EarlyStop | None = None
     keep_model: bool = False
+    groups: tuple | None = None  # the training rows' configurations: the carve holds them out whole
 
     @property
     def cost(self) -> float:
@@ -80,7 +82,7 @@ def run_job(job: Job, threads: int | None = 1) -> dict[str, Any]:
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        model, curve = fit_curve(job.x, job.y, job.hidden, job.opt, job.seed, stop=job.stop)
+        model, curve = fit_curve(job.x, job.y, job.hidden, job.opt, job.seed, stop=job.stop, groups=job.groups)
         state = model.state_dict() if job.keep_model else None
         return {"y_pred": predict(model, job.x_test), "state": state, "curve": curve}
     finally:
@@ -161,7 +163,8 @@ def evaluate_runs(
         train = train_ids(r.split, r.n_train, seed)
         model_seed = seed + METAMODEL_OFFSET + REPLICA_STRIDE * r.replica
         job_stop = stop if r.early_stop else None
-        jobs.append(Job(x[train], y[train], x[r.split["test"]], hidden, r.opt, model_seed, job_stop, r.keep_model))
+        jobs.append(Job(x[train], y[train], x[r.split["test"]], hidden, r.opt, model_seed, job_stop, r.keep_model,
+                        configs(boxes, train)))  # fmt: skip
     results = []
     for r, job, out in zip(runs, jobs, run_jobs(jobs, max_workers), strict=True):
         model = None
