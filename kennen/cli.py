@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from kennen.defences import Defence, parse_defence
 from kennen.errors import KennenError
 from kennen.whiten import METHODS, OUTPUT_TYPES, load_target, whiten
 
@@ -51,6 +52,23 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text!r}")
+    return value
+
+
+def _defence(text: str) -> Defence:
+    try:
+        return parse_defence(text, "defence")
+    except KennenError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("defence: ")) from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kennen", description="Reverse-engineer black-box MNIST classifiers.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -77,6 +95,12 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--trust-code", action="store_true",
                    help="allow a TorchScript file or a module:callable: their author's code runs here "
                    "(a .pt2 is inspected and an HTTP target runs nothing: neither needs it)")  # fmt: skip
+    w.add_argument("--min-confidence", type=_probability, default=None,
+                   help="answer 'unknown' below this calibrated probability (default: the metamodel's, chosen on "
+                   "validation)")  # fmt: skip
+    w.add_argument("--defence", type=_defence, default=None, metavar="NAME[:VALUE]",
+                   help="apply an output defence to the target's scores first, e.g. round:2, topk:3, label, noise:0.05, "
+                   "temperature:5, reverse_sigmoid:0.3, misinformation:0.9: what would that deployment give away?")  # fmt: skip
     w.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 
@@ -97,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             args.max_queries,
             args.input_scale,
             args.batch_size,
+            args.min_confidence,
+            args.defence,
         )
     except KennenError as e:
         print(f"error: {e}", file=sys.stderr)

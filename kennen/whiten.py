@@ -33,6 +33,7 @@ import torch
 
 from kennen.attributes import ATTRIBUTES
 from kennen.data import MEAN, STD
+from kennen.defences import Defence, as_log, parse_defence, probabilities
 from kennen.errors import KennenError
 from kennen.metamodel.artifact import load_metamodel
 from kennen.metamodel.calibration import nn_distance, one_hot, standardise
@@ -186,6 +187,7 @@ class Report:
     calibration: dict[str, Any] = field(default_factory=dict)  # the metamodel's (empty: uncalibrated)
     ood: OutOfZoo | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    defence: str | None = None  # the output defence applied to the answers before the metamodel read them
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -194,6 +196,7 @@ class Report:
             "output_type": self.output_type,
             "queries": self.queries,
             "min_confidence": self.min_confidence,
+            "defence": self.defence,
             "calibration": self.calibration or None,
             "out_of_zoo": None if self.ood is None else self.ood.__dict__,
             "zoo": self.zoo,
@@ -216,6 +219,7 @@ class Report:
             f"trained on the zoo: {zoo}",
             calibration,
             self.ood.line() if self.ood is not None else "out of the zoo: no reference in this metamodel",
+            *([_DEFENDED.format(self.defence)] if self.defence else []),
             "",
             f"{'attribute':<10} {'answer':<12} {'probability':>11} {'held-out acc. [95% CI]':>24}  best guess",
         ]
@@ -229,6 +233,12 @@ class Report:
             guess = "" if f.answered else f.best_guess
             lines.append(f"{f.attribute:<10} {f.value:<12} {p:>11} {acc:>24}  {guess}".rstrip())
         return "\n".join(lines)
+
+
+_DEFENDED = (
+    "answers defended with {} before the metamodel read them: a non-adaptive attacker, whose metamodel and "
+    "calibration saw only undefended outputs (an attacker who adapts: reports/metrics/defences.json)"
+)
 
 
 def _out_of_zoo(mm: Metamodel, features: np.ndarray) -> OutOfZoo | None:
@@ -249,11 +259,15 @@ def whiten(
     input_scale: str = "normalised",
     batch_size: int = 100,
     min_confidence: float | None = None,
+    defence: Defence | str | None = None,
 ) -> Report:
     """Query ``box`` with the chosen metamodel's images and predict the 12 attributes.
 
     An attribute whose calibrated probability is below ``min_confidence`` (None: the threshold the
-    metamodel chose on validation) is answered "unknown".
+    metamodel chose on validation) is answered "unknown". ``defence`` (``NAME:VALUE``, see
+    ``kennen.defences``) is applied to the box's scores before the metamodel reads them, as a
+    deployment would apply it: what would that setting still give away? Randomised defences draw
+    from a generator seeded with 0, so a report can be repeated.
     """
     if output_type not in OUTPUT_TYPES:
         raise KennenError(f"--output-type: expected one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
@@ -261,6 +275,10 @@ def whiten(
         raise KennenError(f"--method: expected one of {', '.join(METHODS)}, got {method!r}")
     if min_confidence is not None and not 0 <= min_confidence <= 1:
         raise KennenError(f"--min-confidence: must be in [0, 1], got {min_confidence}")
+    if isinstance(defence, str):
+        defence = parse_defence(defence)
+    if defence is not None and output_type not in SCORE_TYPES:
+        raise KennenError(f"--defence: {defence} acts on scores (--output-type prob or logprob), not on {output_type}")
     mm = choose(output_type, method, models_dir, max_queries)
     threshold = mm.min_confidence if min_confidence is None else min_confidence
     budget = Budget(max_queries)
@@ -275,6 +293,8 @@ def whiten(
             budget.spend(len(chunk))
         answers.append(parse_answers(box(chunk), output_type, len(chunk), target))
     answers_all = np.concatenate(answers)
+    if defence is not None:  # [Q, 10] log-probabilities -> defended answers, read as the defences stage reads them
+        answers_all = as_log(defence.apply(probabilities(answers_all), defence.seed(0, 0)))
     held = mm.held_out
     rows = []  # (attribute, index of the best value, calibrated probability or None, raw probability or None)
     if mm.method == "kennen-i":
@@ -309,4 +329,4 @@ def whiten(
     calibration = mm.meta.get("calibration", {}) if mm.calibrated else {}
     provenance = mm.meta.get("provenance", {}) | {"metamodel": str(models_dir / FILES[mm.method])}
     return Report(target, mm.method, output_type, budget.sent, findings, mm.meta.get("zoo", {}), threshold,
-                  calibration, _out_of_zoo(mm, features), provenance)  # fmt: skip
+                  calibration, _out_of_zoo(mm, features), provenance, None if defence is None else str(defence))  # fmt: skip

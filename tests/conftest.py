@@ -47,6 +47,18 @@ TINY = {
         "query_boxes": 4,
         "step": {"batch": 4},
     },
+    "defences": {
+        "settings": [
+            "round:1",
+            "topk:1",
+            "label",
+            "noise:0.1",
+            "temperature:5",
+            "reverse_sigmoid:1.0",
+            "misinformation:0.9",
+        ],
+        "whitebox_iter": 5,
+    },
     "imagenet_probe": {
         "families": {"squeezenet": ["squeezenet1_0", "squeezenet1_1"], "resnet": ["resnet18", "resnet34"]},
         "n_queries": [5, 20],

@@ -138,3 +138,48 @@ def test_kennen_o_stage_calibrates_and_whiten_uses_it(tiny_zoo):
 
     far = whiten(strange_box, "strange box", "logprob", "kennen-o", models)
     assert far.ood.outside and "OUT OF THE ZOO" in far.table()
+
+
+def test_defences_stage_writes_every_setting_both_attackers_and_the_ladder(tiny_zoo, monkeypatch):
+    """The ``defences`` stage on the tiny zoo: utility, non-adaptive and adaptive kennen-o with intervals per
+    setting, the white-box and kennen-i rows, the plot data and the figure."""
+    from kennen.metamodel.ladder import DefencesParams
+
+    monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
+    assert _run_stage(tiny_zoo, "kennen_i") == 0
+    assert _run_stage(tiny_zoo, "defences") == 0
+    m = json.loads((tiny_zoo / "reports/metrics/defences.json").read_text())
+    listed = yaml.safe_load((tiny_zoo / "params.yaml").read_text())["defences"]["settings"]
+    assert list(m["settings"]) == ["none", *[str(d) for d in DefencesParams(tuple(listed)).defences()[1:]]]
+    assert m["n_settings"] == len(listed) + 1 and m["n_test"] == len(
+        json.loads((tiny_zoo / "data/splits/r.json").read_text())["test"]
+    )
+    for name, s in m["settings"].items():
+        assert {"agreement", "acc_change", "kl"} == set(s["utility"]), name
+        for attacker in ("nonadaptive", "adaptive"):
+            a = s[attacker]
+            assert a["mean_low"] <= a["mean"] <= a["mean_high"] and set(KEYS) <= set(a), (name, attacker)
+    clean = m["settings"]["none"]
+    assert clean["utility"] == {"agreement": 100.0, "acc_change": 0.0, "kl": 0.0}
+    assert clean["adaptive"] == clean["nonadaptive"]  # no defence: one attacker
+    assert m["settings"]["label"]["utility"]["agreement"] == 100.0  # the label is the box's own
+    assert m["settings"]["topk:1"]["utility"]["agreement"] == 100.0
+    kennen_i = json.loads((tiny_zoo / "reports/metrics/kennen_i.json").read_text())
+    assert m["label_kennen_i"]["mean"] == kennen_i["acc.mean"]
+    assert m["whitebox"]["mean_low"] <= m["whitebox"]["mean"] <= m["whitebox"]["mean_high"]
+    rows = read_csv(tiny_zoo / "reports/plots/defences/privacy_utility.csv")
+    assert [r["setting"] for r in rows] == list(m["settings"])
+    attrs = read_csv(tiny_zoo / "reports/plots/defences/attributes.csv")
+    assert {(r["setting"], r["attacker"]) for r in attrs} >= {("weights", "white-box"), ("label", "kennen-i")}
+    assert (tiny_zoo / "reports/figures/defences/privacy_utility.png").stat().st_size > 1000
+
+
+def test_defences_stage_rejects_bad_settings_in_one_line(tiny_zoo, tmp_path, capsys):
+    params = yaml.safe_load((tiny_zoo / "params.yaml").read_text())
+    for bad, key in ((["topk:11"], "defences.settings[0]"), (["smooth"], "defences.settings[0]"),
+                     (["label", "label"], "defences.settings[1]"), ([], "defences.settings")):  # fmt: skip
+        params["defences"]["settings"] = bad
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        assert _run_stage(tiny_zoo, "defences", "--params", str(tmp_path / "params.yaml")) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and key in err, err

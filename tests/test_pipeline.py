@@ -36,6 +36,7 @@ METAMODEL_STAGES = (
     "kennen_o_sweep@extrapolation",
     "kennen_i",
     "kennen_io",
+    "defences",
     "imagenet_zoo",
     "imagenet_probe",
     "imagenet_attack",
@@ -73,6 +74,8 @@ def test_repro_builds_the_zoo_and_is_idempotent(pipeline_copy):
     for sweep in ("n_train", "n_queries", "output", "extrapolation"):
         assert (pipeline_copy / f"reports/figures/kennen_o/sweep_{sweep}.png").is_file()
     check_crafted(pipeline_copy, kennen_o)
+    defences = json.loads((pipeline_copy / "reports/metrics/defences.json").read_text())
+    assert len(defences["settings"]) == 8 and "whitebox" in defences and "Output defences" in page
 
     assert "Data and pipelines are up to date" in dvc(pipeline_copy, "status").stdout
     assert ran(dvc(pipeline_copy, "repro").stdout) == set()

@@ -161,6 +161,49 @@ def test_whiten_table_output_and_query_budget(world, tmp_path, capsys):
     assert code == 2 and "label needs [12]" in err  # the model answers scores, not labels: a clear error
 
 
+def test_min_confidence_and_a_defence_from_the_command_line(world, tmp_path, capsys):
+    """``--min-confidence`` reaches whiten; ``--defence`` changes what the metamodel reads, exactly as the stage's."""
+    from kennen.defences import as_log, parse_defence, probabilities
+    from kennen.whiten import whiten
+
+    cfg, net = world["fresh"][1]
+    path = tmp_path / "box.pt2"
+    export(net, path)
+    base = ("whiten", str(path), "--models", str(world["models"]), "--output-type", "logprob", "--json")
+    code, out, err = run_cli(capsys, *base, "--min-confidence", "0.9")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["min_confidence"] == 0.9 and rep["defence"] is None
+    # this fixture's metamodel is uncalibrated: its softmax (rounded to 4 decimals here) is the confidence
+    assert all(f["answered"] == (f["raw_probability"] >= 0.9) for f in rep["attributes"]
+               if abs(f["raw_probability"] - 0.9) > 1e-4)  # fmt: skip
+    assert not any(f["answered"] for f in json.loads(run_cli(capsys, *base, "--min-confidence", "1.0")[1])["attributes"]
+                   if f["raw_probability"] < 0.9999)  # fmt: skip
+
+    def answers(images):
+        with torch.no_grad():
+            return torch.log_softmax(net(torch.from_numpy(images)), 1).numpy()
+
+    for text in ("round:1", "label", "noise:0.2"):
+        code, out, err = run_cli(capsys, *base, "--defence", text)
+        assert code == 0, err
+        rep = json.loads(out)
+        assert rep["defence"] == text
+        d = parse_defence(text)
+        # the same box, defended by hand with the stage's functions, then whitened without a defence
+        by_hand = whiten(lambda x, d=d: as_log(d.apply(probabilities(answers(x)), d.seed(0, 0))), "h", "logprob",
+                         "kennen-o", world["models"])  # fmt: skip
+        got = [f["raw_probability"] for f in rep["attributes"]]
+        assert got == pytest.approx([f.raw_probability for f in by_hand.findings], abs=2e-3)  # eager vs exported
+    clean = json.loads(run_cli(capsys, *base)[1])
+    assert [f["raw_probability"] for f in rep["attributes"]] != [f["raw_probability"] for f in clean["attributes"]]
+    code, out, _ = run_cli(capsys, *base[:-1], "--defence", "topk:2")
+    assert code == 0 and "answers defended with topk:2" in out
+    code, out, err = run_cli(capsys, "whiten", str(path), "--models", str(world["models"]), "--output-type", "label",
+                             "--defence", "label")  # fmt: skip
+    assert one_line_error(code, out, err) and "--defence: label acts on scores" in err
+
+
 def test_whiten_a_callable_and_label_only_boxes(world, tmp_path, monkeypatch, capsys):
     cfg, net = world["fresh"][3]
     torch.save(net.state_dict(), tmp_path / "weights.pt")
@@ -416,6 +459,11 @@ def test_callables_that_break_on_import_or_exit_are_one_line_errors(world, tmp_p
         ["whiten", "box.pt2", "--timeout", "soon"],
         ["whiten", "box.pt2", "--max-queries", "many"],
         ["whiten", "box.pt2", "--output-type", "logits"],
+        ["whiten", "box.pt2", "--min-confidence", "1.5"],
+        ["whiten", "box.pt2", "--min-confidence", "nan"],
+        ["whiten", "box.pt2", "--defence", "smooth:1"],
+        ["whiten", "box.pt2", "--defence", "topk:11"],
+        ["whiten", "box.pt2", "--defence", "noise"],
         ["whiten", "box.pt2", "--no-such-option"],
         ["whiten"],
         ["unwhiten"],

@@ -102,3 +102,30 @@ def plot_reliability(rows: list[dict], figure: Path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, figure)
+
+
+def plot_privacy_utility(rows: list[dict], figure: Path, whitebox: float, chance: float) -> None:
+    """Mean attribute accuracy against top-1 agreement: a curve per defence, adaptive (solid) and not (dashed)."""
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    by_defence: dict[str, list[dict]] = {}
+    for r in rows:
+        by_defence.setdefault(r["defence"], []).append(r)
+    none = by_defence.pop("none", [])
+    for i, (name, rs) in enumerate(by_defence.items()):
+        color = f"C{i % 10}"
+        xs = [r["agreement"] for r in rs]
+        ax.plot(xs, [r["adaptive"] for r in rs], "o-", color=color, label=f"{name} (adaptive)")
+        ax.plot(xs, [r["nonadaptive"] for r in rs], "x--", color=color, alpha=0.7)
+    for r in none:
+        ax.plot([r["agreement"]], [r["adaptive"]], "k*", markersize=12, label="no defence")
+    ax.axhline(whitebox, color="k", lw=1, ls="-.", label="white box (weights)")
+    ax.axhline(chance, color="grey", lw=1, ls=":", label="chance")
+    ax.set(
+        xlabel="top-1 agreement with the undefended box (%)",
+        ylabel="kennen-o mean attribute accuracy (%)",
+        title="What a defended output still gives away (dashed: non-adaptive attacker)",
+        ylim=(0, 100),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    save_figure(fig, figure)

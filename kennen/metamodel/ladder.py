@@ -1,0 +1,223 @@
+"""What each kind of access gives away: kennen-o under output defences, and a white-box baseline (``defences`` stage).
+
+Every setting of ``params.yaml: defences.settings`` (:mod:`kennen.defences`) is applied
+to the stored outputs of every black box (no zoo retraining), then:
+
+- **utility** on the defended box itself, over all stored queries (``queries.n_max``
+  MNIST test images): top-1 agreement with the undefended box, change of top-1
+  accuracy, mean KL divergence (:func:`kennen.defences.utility`);
+- **non-adaptive attacker**: kennen-o trained on the R split's clean outputs (the
+  ``none`` setting), tested on the defended outputs of the test boxes;
+- **adaptive attacker**: kennen-o trained and tested on the defended outputs (the
+  attacker queries the defended training boxes as it queries the target).
+
+Both attackers use the headline kennen-o settings (``kennen_o``: queries, width,
+optimiser, early stopping) and the headline seed. Accuracies are class-balanced with
+95% bootstrap intervals over the test boxes (``runs.scored``). **Deviation:** the
+clean baseline here reads the softmax of the stored outputs (:func:`kennen.defences.probabilities`),
+which differs from the ``kennen_o`` stage's input for ensembles only (the mean of
+log-probabilities, renormalised), so its ``none`` row is this stage's own baseline and
+not a copy of kennen-o's headline.
+
+Cost: the non-adaptive attacker is one training whose test inputs are every setting's
+test boxes at once; the adaptive attacker is one training per setting; all run in
+parallel as ``kennen.parallel`` tasks, each on one thread (the budget in the README).
+The white-box rung is :mod:`kennen.metamodel.weights`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from kennen.attributes import ATTRIBUTES, KEYS
+from kennen.config import require
+from kennen.defences import Defence, as_log, defend, parse_defence, probabilities, utility
+from kennen.errors import KennenError
+from kennen.metamodel.kennen_o import METAMODEL_OFFSET, KennenOParams, configs, features, targets
+from kennen.metamodel.runs import Job, run_jobs, scored
+
+NONE = Defence("none")
+
+
+@dataclass(frozen=True)
+class DefencesParams:
+    """``defences`` section of params.yaml.
+
+    ``settings``: ``NAME`` or ``NAME:VALUE`` strings (:mod:`kennen.defences`), each defence's
+    settings listed weakest first: the last one of a defence is its "strongest" on the
+    results page. ``none`` is always evaluated (the baseline) and need not be listed.
+    """
+
+    settings: tuple[str, ...]
+    whitebox_iter: int = 200  # boosting iterations per attribute of the white-box metamodel
+
+    def check(self, where: str) -> None:
+        require(len(self.settings) >= 1, f"{where}.settings", "must list at least one defence")
+        seen: dict[str, int] = {}
+        for i, text in enumerate(self.settings):
+            d = parse_defence(text, f"{where}.settings[{i}]")
+            require(str(d) not in seen, f"{where}.settings[{i}]", f"{d} is listed twice (also at [{seen.get(str(d))}])")
+            seen[str(d)] = i
+        require(self.whitebox_iter >= 1, f"{where}.whitebox_iter", f"must be at least 1, got {self.whitebox_iter}")
+
+    def defences(self) -> list[Defence]:
+        """``none`` first, then the listed settings in order."""
+        listed = [parse_defence(t) for t in self.settings]
+        return [NONE, *(d for d in listed if d != NONE)]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One defence setting's results."""
+
+    defence: Defence
+    utility: dict[str, float]
+    nonadaptive: dict[str, float]  # runs.scored metrics
+    adaptive: dict[str, float]
+    y_pred_nonadaptive: np.ndarray
+    y_pred_adaptive: np.ndarray
+
+
+def evaluate(
+    defences: list[Defence],
+    kp: KennenOParams,
+    outputs: np.ndarray,
+    boxes: list[dict[str, Any]],
+    split: dict[str, list[int]],
+    labels: np.ndarray,
+    seed: int,
+    max_workers: int | None = None,
+) -> tuple[np.ndarray, list[Setting]]:
+    """(y_true of the test boxes, one Setting per defence); ``defences[0]`` must be ``none``.
+
+    Args:
+        outputs: stored log-probabilities [N_boxes, Q_max, 10] (``queries.load_outputs``).
+        labels: the query images' true digits [Q_max].
+        seed: the base seed (defence generators; kennen-o: ``seed + METAMODEL_OFFSET``, the headline's).
+    """
+    if defences[0] != NONE:
+        raise ValueError("the first setting must be none (the attackers' clean baseline)")
+    train, test = list(split["train"]), list(split["test"])
+    if not train or not test:
+        raise KennenError("defences: the R split needs training and test boxes")
+    y = targets(boxes)
+    p = probabilities(outputs)
+    answers_x, utilities = [], []
+    for d in defences:
+        q = defend(d, p, seed)
+        utilities.append(utility(p, q, labels))
+        answers_x.append(features(as_log(q[:, : kp.n_queries]), kp.n_queries, "prob"))
+        del q
+    opt, stop, model_seed = kp.optimisers[kp.optimiser], kp.early_stop, seed + METAMODEL_OFFSET
+    x_test = torch.cat([x[test] for x in answers_x])
+    groups = configs(boxes, train)
+    jobs = [Job(answers_x[0][train], y[train], x_test, kp.hidden, opt, model_seed, stop, groups=groups)]
+    jobs += [Job(x[train], y[train], x[test], kp.hidden, opt, model_seed, stop, groups=groups) for x in answers_x[1:]]
+    results = run_jobs(jobs, max_workers)
+    y_true = y[test].numpy()
+    clean_on_all = np.split(results[0]["y_pred"], len(defences))
+    adaptive = [clean_on_all[0]] + [r["y_pred"] for r in results[1:]]  # none: the clean model is the adaptive one
+    settings = [
+        Setting(d, u, scored(y_true, na), scored(y_true, ad), na, ad)
+        for d, u, na, ad in zip(defences, utilities, clean_on_all, adaptive, strict=True)
+    ]
+    return y_true, settings
+
+
+def chance() -> float:
+    """Mean class-balanced accuracy of guessing (the mean of 1/#classes over the attributes)."""
+    return round(float(np.mean([a.chance for a in ATTRIBUTES])), 2)
+
+
+def _acc(m: dict[str, float]) -> dict[str, float]:
+    return {k: m[f"acc.{k}"] for k in (*KEYS, "mean")} | {
+        f"{k}_{b}": m[f"acc.{k}_{b}"] for k in (*KEYS, "mean") for b in ("low", "high") if f"acc.{k}_{b}" in m
+    }
+
+
+def crafted_row(kennen_i: dict[str, Any], n_test: int) -> dict[str, float]:
+    """kennen-i's accuracies (``acc.*`` keys of the ``kennen_i`` stage's metrics) as a ladder row.
+
+    kennen-i reads only the top-1 labels of its crafted queries, so a label-only API gives
+    it everything it needs: its result *is* the label-only attacker with crafted queries.
+    The ``kennen_i`` stage tests on the same R split; its box count must agree.
+    """
+    if kennen_i.get("n_test") != n_test:
+        raise KennenError(f"kennen_i metrics: {kennen_i.get('n_test')} test boxes, the R split has {n_test}")
+    try:
+        return {k: float(kennen_i[k]) for k in _acc_keys() if k in kennen_i} | {"acc.mean": float(kennen_i["acc.mean"])}
+    except (KeyError, TypeError, ValueError) as e:
+        raise KennenError(f"kennen_i metrics: no usable accuracies ({e})") from None
+
+
+def _acc_keys() -> list[str]:
+    return [f"acc.{k}{b}" for k in (*KEYS, "mean") for b in ("", "_low", "_high")]
+
+
+def metrics(
+    settings: list[Setting],
+    whitebox: dict[str, float],
+    crafted: dict[str, float],
+    n_train: int,
+    n_test: int,
+    n_queries: int,
+    n_utility: int,
+) -> dict[str, Any]:
+    """The stage's metrics JSON: counts, chance, the white-box and kennen-i rows, per setting utility and both
+    attackers."""
+    return {
+        "n_train": n_train,
+        "n_test": n_test,
+        "n_queries": n_queries,
+        "utility_queries": n_utility,
+        "chance": chance(),
+        "n_settings": len(settings),
+        "whitebox": _acc(whitebox),
+        "label_kennen_i": _acc(crafted),
+        "settings": {
+            str(s.defence): {
+                "defence": s.defence.name,
+                "value": s.defence.value,
+                "utility": s.utility,
+                "nonadaptive": _acc(s.nonadaptive),
+                "adaptive": _acc(s.adaptive),
+            }
+            for s in settings
+        },
+    }
+
+
+def curve_rows(settings: list[Setting]) -> list[dict[str, Any]]:
+    """Privacy-utility plot data: one row per setting."""
+    rows = []
+    for s in settings:
+        row: dict[str, Any] = {"setting": str(s.defence), "defence": s.defence.name, "value": s.defence.value}
+        row |= s.utility
+        for name, m in (("nonadaptive", s.nonadaptive), ("adaptive", s.adaptive)):
+            row |= {name: m["acc.mean"], f"{name}_low": m["acc.mean_low"], f"{name}_high": m["acc.mean_high"]}
+        rows.append(row)
+    return rows
+
+
+def attribute_rows(
+    settings: list[Setting], whitebox: dict[str, float], crafted: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Per-attribute accuracy of every setting and attacker, of the white-box metamodel and of kennen-i."""
+    rows = [{"setting": "weights", "attacker": "white-box"} | {k: whitebox[f"acc.{k}"] for k in (*KEYS, "mean")}]
+    rows.append({"setting": "label", "attacker": "kennen-i"} | {k: crafted[f"acc.{k}"] for k in (*KEYS, "mean")})
+    for s in settings:
+        for name, m in (("non-adaptive", s.nonadaptive), ("adaptive", s.adaptive)):
+            rows.append({"setting": str(s.defence), "attacker": name} | {k: m[f"acc.{k}"] for k in (*KEYS, "mean")})
+    return rows
+
+
+def strongest(settings: list[Setting]) -> list[Setting]:
+    """The last listed setting of each defence (params list them weakest first), in first-listed order."""
+    last: dict[str, Setting] = {}
+    for s in settings:
+        last[s.defence.name] = s
+    return list(last.values())
