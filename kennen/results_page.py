@@ -109,6 +109,90 @@ Reliability diagrams: `reports/figures/<method>/reliability.png`; accuracy again
 {table}"""
 
 
+def _beyond(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether mean accuracy ``a`` lies below ``b`` beyond noise: their 95% intervals do not overlap."""
+    return a["mean_high"] < b["mean_low"]
+
+
+def defences_section(d: dict[str, Any], output_sweep: list[dict[str, Any]]) -> str:
+    """The access ladder (weights, scores, defended scores, rankings, labels) and the strongest setting of each
+    defence per attribute, from the ``defences`` stage's metrics and kennen-o's output-type sweep."""
+    settings = d["settings"]
+    clean = settings["none"]
+
+    def acc(m: dict[str, Any]) -> str:
+        return ci({"m": m["mean"], "m_low": m.get("mean_low"), "m_high": m.get("mean_high")}, "m")
+
+    rows = [["weights (white box)", "per-layer weight statistics, gradient boosting", "–", "–", "–", "–",
+             acc(d["whitebox"])]]  # fmt: skip
+    for name, s in settings.items():
+        u = s["utility"]
+        access = "scores" if name == "none" else "defended scores"
+        if name == "label":
+            access = "labels"
+        na = "–" if name == "none" else acc(s["nonadaptive"])
+        rows.append([access, f"`{name}`", u["agreement"], u["acc_change"], u["kl"], na, acc(s["adaptive"])])
+    for r in output_sweep:
+        if r["output"] != "prob":
+            rows.append(["ranking" if r["output"] != "top1" else "labels", f"`{r['output']}` (kennen-o sweep)", "–",
+                         "–", "–", "–", ci({"m": r["acc_mean"], "m_low": r.get("acc_mean_low"),
+                                            "m_high": r.get("acc_mean_high")}, "m")])  # fmt: skip
+    rows.append(["labels", "crafted queries (kennen-i)", "–", "–", "–", "–", acc(d["label_kennen_i"])])
+    ladder = _table(["access", "setting", "top-1 agreement (%)", "accuracy change (points)", "KL (nats)",
+                     "non-adaptive", "adaptive"], rows)  # fmt: skip
+
+    last: dict[str, str] = {}
+    for name, s in settings.items():
+        if name != "none":
+            last[s["defence"]] = name
+    strongest = list(last.values())
+    per_attr = [["white box", *(d["whitebox"][k] for k in REPORT_ORDER), d["whitebox"]["mean"]]]
+    per_attr.append(["`none`", *(clean["adaptive"][k] for k in REPORT_ORDER), clean["adaptive"]["mean"]])
+    for name in strongest:
+        a = settings[name]["adaptive"]
+        per_attr.append([f"`{name}`", *(a[k] for k in REPORT_ORDER), a["mean"]])
+    attr_table = _table(["setting (adaptive)", *(BY_KEY[k].title for k in REPORT_ORDER), "mean"], per_attr)
+
+    below = [n for n in strongest if _beyond(settings[n]["adaptive"], clean["adaptive"])]
+    within = [n for n in strongest if n not in below]
+    verdict = (
+        f"Against the adaptive attacker, the strongest setting of {len(below)} of {len(strongest)} defences lowers "
+        f"the mean accuracy below the undefended {clean['adaptive']['mean']:.1f} beyond noise (intervals apart): "
+        f"{', '.join(f'`{n}`' for n in below) or 'none'}; within noise: {', '.join(f'`{n}`' for n in within) or 'none'}."
+    )
+    wb = d["whitebox"]
+    wb_line = (
+        f"The weights give {wb['mean']:.1f} [{wb['mean_low']:.1f}, {wb['mean_high']:.1f}] against "
+        f"{clean['adaptive']['mean']:.1f} from scores: "
+        + ("more, beyond noise." if wb["mean_low"] > clean["adaptive"]["mean_high"] else "no more beyond noise.")
+    )
+    return f"""## Output defences: what each kind of access gives away (ours)
+
+Every setting of `params.yaml: defences` is applied to the stored answers of every box (`kennen/defences.py`:
+rounding, top-k probabilities, label only, Gaussian noise, temperature, reverse sigmoid (Lee et al. 2019, as in
+ART), adaptive misinformation (Kariyappa & Qureshi 2020, with an untrained stand-in for their misinformation
+network)). Utility is measured on the defended box itself over all {d["utility_queries"]} stored query images:
+top-1 agreement with the undefended box, change of its top-1 accuracy, mean KL divergence from the undefended
+answer. kennen-o ({d["n_queries"]} queries, headline settings) attacks each setting twice on the R split
+({d["n_train"]} training, {d["n_test"]} test boxes): **non-adaptive**, trained on clean answers and tested on
+defended ones; **adaptive**, trained and tested on defended answers. Mean class-balanced accuracy with 95%
+bootstrap intervals over test boxes; chance {d["chance"]:.1f}. The paper's only comparable figure is its
+output-type ablation: kennen-o on top-1 labels {TABLE2["kennen-o top1"]["mean"]} against
+{TABLE2["kennen-o prob"]["mean"]} on probabilities (chance {TABLE2["chance"]["mean"]}). The white-box row reads
+the weights instead (Unterthiner et al. 2020 statistics per layer slot, `kennen/metamodel/weights.py`); the
+ranking rows come from kennen-o's output-type sweep, the last from kennen-i, which needs only labels.
+
+{ladder}
+
+{verdict} {wb_line}
+
+Per attribute, the strongest (last listed) setting of each defence against the adaptive attacker:
+
+{attr_table}
+
+![privacy-utility](figures/defences/privacy_utility.png)"""
+
+
 def imagenet_section(probe: dict[str, Any], rows: list[dict[str, Any]], params: dict[str, Any]) -> str:
     """The family probe next to the paper's 90.4 / 94.8 (§7), labelled by mode."""
     pp = params["imagenet_probe"]
@@ -283,6 +367,7 @@ def render(
     probe_rows: list[dict[str, Any]],
     attack: dict[str, Any] | None = None,
     transfer: dict[str, Any] | None = None,
+    defences: dict[str, Any] | None = None,
 ) -> str:
     """Markdown of the results page from the pipeline's own metrics and plot data."""
     cols = [BY_KEY[k].title for k in REPORT_ORDER]
@@ -439,6 +524,8 @@ method against its own R result. The accuracy columns are kennen-o's.
 {calibration_section(kennen_o, kennen_i, kennen_io)}
 
 {transfer_section(transfer, params) if transfer else ""}
+
+{defences_section(defences, sweeps["output"]) if defences else ""}
 
 {imagenet_section(probe, probe_rows, params)}
 

@@ -45,7 +45,19 @@ def parsed_params(raw: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    for name in ("zoo", "kennen-o", "kennen-i", "kennen-io", "imagenet-probe", "attack", "transfer", "plots", "out"):
+    names = (
+        "zoo",
+        "kennen-o",
+        "kennen-i",
+        "kennen-io",
+        "imagenet-probe",
+        "attack",
+        "transfer",
+        "defences",
+        "plots",
+        "out",
+    )
+    for name in names:
         p.add_argument(f"--{name}", required=True)
 
     def body(args) -> None:
@@ -69,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             _typed(read_csv(plots / "imagenet_probe" / "accuracy.csv")),
             read_json(args.attack),
             read_json(args.transfer),
+            read_json(args.defences),
         )
         write_text(args.out, page)
 

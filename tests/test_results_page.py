@@ -48,3 +48,36 @@ def test_transfer_section_compares_foreign_boxes_with_the_zoo():
         in page
     )
     assert "(chance 35.4%)" in page and "| act |" in page and "| split |" not in page.split("Per attribute")[1]
+
+
+def _acc(mean: float, width: float = 4.0) -> dict:
+    return {k: mean for k in (*KEYS, "mean")} | {"mean_low": mean - width, "mean_high": mean + width}
+
+
+def test_defences_section_builds_the_ladder_and_calls_defences_by_their_intervals():
+    from kennen.results_page import defences_section
+
+    def setting(name: str, value, agreement: float, nonadaptive: float, adaptive: float) -> dict:
+        return {"defence": name, "value": value, "utility": {"agreement": agreement, "acc_change": 0.0, "kl": 0.1},
+                "nonadaptive": _acc(nonadaptive), "adaptive": _acc(adaptive)}  # fmt: skip
+
+    d = {
+        "n_train": 200, "n_test": 60, "n_queries": 100, "utility_queries": 1000, "chance": 34.9,
+        "whitebox": _acc(80.0), "label_kennen_i": _acc(45.0),
+        "settings": {
+            "none": setting("none", None, 100.0, 60.0, 60.0),
+            "round:2": setting("round", 2, 99.9, 58.0, 59.0),
+            "round:1": setting("round", 1, 99.0, 50.0, 57.0),  # the strongest round: within noise of 60
+            "label": setting("label", None, 100.0, 35.0, 44.0),  # beyond noise
+        },
+    }  # fmt: skip
+    sweep = [{"output": "prob", "acc_mean": 60.0}, {"output": "top3", "acc_mean": 52.0, "acc_mean_low": 48.0,
+                                                    "acc_mean_high": 56.0}]  # fmt: skip
+    page = defences_section(d, sweep)
+    assert "| weights (white box) |" in page and "80.0 [76.0, 84.0]" in page
+    assert "| defended scores | `round:1` | 99.0 | 0.0 | 0.1 | 50.0 [46.0, 54.0] | 57.0 [53.0, 61.0] |" in page
+    assert "| ranking | `top3` (kennen-o sweep) |" in page and "52.0 [48.0, 56.0]" in page
+    assert "| labels | crafted queries (kennen-i) |" in page
+    assert "strongest setting of 1 of 2 defences" in page and "`label`; within noise: `round:1`" in page
+    assert "| `round:1` |" in page and "| `round:2` |" not in page.split("Per attribute")[1]  # strongest only
+    assert "more, beyond noise" in page and "54.4" in page and "73.4" in page  # the paper's ablation, from paper.py
