@@ -21,17 +21,70 @@ from kennen.errors import KennenError
 T = TypeVar("T")
 
 
+# Every top-level key a params file may have: the base seed and one section per stage (plus ``calibration``,
+# read by the three metamodel stages). A key outside this list is a typo (``smaple_zoo:``) that would
+# otherwise leave its section at the file's other values without a word.
+SECTIONS = (
+    "seed", "data", "sample_zoo", "train_zoo", "prune", "ensembles", "queries", "splits", "kennen_o",
+    "kennen_o_sweep", "kennen_i", "kennen_io", "calibration", "defences", "imagenet_probe", "imagenet_attack",
+    "transfer",
+)  # fmt: skip
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (lines {seen[key]} and {line})", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (line and column, 1-based)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{' '.join(str(problem).split())}"
+
+
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Read the params file; a missing or malformed file is a KennenError."""
+    """Read the params file; a missing, unreadable or malformed file is a one-line KennenError.
+
+    Malformed: not UTF-8 text, not valid YAML (the error names its line and column), a key given
+    twice in one mapping, not a mapping at the top, or a top-level key outside :data:`SECTIONS`.
+    """
     path = Path(path)
     try:
-        params = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise KennenError(f"{path}: params file not found") from None
+    except IsADirectoryError:
+        raise KennenError(f"{path}: is a folder, not a params file") from None
+    except UnicodeDecodeError as e:
+        raise KennenError(f"{path}: not UTF-8 text (byte {e.start}); save the params file as UTF-8 YAML") from None
+    except OSError as e:
+        raise KennenError(f"{path}: cannot read the params file ({e.strerror})") from None
+    if "\x00" in text:
+        raise KennenError(f"{path}: not a text file (it contains NUL bytes)")
+    try:
+        params = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as e:
-        raise KennenError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise KennenError(f"{path}: not valid YAML ({_yaml_error(e)})") from None
     if not isinstance(params, dict):
         raise KennenError(f"{path}: expected a mapping of sections at the top level")
+    unknown = [k for k in params if k not in SECTIONS]
+    if unknown:
+        raise KennenError(
+            f"{path}: {unknown[0]!r}: unknown top-level key (expected the seed and stage sections: {', '.join(SECTIONS)})"
+        )
     return params
 
 

@@ -61,6 +61,52 @@ def test_bad_params_files(tmp_path):
         section(DataParams, {"data": {"source": "http"}}, "data")
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("seed: 1\nsmaple_zoo: {n_models: 3}\n", r"'smaple_zoo': unknown top-level key"),
+        (
+            "seed: 1\nprune:\n  min_acc: 90\n  min_acc: 50\n",
+            r"line 4, column 3: key 'min_acc' given twice \(lines 3 and 4\)",
+        ),
+        ("seed: 1\nseed: 2\n", r"key 'seed' given twice \(lines 1 and 2\)"),
+        ("seed: 1\nprune: {min_acc: [1,\n", r"not valid YAML \(line 3, column 1: "),
+        ("seed: 1\n  bad indent: 2\n", r"not valid YAML \(line 2, column \d+: "),
+        ("- 1\n- 2\n", "expected a mapping of sections"),
+    ],
+)
+def test_malformed_params_files_are_one_line_errors_with_where(tmp_path, content, message):
+    path = tmp_path / "params.yaml"
+    path.write_text(content)
+    with pytest.raises(KennenError, match=message) as e:
+        load_params(path)
+    assert "\n" not in str(e.value) and str(e.value).startswith(str(path))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_text("seed: 1\n", encoding="utf-16"), "not UTF-8 text"),
+        (lambda p: p.write_bytes(b"seed: 1\n\x00\x01\x02"), "not a text file"),
+        (lambda p: p.write_bytes(bytes(range(256))), "not UTF-8 text"),
+        (lambda p: p.mkdir(), "is a folder, not a params file"),
+    ],
+)
+def test_unreadable_params_files_are_one_line_errors(tmp_path, make, message):
+    path = tmp_path / "params.yaml"
+    make(path)
+    with pytest.raises(KennenError, match=message) as e:
+        load_params(path)
+    assert "\n" not in str(e.value)
+
+
+def test_every_profile_has_only_known_sections():
+    from kennen.config import SECTIONS
+
+    for name in ("params.yaml", "profiles/paper.yaml", "profiles/quick.yaml"):
+        assert set(load_params(name)) == set(SECTIONS), name  # every section present, none unknown
+
+
 def test_paper_profile_is_valid_and_matches_the_paper():
     from kennen.zoo.ensembles import EnsembleParams
     from kennen.zoo.prune import PruneParams
