@@ -10,7 +10,7 @@ from kennen.paper import PAPER_ZOO, TABLE2, TABLE3_KENNEN_IO
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return "–" if v != v else f"{v:.1f}"
+        return "–" if v != v else f"{v + 0.0:.1f}".replace("-0.0", "0.0")  # no "-0.0" for a rounded -0.04
     return str(v)
 
 

@@ -105,27 +105,33 @@ def plot_reliability(rows: list[dict], figure: Path, title: str) -> None:
 
 
 def plot_privacy_utility(rows: list[dict], figure: Path, whitebox: float, chance: float) -> None:
-    """Mean attribute accuracy against top-1 agreement: a curve per defence, adaptive (solid) and not (dashed)."""
-    fig, ax = plt.subplots(figsize=(7, 4.6))
+    """Mean attribute accuracy against what a defence costs: a curve per defence, adaptive (solid) and not (dashed).
+
+    Left, the cost as top-1 agreement with the undefended box (the issue's axis); right, as the mean
+    KL divergence from the undefended answer, because most defences keep every label (agreement 100%)
+    and only the KL tells them apart.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     by_defence: dict[str, list[dict]] = {}
     for r in rows:
         by_defence.setdefault(r["defence"], []).append(r)
     none = by_defence.pop("none", [])
-    for i, (name, rs) in enumerate(by_defence.items()):
-        color = f"C{i % 10}"
-        xs = [r["agreement"] for r in rs]
-        ax.plot(xs, [r["adaptive"] for r in rs], "o-", color=color, label=f"{name} (adaptive)")
-        ax.plot(xs, [r["nonadaptive"] for r in rs], "x--", color=color, alpha=0.7)
-    for r in none:
-        ax.plot([r["agreement"]], [r["adaptive"]], "k*", markersize=12, label="no defence")
-    ax.axhline(whitebox, color="k", lw=1, ls="-.", label="white box (weights)")
-    ax.axhline(chance, color="grey", lw=1, ls=":", label="chance")
-    ax.set(
-        xlabel="top-1 agreement with the undefended box (%)",
-        ylabel="kennen-o mean attribute accuracy (%)",
-        title="What a defended output still gives away (dashed: non-adaptive attacker)",
-        ylim=(0, 100),
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    for ax, x_key in zip(axes, ("agreement", "kl"), strict=True):
+        for i, (name, rs) in enumerate(by_defence.items()):
+            color = f"C{i % 10}"
+            xs = [r[x_key] for r in rs]
+            ax.plot(xs, [r["adaptive"] for r in rs], "o-", color=color, label=f"{name} (adaptive)")
+            ax.plot(xs, [r["nonadaptive"] for r in rs], "x--", color=color, alpha=0.7)
+        for r in none:
+            ax.plot([r[x_key]], [r["adaptive"]], "k*", markersize=12, label="no defence")
+        ax.axhline(whitebox, color="k", lw=1, ls="-.", label="white box (weights)")
+        ax.axhline(chance, color="grey", lw=1, ls=":", label="chance")
+        ax.grid(alpha=0.3)
+    axes[0].set(xlabel="top-1 agreement with the undefended box (%)", ylabel="kennen-o mean attribute accuracy (%)",
+                ylim=(0, 100))  # fmt: skip
+    axes[1].set_xscale("symlog", linthresh=1e-2)
+    axes[1].set_xlim(0, 1.5 * max([r["kl"] for r in rows] + [0.01]))
+    axes[1].set(xlabel="mean KL(undefended || defended), nats (linear below 0.01, log above)")
+    axes[1].legend(fontsize=7, loc="upper left", ncol=3)
+    fig.suptitle("What a defended output still gives away (dashed: non-adaptive attacker)")
     save_figure(fig, figure)
