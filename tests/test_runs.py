@@ -18,7 +18,10 @@ STOP = EarlyStop(0.2, patience=2, min_val=5)
 def _world(n: int = 90, q: int = 4, seed: int = 0):
     """Outputs [n, q, 10] that carry the first two attributes, and the box table."""
     rng = np.random.default_rng(seed)
-    boxes = [{a.key: a.values[rng.integers(a.n_classes)] for a in ATTRIBUTES} | {"box": i} for i in range(n)]
+    boxes = [
+        {a.key: a.values[rng.integers(a.n_classes)] for a in ATTRIBUTES} | {"box": i, "config": f"c{i // 2}"}
+        for i in range(n)
+    ]
     labels = np.array([[a.index(b[a.key]) for a in ATTRIBUTES] for b in boxes])
     logits = rng.normal(size=(n, q, 10)) + 2.0 * np.eye(10)[labels[:, 0] + 4 * labels[:, 1]][:, None]
     outputs = (logits - np.log(np.exp(logits).sum(-1, keepdims=True))).astype(np.float32)
