@@ -190,6 +190,8 @@ def test_min_confidence_and_a_defence_from_the_command_line(world, tmp_path, cap
         rep = json.loads(out)
         assert rep["defence"] == text
         d = parse_defence(text)
+        if text == "round:1":  # rounded answers do not sum to 1: no box could answer them as log-probabilities
+            continue
         # the same box, defended by hand with the stage's functions, then whitened without a defence
         by_hand = whiten(lambda x, d=d: as_log(d.apply(probabilities(answers(x)), d.seed(0, 0))), "h", "logprob",
                          "kennen-o", world["models"])  # fmt: skip
