@@ -112,7 +112,7 @@ def load(path: str | Path) -> Mnist:
             mnist = Mnist(**{k: z[k] for k in IDX_FILES})
     except FileNotFoundError:
         raise KennenError(f"{path}: file not found (run `dvc repro data` or `dvc pull`)") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise KennenError(f"{path}: corrupt MNIST file ({e})") from None
     mnist.validate(str(path))
     return mnist

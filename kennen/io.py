@@ -26,19 +26,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     On any exception the temporary file is removed and ``path`` is untouched.
     """
+    from kennen.errors import KennenError
+
     path = Path(path)
+    if path.is_dir():
+        raise KennenError(f"{path}: is a folder; give the path of the file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed with SIGKILL
         stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary readable files
     try:
         yield tmp
+        # mkstemp makes 0600, and a writer may recreate the file (safetensors does): give the output the
+        # mode any other new file gets, 0666 less the umask, just before it takes its place
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process umask (read by setting it, then setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -124,8 +124,20 @@ def run_tasks(
     """Run ``fn(task)`` for every task; yield (task, result) in completion order.
 
     ``max_workers`` caps the local process pool (e.g. 1 when the tasks share one GPU).
+    Fail fast: the first task to fail raises its own exception here, and every task not yet
+    started is cancelled (the serial executor runs none after it; a pool lets the tasks already
+    running end, at most one per worker), so a bad input costs one task, not the whole stage.
     """
     with get_executor(n_tasks, max_workers) as ex:
-        futures = {ex.submit(fn, t): t for t in tasks}
-        for future in cf.as_completed(futures):
-            yield futures[future], future.result()
+        futures: dict[cf.Future, Any] = {}
+        for t in tasks:
+            future = ex.submit(fn, t)
+            futures[future] = t
+            if future.done() and future.exception() is not None:
+                break  # the serial executor ran it at submission: submit nothing more
+        try:
+            for future in cf.as_completed(futures):
+                yield futures[future], future.result()
+        finally:  # a failure, or a caller that stopped early
+            for future in futures:
+                future.cancel()

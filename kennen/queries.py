@@ -118,7 +118,7 @@ def load_outputs(path: Path) -> tuple[np.ndarray, np.ndarray]:
             return z["outputs"], z["query_index"]
     except FileNotFoundError:
         raise KennenError(f"{path}: file not found (run `dvc repro queries` or `dvc pull`)") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise KennenError(f"{path}: corrupt outputs file ({e})") from None
 
 

@@ -80,6 +80,18 @@ def test_missing_idx_file_and_corrupt_npz(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(KennenError, match="corrupt MNIST file"):
         data.load(bad)
+    bad.write_bytes(b"")  # an empty file: numpy raises EOFError
+    with pytest.raises(KennenError, match="mnist.npz: corrupt MNIST file"):
+        data.load(bad)
+
+
+def test_empty_outputs_file_is_a_one_line_error(tmp_path):
+    from kennen.queries import load_outputs
+
+    (tmp_path / "outputs.npz").write_bytes(b"")
+    with pytest.raises(KennenError, match="outputs.npz: corrupt outputs file") as e:
+        load_outputs(tmp_path / "outputs.npz")
+    assert "\n" not in str(e.value)
 
 
 def test_npz_holds_no_pickles(idx_dir, tmp_path):

@@ -70,3 +70,30 @@ def test_serial_executor_lets_ctrl_c_through():
     with pytest.raises(KeyboardInterrupt):
         SerialExecutor().submit(interrupted)
     assert isinstance(SerialExecutor().submit(lambda: 1 / 0).exception(), ZeroDivisionError)
+
+
+def _touch_then_sleep(task: tuple[str, int]) -> int:
+    """A test task (module level: picklable): mark that it started, fail if it is task 0, else take a while."""
+    import time
+    from pathlib import Path
+
+    folder, i = task
+    (Path(folder) / f"started-{i}").touch()
+    if i == 0:
+        raise ValueError("task 0 failed: corrupt input")
+    time.sleep(0.5)
+    return i
+
+
+@pytest.mark.parametrize("backend", ["serial", "process"])
+def test_the_first_failure_stops_the_rest_and_is_the_error_reported(tmp_path, monkeypatch, backend):
+    monkeypatch.setenv("KENNEN_EXECUTOR", backend)
+    monkeypatch.setenv("KENNEN_WORKERS", "2")
+    tasks = [(str(tmp_path), i) for i in range(12)]
+    with pytest.raises(ValueError, match="task 0 failed"):
+        list(run_tasks(_touch_then_sleep, tasks, len(tasks)))
+    started = len(list(tmp_path.glob("started-*")))
+    if backend == "serial":
+        assert started == 1  # nothing after the failed task ran
+    else:
+        assert started < 12  # the tasks not yet started were cancelled (a pool lets its running ones end)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from kennen import data as mnist_data
@@ -48,3 +49,28 @@ write_shard(Path(sys.argv[1]), 3, r)
     for name in ("a", "b"):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)
     assert (tmp_path / "a/shard-3.safetensors").read_bytes() == (tmp_path / "b/shard-3.safetensors").read_bytes()
+
+
+def test_outputs_get_the_umask_mode_and_a_folder_is_not_a_file(tmp_path):
+    """Every output, safetensors files included (safetensors recreates the file it writes), is created as
+    any other file is: 0666 less the umask."""
+    import os
+
+    from safetensors.numpy import save_file
+
+    from kennen.errors import KennenError
+    from kennen.io import atomic_path, save_npz, write_json
+
+    old = os.umask(0o027)
+    try:
+        write_json(tmp_path / "m.json", {"a": 1})
+        save_npz(tmp_path / "a.npz", x=np.zeros(2))
+        with atomic_path(tmp_path / "w.safetensors") as tmp:  # as write_shard writes a shard
+            save_file({"w": np.zeros(2, np.float32)}, str(tmp))
+    finally:
+        os.umask(old)
+    for name in ("m.json", "a.npz", "w.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, name
+    with pytest.raises(KennenError, match="is a folder"):
+        write_json(tmp_path, {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "m.json", "w.safetensors"]
