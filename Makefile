@@ -8,7 +8,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 # Stages call `python -m stages.<name>`: put the venv first on PATH so that `python` is ours.
 RUN := PATH="$(BIN):$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: setup repro test lint
+.PHONY: setup repro test lint pull
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -19,6 +19,10 @@ $(VENV)/.installed: pyproject.toml
 
 repro: setup
 	$(RUN) dvc repro
+
+# A fresh clone's default remote is a folder beside the checkout: say what to configure when it is missing.
+pull: setup
+	$(RUN) python -m kennen.remote && $(RUN) dvc pull
 
 test: setup
 	$(RUN) python -m pytest

@@ -107,3 +107,35 @@ def test_the_repository_has_a_default_local_remote():
         "localstore" in out and any("kennen-dvc-store" in o for o in out)
     )
     assert dvc(REPO, "remote", "default").stdout.strip() == "localstore"
+
+
+def test_a_fresh_clone_is_told_which_remote_to_configure(tmp_path):
+    """``make pull`` checks the default remote first (``kennen.remote``): on a fresh clone whose default store
+    does not exist, one line names the remote and its folder and says how to configure one; with the store
+    there (or a local URL of one's own) the pull goes ahead."""
+    import sys
+
+    clone = tmp_path / "work" / "kennen"
+    subprocess.run([*GIT, "clone", "-q", str(REPO), str(clone)], check=True)
+
+    def check() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "kennen.remote", str(clone)], capture_output=True, text=True,
+                              cwd=REPO)  # fmt: skip
+
+    store = tmp_path / "work" / "kennen-dvc-store"  # where ../../kennen-dvc-store (relative to .dvc/) points
+    missing = check()
+    assert missing.returncode == 2 and missing.stdout == "" and missing.stderr.count("\n") == 1, missing.stderr
+    assert missing.stderr.startswith("error: DVC remote 'localstore' is the folder ")
+    assert str(store) in missing.stderr and "dvc remote modify --local localstore url" in missing.stderr
+    store.mkdir()
+    ok = check()
+    assert ok.returncode == 0 and "'localstore'" in ok.stderr
+    own = tmp_path / "elsewhere"
+    dvc(clone, "remote", "modify", "--local", "localstore", "url", str(own))
+    assert check().returncode == 2  # the local override is what counts, and it does not exist either
+    own.mkdir()
+    assert check().returncode == 0
+    dvc(clone, "remote", "default", "--unset")
+    nothing = check()
+    assert nothing.returncode == 2 and "no default DVC remote" in nothing.stderr
+    assert "python -m kennen.remote && $(RUN) dvc pull" in (REPO / "Makefile").read_text()  # what `make pull` runs
