@@ -24,7 +24,6 @@ from kennen.metamodel.runs import scored
 from kennen.metamodel.weights import whitebox, zoo_features
 from kennen.queries import load_outputs, read_boxes
 from kennen.splits import read_split
-from kennen.zoo.store import read_table
 from stages._common import parser, run
 
 log = logging.getLogger("kennen.defences")
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         boxes, split = read_boxes(Path(args.boxes)), read_split(Path(args.splits), "r")
         labels = mnist_data.load(Path(args.data)).test_labels[query_index]
         y_true, settings = ladder.evaluate(dp.defences(), kp, outputs, boxes, split, labels, seed)
-        wx = zoo_features(boxes, read_table(Path(args.models)), Path(args.shards))
+        wx = zoo_features(boxes, Path(args.models), Path(args.shards))
         wb = scored(*whitebox(wx, boxes, split, seed, dp.whitebox_iter))
         n = (len(split["train"]), len(split["test"]), kp.n_queries, outputs.shape[1])
         crafted = ladder.crafted_row(read_json(Path(args.kennen_i)), len(split["test"]))

@@ -105,10 +105,12 @@ class BoxZoo:
         return torch.cat([self(x, boxes[i : i + chunk]) for i in range(0, len(boxes), chunk)])
 
 
-def load_box_zoo(shards: Path, models_csv: Path, boxes: list[dict[str, Any]], box_ids: Sequence[int]) -> BoxZoo:
-    """The listed boxes (rows of ``boxes.csv``) with their member networks read from the zoo's shards.
+def load_members(
+    shards: Path, models_csv: Path, boxes: list[dict[str, Any]], box_ids: Sequence[int]
+) -> tuple[list[MnistNet], list[list[int]]]:
+    """The member networks of the listed boxes (rows of ``boxes.csv``), each read once from the zoo's shards.
 
-    Box ``box_ids[i]`` becomes index ``i`` of the returned ``BoxZoo``.
+    Returns (networks, members): ``members[i]`` indexes the networks of box ``box_ids[i]``.
     """
     by_id = {m["model_id"]: m for m in read_table(models_csv)}
     members = [[int(m) for m in str(boxes[b]["members"]).split(";")] for b in box_ids]
@@ -129,7 +131,15 @@ def load_box_zoo(shards: Path, models_csv: Path, boxes: list[dict[str, Any]], bo
             net.load_state_dict(states[i])
             nets[i] = net.eval()
     index = {m: j for j, m in enumerate(ids)}
-    return BoxZoo([nets[i] for i in ids], [[index[m] for m in ms] for ms in members])
+    return [nets[i] for i in ids], [[index[m] for m in ms] for ms in members]
+
+
+def load_box_zoo(shards: Path, models_csv: Path, boxes: list[dict[str, Any]], box_ids: Sequence[int]) -> BoxZoo:
+    """The listed boxes (rows of ``boxes.csv``) with their member networks read from the zoo's shards.
+
+    Box ``box_ids[i]`` becomes index ``i`` of the returned ``BoxZoo``.
+    """
+    return BoxZoo(*load_members(shards, models_csv, boxes, box_ids))
 
 
 @dataclass(frozen=True)

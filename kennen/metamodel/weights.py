@@ -35,10 +35,9 @@ import numpy as np
 import torch
 
 from kennen.attributes import ATTRIBUTES
-from kennen.errors import KennenError
+from kennen.metamodel.crafted import load_members
 from kennen.metamodel.kennen_o import targets
-from kennen.zoo.net import MnistNet, NetConfig
-from kennen.zoo.store import shard_name, state_dicts
+from kennen.zoo.net import MnistNet
 
 SLOTS = ("conv1", "conv2", "conv3", "conv4", "fc1", "fc2", "fc3", "out")
 STATS = ("mean", "var", "q0", "q25", "q50", "q75", "q100")
@@ -98,29 +97,12 @@ def _n_params(net: MnistNet) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def zoo_features(boxes: list[dict[str, Any]], models: list[dict[str, Any]], shards_dir: Path) -> np.ndarray:
-    """[N_boxes, N_FEATURES]: every box's weight features, members rebuilt from the shards (each read once)."""
-    by_id = {m["model_id"]: m for m in models}
-    members = {b["box"]: [int(i) for i in str(b["members"]).split(";")] for b in boxes}
-    needed = sorted({i for ms in members.values() for i in ms})
-    missing = [i for i in needed if i not in by_id]
-    if missing:
-        raise KennenError(f"models table: box members {missing[:5]} are not in it")
-    per_shard: dict[int, list[int]] = {}
-    for i in needed:
-        per_shard.setdefault(int(by_id[i]["shard"]), []).append(i)
-    feats: dict[int, np.ndarray] = {}
-    for shard, ids in sorted(per_shard.items()):
-        path = shards_dir / f"{shard_name(shard)}.safetensors"
-        if not path.is_file():
-            raise KennenError(f"{path}: shard file not found (run `dvc repro` or `dvc pull`)")
-        states = state_dicts(path)
-        for i in ids:
-            net = MnistNet(NetConfig.of(by_id[i]))
-            net.load_state_dict(states[i])
-            feats[i] = (network_features(net), _n_params(net))
-    return np.stack([_combine([feats[i][0] for i in members[b["box"]]], [feats[i][1] for i in members[b["box"]]])
-                     for b in boxes])  # fmt: skip
+def zoo_features(boxes: list[dict[str, Any]], models_csv: Path, shards_dir: Path) -> np.ndarray:
+    """[N_boxes, N_FEATURES]: every box's weight features (``boxes``: the rows of ``boxes.csv``, in box order)."""
+    nets, members = load_members(shards_dir, models_csv, boxes, [b["box"] for b in boxes])
+    feats = [network_features(n) for n in nets]  # each network once, however many boxes it is in
+    sizes = [_n_params(n) for n in nets]
+    return np.stack([_combine([feats[j] for j in ms], [sizes[j] for j in ms]) for ms in members])
 
 
 def fit_predict(
