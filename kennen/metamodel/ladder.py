@@ -78,8 +78,6 @@ class Setting:
     utility: dict[str, float]
     nonadaptive: dict[str, float]  # runs.scored metrics
     adaptive: dict[str, float]
-    y_pred_nonadaptive: np.ndarray
-    y_pred_adaptive: np.ndarray
 
 
 def evaluate(
@@ -122,7 +120,7 @@ def evaluate(
     clean_on_all = np.split(results[0]["y_pred"], len(defences))
     adaptive = [clean_on_all[0]] + [r["y_pred"] for r in results[1:]]  # none: the clean model is the adaptive one
     settings = [
-        Setting(d, u, scored(y_true, na), scored(y_true, ad), na, ad)
+        Setting(d, u, scored(y_true, na), scored(y_true, ad))
         for d, u, na, ad in zip(defences, utilities, clean_on_all, adaptive, strict=True)
     ]
     return y_true, settings
@@ -213,11 +211,3 @@ def attribute_rows(
         for name, m in (("non-adaptive", s.nonadaptive), ("adaptive", s.adaptive)):
             rows.append({"setting": str(s.defence), "attacker": name} | {k: m[f"acc.{k}"] for k in (*KEYS, "mean")})
     return rows
-
-
-def strongest(settings: list[Setting]) -> list[Setting]:
-    """The last listed setting of each defence (params list them weakest first), in first-listed order."""
-    last: dict[str, Setting] = {}
-    for s in settings:
-        last[s.defence.name] = s
-    return list(last.values())
