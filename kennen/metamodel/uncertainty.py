@@ -117,7 +117,9 @@ def resampled_point(y_true: np.ndarray, y_pred: np.ndarray, keys: Sequence[str])
     """The mean over ``keys`` of balanced accuracy on the boxes as they are (no resampling)."""
     index = {a.key: i for i, a in enumerate(ATTRIBUTES)}
     w = np.ones((1, len(y_true)))
-    return float(np.mean([_balanced(w, y_true[:, index[k]], y_true[:, index[k]] == y_pred[:, index[k]])[0] for k in keys]))
+    return float(
+        np.mean([_balanced(w, y_true[:, index[k]], y_true[:, index[k]] == y_pred[:, index[k]])[0] for k in keys])
+    )
 
 
 def seed_interval(values: Sequence[float]) -> dict[str, float]:
@@ -128,4 +130,10 @@ def seed_interval(values: Sequence[float]) -> dict[str, float]:
         return {"mean": round(mean, 2), "sd": float("nan"), "low": float("nan"), "high": float("nan"), "n": len(v)}
     sd = float(v.std(ddof=1))
     half = float(_T95.get(len(v) - 1, 1.96) * sd / np.sqrt(len(v)))
-    return {"mean": round(mean, 2), "sd": round(sd, 2), "low": round(mean - half, 2), "high": round(mean + half, 2), "n": len(v)}
+    return {
+        "mean": round(mean, 2),
+        "sd": round(sd, 2),
+        "low": round(mean - half, 2),
+        "high": round(mean + half, 2),
+        "n": len(v),
+    }

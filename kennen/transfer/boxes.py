@@ -64,7 +64,9 @@ class TransferParams:
     seed: int = 7  # the foreign boxes' own seed: configurations, permutation, torch seeds, bootstrap
     methods: tuple[str, ...] = METHODS
     min_acc: float = 0.0  # boxes below this test accuracy are listed but not whitened (the zoo is pruned too)
-    extra_act: str = "sampled"  # activation of the extra conv/fc blocks: sampled (paper's text, as the zoo) | relu (official code)
+    extra_act: str = (
+        "sampled"  # activation of the extra conv/fc blocks: sampled (paper's text, as the zoo) | relu (official code)
+    )
 
     def check(self, where: str) -> None:
         require(self.seed >= 0, f"{where}.seed", f"must be a non-negative int, got {self.seed}")
