@@ -51,6 +51,7 @@ import numpy as np
 
 from kennen.errors import KennenError
 from kennen.metamodel.encode import FLOOR
+from kennen.seeds import Purpose, generator
 
 GAMMA = 0.1  # reverse sigmoid's convergence parameter (ART's default)
 NU = 1000.0  # adaptive misinformation's steepness (Kariyappa & Qureshi 2020)
@@ -159,7 +160,7 @@ class Defence:
 
     def seed(self, base: int, box: int) -> np.random.Generator:
         """The generator of box ``box`` under this setting: independent of the other settings and boxes."""
-        return np.random.default_rng(np.random.SeedSequence([base, zlib.crc32(str(self).encode()), box]))
+        return generator(base, Purpose.DEFENCE, zlib.crc32(str(self).encode()), box)
 
 
 def parse_defence(text: str, where: str = "--defence") -> Defence:

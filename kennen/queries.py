@@ -26,11 +26,10 @@ from kennen.attributes import KEYS
 from kennen.config import require
 from kennen.errors import KennenError
 from kennen.io import save_npz
+from kennen.seeds import Purpose, StableRng
 from kennen.zoo.net import MnistNet, NetConfig
-from kennen.zoo.sample import StableRng
 from kennen.zoo.store import read_table
 
-QUERY_OFFSET = 3
 BOX_COLUMNS = ("box", "kind", "id", "members", "config", *KEYS)
 
 
@@ -52,7 +51,7 @@ def draw_queries(n_images: int, n_max: int, seed: int) -> np.ndarray:
     """Indices of ``n_max`` distinct test images, deterministic from ``seed``."""
     if n_max > n_images:
         raise KennenError(f"queries.n_max: {n_max} exceeds the {n_images} test images")
-    perm = StableRng(seed, QUERY_OFFSET).permutation_prefix(n_images)
+    perm = StableRng(seed, Purpose.QUERIES).permutation_prefix(n_images)
     return np.array([next(perm) for _ in range(n_max)], dtype=np.int64)
 
 

@@ -27,9 +27,7 @@ from typing import Any
 from kennen.attributes import BY_KEY
 from kennen.config import require
 from kennen.errors import KennenError
-from kennen.zoo.sample import StableRng
-
-SPLIT_OFFSET = 4
+from kennen.seeds import Purpose, StableRng
 
 # Paper Table 3: the held-out (test) values of each extrapolation split.
 PAPER_E_SPLITS: dict[str, dict[str, tuple[Any, ...]]] = {
@@ -77,7 +75,7 @@ def random_split(boxes: list[dict[str, Any]], params: SplitParams, seed: int) ->
     """The R split: {'train': box ids, 'test': box ids}, both sorted."""
     unit = (lambda b: b["config"]) if params.group_by_config else (lambda b: b["box"])
     units = sorted({unit(b) for b in boxes})
-    order = [units[i] for i in StableRng(seed, SPLIT_OFFSET).permutation_prefix(len(units))]
+    order = [units[i] for i in StableRng(seed, Purpose.SPLITS).permutation_prefix(len(units))]
     per_unit: dict[Any, list[int]] = {}
     for b in boxes:
         per_unit.setdefault(unit(b), []).append(b["box"])
@@ -102,7 +100,7 @@ def extrapolation_split(
 
     train = [b["box"] for b in boxes if n_held(b) == 0]
     test = [b["box"] for b in boxes if n_held(b) == len(held)]
-    rng = StableRng(seed, SPLIT_OFFSET, len(held))
+    rng = StableRng(seed, Purpose.SPLITS, len(held))
 
     def cap(ids: list[int], n: int) -> list[int]:
         return sorted(ids[i] for i in list(rng.permutation_prefix(len(ids)))[:n])

@@ -40,9 +40,8 @@ import torch
 from torch import nn
 
 from kennen.config import require
-from kennen.zoo.sample import StableRng
+from kennen.seeds import Purpose, StableRng, torch_generator
 
-ATTACK_OFFSET = 10  # seed offset (kennen/imagenet/probe.py: 8; stages/imagenet_zoo.py: 9)
 SCENARIOS = ("white_box", "true_family", "predicted_family", "all_families")
 PAPER_TABLE5 = {"white_box": 100.0, "true_family": 86.2, "predicted_family": 85.7, "all_families": 82.2}
 # Paper Table 4 (misclassification %, rows: generating family, columns: target family).
@@ -185,7 +184,7 @@ def make_plan(families: dict[str, Sequence[str]], predicted: dict[str, str], see
     fams = {f: tuple(ms) for f, ms in families.items()}
     for f, ms in fams.items():
         require(len(ms) >= 2, f"imagenet_probe.families.{f}", "needs at least two models for leave-one-out")
-    rng = StableRng(seed, ATTACK_OFFSET)
+    rng = StableRng(seed, Purpose.ATTACK)
     left_out = {f: ms[rng.below(len(ms))] for f, ms in fams.items()}
     # One fixed order per family; a target's ensemble takes each family's first member that is not the target.
     orders = {f: [ms[i] for i in _permutation(rng, len(ms))] for f, ms in fams.items()}
@@ -235,7 +234,7 @@ def run_job(
 ) -> dict[str, np.ndarray]:
     """Executor entry point: the job's images made on its generators; per target, which images it gets wrong."""
     torch.set_num_threads(1)
-    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, ATTACK_OFFSET, index]).generate_state(1)[0]))
+    gen = torch_generator(seed, Purpose.ATTACK, index)
     models = [source.load(name) for name in job.generators]
     adv = pgd(models, x, y, params.eps, params.step, params.steps, gen if params.random_start else None)
     return {t: wrong(source.load(t), adv, y) for t in job.targets}

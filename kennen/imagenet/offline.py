@@ -26,6 +26,7 @@ from torchvision.models import VGG, get_model
 from kennen.data import MEAN, STD
 from kennen.errors import KennenError
 from kennen.io import atomic_path
+from kennen.seeds import Purpose, derive, torch_generator
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,6 @@ class PixelInput(nn.Module):
         return self.model(h.expand(-1, 3, -1, -1))
 
 
-ZOO_OFFSET = 9  # seed offset (see kennen/zoo/sample.py, kennen/metamodel/crafted.py, kennen/imagenet/probe.py)
 FOLD = 49  # AdaptiveAvgPool2d((7, 7)) copies VGG's 1x1 feature map 49 times
 
 
@@ -77,7 +77,7 @@ def size(name: str) -> int:
 def surrogate_tasks(models: list[tuple[str, str]], seeds: int, base_seed: int) -> list[SurrogateTask]:
     """Every (architecture, seed) model of the zoo, in params order, each with its own torch seed."""
     return [
-        SurrogateTask(family, name, s, int(np.random.SeedSequence([base_seed, ZOO_OFFSET, i, s]).generate_state(1)[0]))
+        SurrogateTask(family, name, s, derive(base_seed, Purpose.IMAGENET_ZOO, i, s))
         for i, (family, name) in enumerate(models)
         for s in range(seeds)
     ]
@@ -153,7 +153,7 @@ def train_surrogate(
     torch.set_num_threads(1)
     model = build(task.name, task.torch_seed, recipe.image_size)
     opt = optimiser(model, recipe.lr, recipe.momentum)
-    gen = torch.Generator().manual_seed(task.torch_seed + 1)
+    gen = torch_generator(task.torch_seed, Purpose.BATCHES)
     y_all = torch.from_numpy(train_labels.astype(np.int64))
     model.train()
     losses = []

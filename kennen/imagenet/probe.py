@@ -30,9 +30,7 @@ from kennen.attributes import Attribute
 from kennen.errors import KennenError
 from kennen.io import read_csv
 from kennen.metamodel.kennen_o import KennenO, Optimiser
-from kennen.zoo.sample import StableRng
-
-PROBE_OFFSET = 8  # seed offset (sample.py lists 1-5, crafted.py 6-7)
+from kennen.seeds import Purpose, StableRng, derive, generator
 
 
 def load_zoo(zoo: Path) -> tuple[np.ndarray, list[dict[str, str]]]:
@@ -62,7 +60,7 @@ class Fold:
 
 def folds(families: list[str], archs: list[str], fams: list[str], n_folds: int, seed: int) -> list[Fold]:
     """``n_folds`` folds over models described by their family ``fams[i]`` and architecture ``archs[i]``."""
-    rng = StableRng(seed, PROBE_OFFSET)
+    rng = StableRng(seed, Purpose.PROBE)
     out = []
     for _ in range(n_folds):
         test, held = [], set()
@@ -123,10 +121,12 @@ def run_probe_task(
     torch.set_num_threads(1)
     kind, fold_i, draw_i, n = task
     fold = fold_list[fold_i]
-    q = draw(outputs.shape[1], n, StableRng(seed, PROBE_OFFSET, fold_i, draw_i))
+    q = draw(outputs.shape[1], n, StableRng(seed, Purpose.PROBE, fold_i, draw_i))
     x = features(outputs[:, q], kind)
     y = torch.from_numpy(labels)
-    pred = fit_predict(x[fold.train], y[fold.train], x[fold.test], attr, hidden, opt, seed + 1000 * fold_i + draw_i)
+    pred = fit_predict(
+        x[fold.train], y[fold.train], x[fold.test], attr, hidden, opt, derive(seed, Purpose.METAMODEL, fold_i, draw_i)
+    )
     return {"feature": kind, "fold": fold_i, "draw": draw_i, "n": n, "true": labels[fold.test].tolist(),
             "pred": pred.tolist()}  # fmt: skip
 
@@ -137,7 +137,7 @@ def _try_interval(per_try: list[float], n_boot: int = 1000) -> tuple[float, floa
     Every try holds out one model per family, so its test models are few; the tries share the zoo,
     so this is an interval over the protocol's own repetitions, not over new zoos.
     """
-    rng = np.random.default_rng(np.random.SeedSequence([len(per_try), 0xB007]))
+    rng = generator(len(per_try), Purpose.BOOTSTRAP)
     a = np.asarray(per_try)
     means = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(1)
     lo, hi = np.percentile(means, [2.5, 97.5])

@@ -23,12 +23,10 @@ from torchvision.transforms import v2
 from kennen.errors import KennenError
 from kennen.imagenet.offline import PixelInput, load_surrogate
 from kennen.imagenet.pretrained import IMAGE_SUFFIXES, load_pretrained
-from kennen.imagenet.probe import PROBE_OFFSET, draw, family_attribute, features, fit_predict
+from kennen.imagenet.probe import draw, family_attribute, features, fit_predict
 from kennen.io import read_csv
 from kennen.metamodel.kennen_o import Optimiser
-from kennen.zoo.sample import StableRng
-
-IMAGES_OFFSET = 11  # seed offset of the attacked digits (the attack's own: 10)
+from kennen.seeds import Purpose, StableRng, derive
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ def offline_images(
     rest = len(test_images) - pool
     if n > rest:
         raise KennenError(f"imagenet_attack.images: {n} exceeds the {rest} test digits outside the query pool")
-    idx = pool + draw(rest, n, StableRng(seed, IMAGES_OFFSET))
+    idx = pool + draw(rest, n, StableRng(seed, Purpose.ATTACK_IMAGES))
     x = torch.from_numpy(test_images[idx]).float()[:, None] / 255.0
     return x, torch.from_numpy(test_labels[idx].astype(np.int64))
 
@@ -112,13 +110,13 @@ def probe_predictions(
     the prediction reads the target's outputs on ``n_queries`` query images (one draw).
     """
     attr = family_attribute(families)
-    q = draw(outputs.shape[1], n_queries, StableRng(seed, PROBE_OFFSET, 99))
+    q = draw(outputs.shape[1], n_queries, StableRng(seed, Purpose.PROBE, 99))
     x = features(outputs[:, q], feature)
     y = torch.tensor([families.index(f) for f in fams])
     out = {}
     for k, name in enumerate(targets):
         train = [i for i, n in enumerate(names) if n != name]
         test = [names.index(name)]  # the target itself: the zoo's first (seed-0) model of its architecture
-        pred = fit_predict(x[train], y[train], x[test], attr, hidden, opt, seed + 7919 * (k + 1))
+        pred = fit_predict(x[train], y[train], x[test], attr, hidden, opt, derive(seed, Purpose.METAMODEL, 99, k))
         out[name] = families[int(pred[0])]
     return out

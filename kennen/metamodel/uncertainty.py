@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from kennen.attributes import ATTRIBUTES
+from kennen.seeds import Purpose, generator
 
 LEVEL = 95.0
 N_BOOT = 1000
@@ -31,7 +32,7 @@ _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
 
 def _weights(n: int, n_boot: int, seed: int) -> np.ndarray:
     """Bootstrap resamples of ``n`` boxes as counts [n_boot, n] (each row sums to n)."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB007]))
+    rng = generator(seed, Purpose.BOOTSTRAP)
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
 
 

@@ -21,20 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from kennen import data as mnist_data
 from kennen.attributes import BY_KEY, SAMPLED, n_par_class, parse_value, size_of_split
 from kennen.config import require
 from kennen.errors import KennenError
 from kennen.io import atomic_path, read_csv, write_csv
 from kennen.parallel import run_tasks
+from kennen.seeds import Purpose, derive, generator
 from kennen.transfer.foreign import EXTRA_ACTS, PARTS, BoxResult, BoxSpec, box_task
 
 log = logging.getLogger("kennen.transfer")
 
 METHODS = ("kennen-o", "kennen-io", "kennen-i")
-CONFIG_OFFSET, TORCH_OFFSET = 1, 2
 COLUMNS = (
     "regime", "box", "file", "act", "drop", "pool", "ks", "n_conv", "n_fc", "n_par", "ens", "alg", "bs", "split",
     "size", "n_params", "torch_seed", "epochs", "pool_size", "test_acc", "diverged",
@@ -82,13 +80,9 @@ class TransferParams:
         require(self.extra_act in EXTRA_ACTS, f"{where}.extra_act", f"expected one of {', '.join(EXTRA_ACTS)}, got {self.extra_act!r}")  # fmt: skip
 
 
-def _stream(seed: int, offset: int, regime: str, *more: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence([seed, offset, zlib.crc32(regime.encode()), *more])
-
-
 def balanced_configs(n: int, seed: int, regime: str) -> list[dict[str, Any]]:
     """``n`` configurations of the sampled attributes, each attribute's values tiled and shuffled independently."""
-    rng = np.random.default_rng(_stream(seed, CONFIG_OFFSET, regime))
+    rng = generator(seed, Purpose.TRANSFER_CONFIG, zlib.crc32(regime.encode()))
     columns = {}
     for attr in SAMPLED:
         tiled = [attr.values[i % attr.n_classes] for i in range(n)]
@@ -101,7 +95,7 @@ def box_specs(tp: TransferParams) -> list[BoxSpec]:
     specs = []
     for name, regime in tp.regimes.items():
         for i, cfg in enumerate(balanced_configs(regime.n_boxes, tp.seed, name)):
-            torch_seed = int(_stream(tp.seed, TORCH_OFFSET, name, i).generate_state(1)[0])
+            torch_seed = derive(tp.seed, Purpose.TRANSFER_TORCH, zlib.crc32(name.encode()), i)
             specs.append(BoxSpec(name, i, **cfg, torch_seed=torch_seed, epochs=regime.epochs,
                                  pool_size=regime.pool, perm_seed=tp.seed, extra_act=tp.extra_act))  # fmt: skip
     return specs

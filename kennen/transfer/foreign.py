@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
 
 from kennen import data as mnist_data
+from kennen.seeds import Purpose, generator
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "prelu": nn.PReLU, "elu": nn.ELU, "tanh": nn.Tanh}
 # Official code: SGD lr 0.1 momentum 0.5; Adam lr 1e-3; RMSprop lr 1e-3 momentum 0.5.
@@ -49,7 +50,6 @@ OPTIMISERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, float]]] = {
 }
 PARTS = {"all": 1, "half": 2, "quarter": 4}
 EXTRA_ACTS = ("sampled", "relu")
-PERM_OFFSET = 0xF0E1  # the permutation's own stream of the transfer seed
 TEST_BATCH = 1000
 MAX_BATCH = 1 << 16  # the exported programs accept batches of 1 .. MAX_BATCH images
 
@@ -127,7 +127,7 @@ def count_params(net: nn.Module) -> int:
 
 def permutation(n: int, seed: int) -> np.ndarray:
     """The foreign trainer's fixed permutation of the ``n`` training images."""
-    return np.random.default_rng(np.random.SeedSequence([seed, PERM_OFFSET])).permutation(n)
+    return generator(seed, Purpose.TRANSFER_PERM).permutation(n)
 
 
 def subset(perm: np.ndarray, pool_size: int, split: str) -> np.ndarray:

@@ -12,24 +12,27 @@ differ only in seed) would not exist. ``groups`` first draws a number of
 distinct configurations with several seeds each; the rest of the zoo is then
 drawn uniformly from the remaining (configuration, seed) pairs, as in the paper.
 The paper profile uses no groups: at 10,000 models, repeats happen by themselves.
+
+A zoo that grows: the sample is the first ``n_models`` of one deterministic
+sequence (:func:`pair_sequence`), whose start is the grouped models (shuffled
+among themselves) and whose rest is the uniform draw. Raising ``n_models``
+therefore keeps every model already drawn, with its id, shard and torch seed,
+and only appends; the shards already trained are unchanged. Changing the base
+seed, ``n_seeds``, ``groups`` or ``space`` draws a new sequence.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from kennen.attributes import BY_KEY, SAMPLED, n_par_class, size_of_split
 from kennen.config import require
+from kennen.seeds import Purpose, StableRng, derive
 from kennen.zoo.net import NetConfig, count_params
-
-# Fixed per-purpose offsets mixed into the base seed (style.md rule 7).
-SAMPLE_OFFSET = 1
-TRAIN_OFFSET = 2
 
 
 @dataclass(frozen=True)
@@ -103,29 +106,6 @@ class SampleParams:
         return math.ceil(self.n_models / self.shard_size)
 
 
-class StableRng:
-    """Uniform integers from PCG64's raw output, with our own unbiased reduction."""
-
-    def __init__(self, *entropy: int):
-        self._bits = np.random.PCG64(np.random.SeedSequence(list(entropy)))
-
-    def below(self, n: int) -> int:
-        """Uniform integer in [0, n), by rejection so every value is equally likely."""
-        limit = (1 << 64) - (1 << 64) % n
-        while True:
-            x = int(self._bits.random_raw())
-            if x < limit:
-                return x % n
-
-    def permutation_prefix(self, n: int) -> Iterator[int]:
-        """Lazily yield a uniformly random permutation of range(n) (sparse Fisher-Yates)."""
-        swapped: dict[int, int] = {}
-        for i in range(n):
-            j = i + self.below(n - i)
-            yield swapped.get(j, j)
-            swapped[j] = swapped.get(i, i)
-
-
 def decode(index: int, space: dict[str, tuple[Any, ...]]) -> dict[str, Any]:
     """Configuration number -> attribute values (mixed radix, last attribute fastest)."""
     values = {}
@@ -135,28 +115,35 @@ def decode(index: int, space: dict[str, tuple[Any, ...]]) -> dict[str, Any]:
     return {k: values[k] for k in space}
 
 
-def sample_pairs(params: SampleParams, seed: int) -> list[tuple[int, int]]:
-    """Draw ``n_models`` distinct (configuration index, seed) pairs, in model-id order."""
+def pair_sequence(params: SampleParams, seed: int) -> Iterator[tuple[int, int]]:
+    """The zoo's one sequence of distinct (configuration index, seed) pairs; a zoo is a prefix of it.
+
+    First the grouped models (``groups``: distinct configurations, several seeds each), shuffled
+    among themselves so that a group's members are not adjacent; then every remaining pair of the
+    population, in uniformly random order. Nothing in it depends on ``n_models``.
+    """
     space = params.attribute_space()
     n_comb = math.prod(len(v) for v in space.values())
-    rng = StableRng(seed, SAMPLE_OFFSET)
-    pairs: list[tuple[int, int]] = []
+    rng = StableRng(seed, Purpose.SAMPLE, 0)
+    grouped: list[tuple[int, int]] = []
     configs = rng.permutation_prefix(n_comb)
     for g in params.groups:
         for _ in range(g.n_configs):
             config = next(configs)
             seeds = rng.permutation_prefix(params.n_seeds)
-            pairs += [(config, next(seeds)) for _ in range(g.n_seeds)]
-    used = set(pairs)
-    for idx in rng.permutation_prefix(n_comb * params.n_seeds):
-        if len(pairs) == params.n_models:
-            break
+            grouped += [(config, next(seeds)) for _ in range(g.n_seeds)]
+    for i in StableRng(seed, Purpose.SAMPLE, 1).permutation_prefix(len(grouped)):
+        yield grouped[i]
+    used = set(grouped)
+    for idx in StableRng(seed, Purpose.SAMPLE, 2).permutation_prefix(n_comb * params.n_seeds):
         pair = divmod(idx, params.n_seeds)
         if pair not in used:
-            pairs.append(pair)
-    # Shuffle so that groups spread over shards and shard costs are alike.
-    order = list(rng.permutation_prefix(len(pairs)))
-    return [pairs[i] for i in order]
+            yield pair
+
+
+def sample_pairs(params: SampleParams, seed: int) -> list[tuple[int, int]]:
+    """The first ``n_models`` pairs of :func:`pair_sequence`, in model-id order."""
+    return list(itertools.islice(pair_sequence(params, seed), params.n_models))
 
 
 def sample_zoo(params: SampleParams, seed: int) -> list[dict[str, Any]]:
@@ -190,4 +177,4 @@ def sample_zoo(params: SampleParams, seed: int) -> list[dict[str, Any]]:
 
 def torch_seed(base_seed: int, model_id: int) -> int:
     """The RNG seed of one model's training, derived from (base seed, model id)."""
-    return int(np.random.SeedSequence([base_seed, TRAIN_OFFSET, model_id]).generate_state(1)[0])
+    return derive(base_seed, Purpose.TRAIN, model_id)

@@ -17,8 +17,8 @@ Two trainers make the same models (``train_zoo.trainer``):
 
 Both follow one per-model random protocol, so a model does not depend on the
 trainer, the worker or the models it was trained next to: initialisation from
-``torch.manual_seed(torch_seed)``, batch order from a generator seeded with
-``torch_seed + 1``, dropout masks from one seeded with ``torch_seed + 2``. Each
+``torch.manual_seed(torch_seed)``, batch order and dropout masks from generators
+on the torch seed's own streams (``kennen.seeds``: BATCHES and DROPOUT). Each
 task is single-threaded on the CPU, so results never depend on the worker count
 or the completion order.
 """
@@ -42,6 +42,7 @@ from kennen import data as mnist_data
 from kennen.attributes import SPLITS
 from kennen.config import require
 from kennen.errors import KennenError
+from kennen.seeds import Purpose, torch_generator
 from kennen.zoo.net import MnistNet, NetConfig
 
 # Official code: SGD lr 0.1 momentum 0.5; Adam lr 1e-3; RMSprop lr 1e-3 momentum 0.5.
@@ -190,8 +191,8 @@ def build_member(spec: TrainSpec, device: str) -> tuple[MnistNet, torch.Generato
     """
     torch.manual_seed(spec.torch_seed)
     net = MnistNet(spec.net)
-    net.seed_dropout(torch.Generator(device=device).manual_seed(spec.torch_seed + 2))
-    return net.to(device), torch.Generator().manual_seed(spec.torch_seed + 1)
+    net.seed_dropout(torch_generator(spec.torch_seed, Purpose.DROPOUT, device=device))
+    return net.to(device), torch_generator(spec.torch_seed, Purpose.BATCHES)
 
 
 def epoch_order(subset: torch.Tensor, shuffle: torch.Generator) -> torch.Tensor:
