@@ -16,7 +16,7 @@ from kennen.metamodel.kennen_o import KennenOParams
 from kennen.metamodel.report import plot_bars, plot_curve, write_table
 from kennen.metamodel.runs import read_predictions
 from kennen.metamodel.sweep import SWEEPS, SweepParams, run_sweep
-from kennen.paper import TABLE2, TABLE3_KENNEN_IO
+from kennen.paper import KENNEN_O_BY_OUTPUT, TABLE3_KENNEN_IO
 from kennen.queries import load_outputs, read_boxes
 from kennen.splits import SplitParams, read_split
 from stages._common import parser, run
@@ -48,12 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.sweep == "n_queries":
             plot_curve(rows, "n_queries", "queries", "kennen-o vs. number of queries", figure, log_x=True)
         elif args.sweep == "output":
-            paper = {
-                "prob": TABLE2["kennen-o prob"]["mean"],
-                "top10": TABLE2["kennen-o top10"]["mean"],
-                "top1": TABLE2["kennen-o top1"]["mean"],
-            }
-            plot_bars(rows, "output", "acc_mean", "kennen-o mean accuracy by output type", figure, paper)
+            plot_bars(rows, "output", "acc_mean", "kennen-o mean accuracy by output type", figure, KENNEN_O_BY_OUTPUT)
         else:
             plot_bars(
                 rows,

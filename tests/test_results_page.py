@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from kennen.attributes import KEYS
-from kennen.results_page import ci, transfer_section, uncertainty_section
+from kennen.results import ci
+from kennen.results_page import transfer_section, uncertainty_section
 
 
 def test_ci_formats_the_interval_when_present():

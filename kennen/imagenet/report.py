@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kennen.paper import FAMILY_PROBE
 from kennen.plots import plt, save_figure
-
-PAPER = {100: 90.4, 1000: 94.8}  # paper §7: kennen-o on 19 pretrained ImageNet models; chance 20%
 
 
 def plot_accuracy(
@@ -21,7 +20,14 @@ def plot_accuracy(
         ax.plot([r["n_queries"] for r in other], [r["acc"] for r in other], "s--", lw=1.5, label=f"overall, {name}")
     for f in families:
         ax.plot(xs, [r[f"acc.{f}"] for r in rows], ":", alpha=0.7, label=f)
-    ax.scatter(list(PAPER), list(PAPER.values()), color="#c44e52", marker="D", zorder=3, label="paper (pretrained)")
+    ax.scatter(
+        list(FAMILY_PROBE),
+        list(FAMILY_PROBE.values()),
+        color="#c44e52",
+        marker="D",
+        zorder=3,
+        label="paper (pretrained)",
+    )
     ax.axhline(100 / len(families), color="grey", lw=1, ls="--", label="chance")
     ax.set(xscale="log", xlabel="queries", ylabel="family accuracy (%)", ylim=(0, 102), title=title)
     ax.grid(alpha=0.3)

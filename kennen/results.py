@@ -1,0 +1,342 @@
+"""Pure builders of the results page's tables: metrics dicts in, table rows (lists of cells) and verdicts out.
+
+Each builder takes the pipeline's own metrics (``reports/metrics/*.json``, ``reports/plots/*.csv`` rows)
+and sets the paper's figure (``kennen/paper.py``) next to ours. Nothing here reads files;
+``kennen/results_page.py`` lays the rows out as Markdown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kennen.attributes import BY_KEY, REPORT_ORDER
+from kennen.paper import (
+    FAMILY_PROBE,
+    FAMILY_PROBE_SETUP,
+    KENNEN_O_BY_OUTPUT,
+    METHOD_MEANS,
+    PAPER_ZOO,
+    TABLE2,
+    TABLE3_KENNEN_IO,
+    TABLE4,
+    TABLE5,
+)
+
+NAN = float("nan")
+Row = list[Any]
+TRANSFER_METHODS = {
+    "kennen_o": "kennen-o (prob)",
+    "kennen_io": "kennen-io (prob)",
+    "kennen_i": "kennen-i (top-1 label)",
+}
+
+
+def fmt(v: Any) -> str:
+    """One table cell: floats to one decimal ("–" for NaN), anything else as ``str``."""
+    if isinstance(v, float):
+        return "–" if v != v else f"{v + 0.0:.1f}".replace("-0.0", "0.0")  # no "-0.0" for a rounded -0.04
+    return str(v)
+
+
+def ci(m: dict[str, Any], key: str) -> str:
+    """``m[key]`` with its 95% interval ``[key_low, key_high]`` when the metrics carry one (``59.5 [55.1, 63.8]``)."""
+    v = m.get(key, NAN)
+    lo, hi = m.get(f"{key}_low"), m.get(f"{key}_high")
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return fmt(float(v))
+    return f"{v:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+def _mean_ci(m: dict[str, Any], key: str = "mean") -> str:
+    """``ci`` of a metrics dict whose interval keys are ``<key>_low`` / ``<key>_high`` without an ``acc.`` prefix."""
+    return ci({"m": m[key], "m_low": m.get(f"{key}_low"), "m_high": m.get(f"{key}_high")}, "m")
+
+
+def zoo_rows(zoo: dict[str, Any], kennen_o: dict[str, Any], params: dict[str, Any]) -> list[Row]:
+    """The zoo against the paper's (§2-3): rows of (what, this run, paper)."""
+    tz, p = params["train_zoo"], PAPER_ZOO
+    n_par = len(BY_KEY["n_par"].values)
+    return [
+        ["models trained", zoo["n_models"], f"{p['n_models']:,}"],
+        ["epochs per model, training images", f"{tz['epochs']}, subsets of {tz['pool_size']:,}",
+         f"{p['epochs']}, subsets of {p['pool_size']:,}"],
+        [f"kept after pruning (test accuracy ≥ {params['prune']['min_acc']}%)", zoo["n_kept"],
+         f"{p['n_kept']:,} (≥ {p['min_acc']}%)"],
+        ["ensembles", zoo["n_ensembles"], f"{p['n_ensembles']:,}"],
+        ["black boxes in all", zoo["n_final"], f"{p['n_final']:,}"],
+        ["mean test accuracy of all trained models", f"{zoo['acc_mean']:.1f}%", "–"],
+        ["`n_par` classes present", f"{zoo['n_par_classes']} of {n_par}", n_par],
+        ["meta-train / meta-test boxes (R split)", f"{kennen_o['n_train']} / {kennen_o['n_test']}",
+         f"{p['n_train']:,} / {p['n_test']:,}"],
+    ]  # fmt: skip
+
+
+def table2_rows(
+    kennen_o: dict[str, Any],
+    settings: list[dict[str, Any]],
+    output_sweep: list[dict[str, Any]],
+    kennen_i: dict[str, Any],
+    kennen_i_targets: list[dict[str, Any]],
+    kennen_io: dict[str, Any],
+    params: dict[str, Any],
+) -> list[Row]:
+    """Table 2: chance, our metamodels (every kennen-o optimiser setting and output type, both kennen-i targets,
+    kennen-io) and the paper's rows; cells (method, output, *REPORT_ORDER, mean)."""
+    chance = [round(BY_KEY[k].chance, 1) for k in REPORT_ORDER]
+    rows = [
+        ["chance (Table 1)", "–", *chance, round(sum(chance) / len(chance), 1)],
+        ["paper: chance", "–", *(TABLE2["chance"][k] for k in REPORT_ORDER), TABLE2["chance"]["mean"]],
+    ]
+    kp, ki = params["kennen_o"], params["kennen_i"]
+    for s in settings:
+        headline = s["setting"] == kp["optimiser"]
+        label = f"kennen-o, `{s['setting']}` optimiser" + (" (headline)" if headline else "")
+        mean = ci(kennen_o, "acc.mean") if headline else s["mean"]
+        rows.append([label, kp["output"], *(s[k] for k in REPORT_ORDER), mean])
+    for r in output_sweep:
+        if r["output"] != kp["output"] and r["output"] in ("top10", "top1", "bottom1"):
+            label = f"kennen-o, `{kp['optimiser']}` optimiser"
+            rows.append([label, r["output"], *(r[k] for k in REPORT_ORDER), r["acc_mean"]])
+    target_text = {"each": "one query per attribute", "all": "one query for all (official run.py)"}
+    for t in kennen_i_targets:
+        headline = t["target"] == ki["target"]
+        label = f"kennen-i, {target_text[t['target']]}" + (" (headline)" if headline else "")
+        mean = ci(kennen_i, "acc.mean") if headline else t["mean"]
+        rows.append([label, "top1 label", *(t[k] for k in REPORT_ORDER), mean])
+    rows.append(["kennen-io", "prob", *(kennen_io[f"acc.{k}"] for k in REPORT_ORDER), ci(kennen_io, "acc.mean")])
+    for name, paper in TABLE2.items():
+        if name != "chance":
+            method, output = name.split()
+            rows.append([f"paper: {method}", output, *(paper[k] for k in REPORT_ORDER), paper["mean"]])
+    return rows
+
+
+def ordering(means: dict[str, float]) -> str:
+    """A sentence comparing the methods' order of mean accuracy with the paper's (io > o > i)."""
+    ours = sorted(means, key=lambda k: -means[k])
+    paper = sorted(METHOD_MEANS, key=lambda k: -METHOD_MEANS[k])
+    chain = " > ".join(f"{k} ({means[k]:.1f})" for k in ours)
+    paper_chain = " > ".join(f"{k} ({METHOD_MEANS[k]:.1f})" for k in paper)
+    verdict = "the same order as the paper's" if ours == paper else "not the paper's order"
+    gaps = [means[a] - means[b] for a, b in zip(ours, ours[1:], strict=False)]
+    close = " A gap under two points between neighbours is within the noise of this test set." if min(gaps) < 2 else ""
+    return f"Mean accuracy here: {chain}; the paper: {paper_chain}. That is {verdict}.{close}"
+
+
+def output_rows(output_sweep: list[dict[str, Any]]) -> list[Row]:
+    """kennen-o by output type (§4, Figure 4 right): output, mean, chance-scaled mean, the paper's Table 2 mean."""
+    return [
+        [r["output"], r["acc_mean"], r["acc_scaled"], KENNEN_O_BY_OUTPUT.get(r["output"], NAN)] for r in output_sweep
+    ]
+
+
+def curve_rows(sweep: list[dict[str, Any]], x: str) -> list[Row]:
+    """A Figure 4 curve (``x`` = ``n_train`` or ``n_queries``): x, mean, chance-scaled mean."""
+    return [[r[x], r["acc_mean"], r["acc_scaled"]] for r in sweep]
+
+
+def extrapolation_rows(sweep: list[dict[str, Any]], kennen_io_ext: list[dict[str, Any]]) -> list[Row]:
+    """Table 3 analogue: per E split, kennen-o's sizes and accuracies, both methods' relative accuracy, the paper's."""
+    io_rel = {r["split"]: r["relative"] for r in kennen_io_ext}
+    return [
+        [r["split"], r["n_train"], r["n_test"], r["acc_mean"], r["r_acc_mean"], r["relative"],
+         io_rel.get(r["split"], NAN), TABLE3_KENNEN_IO.get(r["split"], NAN)]
+        for r in sweep
+    ]  # fmt: skip
+
+
+def uncertainty_rows(methods: dict[str, dict[str, Any]]) -> list[Row]:
+    """Per-attribute accuracy with its 95% interval for each metamodel: name, *REPORT_ORDER, mean."""
+    return [[name, *(ci(m, f"acc.{k}") for k in REPORT_ORDER), ci(m, "acc.mean")] for name, m in methods.items()]
+
+
+def uncertainty_notes(methods: dict[str, dict[str, Any]], kennen_io: dict[str, Any]) -> list[str]:
+    """Bullet lines: each metamodel's spread over seeds, and kennen-io − kennen-o on the same boxes."""
+    lines = []
+    for name, m in methods.items():
+        if "seeds.acc.mean" in m:
+            lines.append(
+                f"- {name} over {int(m.get('seeds.n', 0)) or 'several'} metamodel seeds: mean {ci(m, 'seeds.acc.mean')}"
+                f" (t-interval of the mean over seeds; sd {m.get('seeds.acc.mean_sd', NAN):.2f})."
+            )
+    gap = {k.removeprefix("gap_vs_o."): v for k, v in kennen_io.items() if k.startswith("gap_vs_o.")}
+    if "diff" in gap:
+        called = "beyond noise" if gap.get("beyond_noise") else "within noise (the interval includes 0)"
+        paper = METHOD_MEANS["kennen-io"] - METHOD_MEANS["kennen-o"]
+        lines.append(
+            f"- kennen-io − kennen-o on the same R test boxes: {gap['diff']:+.1f} points, 95% paired bootstrap interval "
+            f"[{gap['low']:+.1f}, {gap['high']:+.1f}]: {called}. The paper: {paper:+.1f}."
+        )
+    return lines
+
+
+def calibration_rows(methods: dict[str, dict[str, Any]]) -> list[Row]:
+    """ECE before and after calibration, the abstention threshold and what it answers, the out-of-zoo rate."""
+    rows = []
+    for name, m in methods.items():
+        if "ece_after" not in m:
+            continue
+
+        def e(key: str, m=m) -> str:
+            return f"{m[key]:.3f} [{m.get(key + '_low', NAN):.3f}, {m.get(key + '_high', NAN):.3f}]"
+
+        rows.append([name, int(m.get("calibration.n_val", 0)), e("ece_before"), e("ece_after"),
+                     f"{m['abstain.min_confidence']:.2f}", m["abstain.coverage"], m["abstain.accuracy"],
+                     m["abstain.accuracy_all"], m["ood.test_rate"]])  # fmt: skip
+    return rows
+
+
+def transfer_scores(t: dict[str, Any], regimes: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(regime, metamodel key, its metrics without the ``<regime>.<key>.`` prefix) for each scored pair."""
+    out = []
+    for name in regimes:
+        for key in TRANSFER_METHODS:
+            m = {k.removeprefix(f"{name}.{key}."): v for k, v in t.items() if k.startswith(f"{name}.{key}.")}
+            if "acc.mean" in m:
+                out.append((name, key, m))
+    return out
+
+
+def transfer_rows(t: dict[str, Any], regimes: dict[str, Any]) -> list[Row]:
+    """Foreign boxes per regime and metamodel: mean accuracy against the in-zoo R-split figure, with a verdict."""
+    rows = []
+    for name, key, m in transfer_scores(t, regimes):
+        reg, zoo = regimes[name], m["in_zoo_mean"]
+        lo, hi = m.get("acc.mean_low", NAN), m.get("acc.mean_high", NAN)
+        call = "below the zoo" if hi < zoo else ("above the zoo" if lo > zoo else "within noise of the zoo")
+        rows.append([f"{name} ({reg['epochs']} epoch(s), {reg['pool']:,} pool)", t.get(f"{name}.n_scored"),
+                     t.get(f"{name}.box_acc_median"), TRANSFER_METHODS[key], ci(m, "acc.mean"), zoo, call])  # fmt: skip
+    return rows
+
+
+def transfer_attribute_rows(t: dict[str, Any], regimes: dict[str, Any], keys: list[str]) -> list[Row]:
+    """Per-attribute accuracy on foreign boxes (the attributes ``keys`` a foreign box can be scored on)."""
+    return [
+        [name, TRANSFER_METHODS[key], *(ci(m, f"acc.{k}") for k in keys)]
+        for name, key, m in transfer_scores(t, regimes)
+    ]
+
+
+def transfer_confidence_rows(t: dict[str, Any], regimes: dict[str, Any]) -> list[Row]:
+    """What whiten's confidence says on foreign boxes: out-of-zoo share, answered share and accuracies, ECE."""
+    return [
+        [name, TRANSFER_METHODS[key], m.get("ood_rate", NAN), m.get("answered", NAN), m.get("answered_acc", NAN),
+         m.get("all_acc", NAN), "–" if m.get("ece", NAN) != m.get("ece", NAN) else f"{m['ece']:.3f}"]
+        for name, key, m in transfer_scores(t, regimes) if "all_acc" in m
+    ]  # fmt: skip
+
+
+def strongest_defences(settings: dict[str, dict[str, Any]]) -> list[str]:
+    """The last listed (strongest) setting of each defence, in order of first appearance."""
+    last: dict[str, str] = {}
+    for name, s in settings.items():
+        if name != "none":
+            last[s["defence"]] = name
+    return list(last.values())
+
+
+def defence_ladder_rows(d: dict[str, Any], output_sweep: list[dict[str, Any]]) -> list[Row]:
+    """The access ladder: weights, scores, each defended setting (utility, non-adaptive and adaptive attacker),
+    kennen-o's rankings and labels from its output sweep, and kennen-i on labels."""
+    na = ["–"] * 4
+    rows = [["weights (white box)", "per-layer weight statistics, gradient boosting", *na, _mean_ci(d["whitebox"])]]
+    for name, s in d["settings"].items():
+        u = s["utility"]
+        access = {"none": "scores", "label": "labels"}.get(name, "defended scores")
+        nonadaptive = "–" if name == "none" else _mean_ci(s["nonadaptive"])
+        rows.append(
+            [access, f"`{name}`", u["agreement"], u["acc_change"], u["kl"], nonadaptive, _mean_ci(s["adaptive"])]
+        )
+    for r in output_sweep:
+        if r["output"] != "prob":
+            access = "ranking" if r["output"] != "top1" else "labels"
+            rows.append([access, f"`{r['output']}` (kennen-o sweep)", *na, _mean_ci(r, "acc_mean")])
+    rows.append(["labels", "crafted queries (kennen-i)", *na, _mean_ci(d["label_kennen_i"])])
+    return rows
+
+
+def defence_attribute_rows(d: dict[str, Any]) -> list[Row]:
+    """Per attribute: the white box, the undefended scores and each defence's strongest setting (adaptive)."""
+    settings = d["settings"]
+    rows = [["white box", *(d["whitebox"][k] for k in REPORT_ORDER), d["whitebox"]["mean"]]]
+    for name in ["none", *strongest_defences(settings)]:
+        a = settings[name]["adaptive"]
+        rows.append([f"`{name}`", *(a[k] for k in REPORT_ORDER), a["mean"]])
+    return rows
+
+
+def defence_verdict(d: dict[str, Any]) -> str:
+    """Which defences lower the adaptive attacker's mean beyond noise (95% intervals apart), and what the weights give."""
+    settings, clean, wb = d["settings"], d["settings"]["none"]["adaptive"], d["whitebox"]
+    strongest = strongest_defences(settings)
+    below = [n for n in strongest if settings[n]["adaptive"]["mean_high"] < clean["mean_low"]]
+    within = [n for n in strongest if n not in below]
+    more = "more, beyond noise." if wb["mean_low"] > clean["mean_high"] else "no more beyond noise."
+    return (
+        f"Against the adaptive attacker, the strongest setting of {len(below)} of {len(strongest)} defences lowers "
+        f"the mean accuracy below the undefended {clean['mean']:.1f} beyond noise (intervals apart): "
+        f"{', '.join(f'`{n}`' for n in below) or 'none'}; within noise: {', '.join(f'`{n}`' for n in within) or 'none'}. "
+        f"The weights give {wb['mean']:.1f} [{wb['mean_low']:.1f}, {wb['mean_high']:.1f}] against "
+        f"{clean['mean']:.1f} from scores: {more}"
+    )
+
+
+def family_probe_rows(probe: dict[str, Any], rows: list[dict[str, Any]], families: list[str]) -> list[Row]:
+    """The family probe per feature and number of queries (§7): accuracy with its interval, per family, the paper's."""
+    return [
+        [f"`{r['feature']}`" + (" (headline)" if r["feature"] == probe["feature"] else ""), r["n_queries"],
+         ci(r, "acc"), *(r[f"acc.{f}"] for f in families), FAMILY_PROBE.get(r["n_queries"], NAN)]
+        for r in rows
+    ]  # fmt: skip
+
+
+def paper_family_probe() -> str:
+    """The paper's §7 result in words."""
+    (n1, a1), (n2, a2) = FAMILY_PROBE.items()
+    s = FAMILY_PROBE_SETUP
+    return (
+        f"{a1}% with {n1:,} queries, {a2}% with {n2:,} "
+        f"({s['n_models']} pretrained models, {s['folds']} folds × {s['draws']} draws)"
+    )
+
+
+def table4_rows(attack: dict[str, Any]) -> list[Row]:
+    """Table 4, ours with the paper's in brackets: generating set (families bold), one cell per target family."""
+    t4 = attack["table4"]
+    families = list(t4["clean"])
+    return [
+        [f"**{r}**" if r in families else r,
+         *(f"{t4[r][f]:.1f} ({TABLE4.get(r, {}).get(f, '–')})" for f in families)]
+        for r in t4
+    ]  # fmt: skip
+
+
+def table5_rows(attack: dict[str, Any]) -> list[Row]:
+    """Table 5: scenario, our misclassification, the paper's, and ours among images the target gets right clean."""
+    t5, fooled = attack["table5"], attack["fooled"]["table5"]
+    return [[s.replace("_", " "), t5[s], TABLE5.get(s, NAN), fooled[s]] for s in t5]
+
+
+def attack_verdict(attack: dict[str, Any]) -> str:
+    """Whether the paper's conclusion (knowing the family makes the black-box attack stronger) holds here."""
+    t4, t5 = attack["table4"], attack["table5"]
+    families = list(t4["clean"])
+    wins = [f for f in families if t4[f][f] > max(t4[g][f] for g in families if g != f)]
+    # Two standard errors of the difference of two rates over targets x images (independence assumed).
+    n = attack["targets"] * attack["images"]
+    p1, p2 = t5["true_family"] / 100, t5["all_families"] / 100
+    noise = 200 * ((p1 * (1 - p1) + p2 * (1 - p2)) / n) ** 0.5
+    gap = t5["true_family"] - t5["all_families"]
+    if gap > noise and t5["predicted_family"] > t5["all_families"]:
+        holds = "**holds** here"
+    elif gap > 0:
+        holds = f"points the same way here, but within noise (two standard errors: {noise:.1f} points)"
+    else:
+        holds = "**does not hold** here"
+    return (
+        f"Within-family images transfer best to {len(wins)} of {len(families)} target families"
+        f"{' (' + ', '.join(wins) + ')' if wins else ''}; the true family gives {t5['true_family']:.1f}% and the "
+        f"probe's family {t5['predicted_family']:.1f}% against {t5['all_families']:.1f}% for one model of every "
+        f"family ({gap:+.1f} points), so the paper's conclusion (knowing the family makes the black-box attack "
+        f"stronger) {holds}."
+    )
