@@ -117,9 +117,15 @@ def n_par_class(n_params: int) -> int:
 
 
 def parse_value(key: str, text: str) -> Any:
-    """Parse a value of attribute ``key`` from its CSV text form."""
+    """Parse a value of attribute ``key`` from its CSV text form; ValueError for a value outside Table 1."""
     attr = BY_KEY[key]
     kind = type(attr.values[0])
     if kind is bool:
-        return text in ("1", "True", "true")
-    return kind(text)
+        flags = {"1": True, "True": True, "true": True, "0": False, "False": False, "false": False}
+        if text not in flags:
+            raise ValueError(f"{text!r} is not a value of {key}")
+        return flags[text]
+    value = kind(text)
+    if value not in attr.values:
+        raise ValueError(f"{text!r} is not a value of {key}")
+    return value

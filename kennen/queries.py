@@ -122,5 +122,7 @@ def load_outputs(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_boxes(path: Path) -> list[dict[str, Any]]:
-    """The black-box table written by the ``queries`` stage, with typed values."""
-    return [b | {"box": int(b["box"]), "id": int(b["id"])} for b in read_table(path)]
+    """The black-box table written by the ``queries`` stage, typed and checked (:data:`kennen.schemas.BOXES`)."""
+    from kennen.schemas import BOXES  # imported here: kennen.schemas reads BOX_COLUMNS
+
+    return read_table(path, BOXES)

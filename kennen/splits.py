@@ -19,14 +19,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kennen import schemas
 from kennen.attributes import BY_KEY
 from kennen.config import require
-from kennen.errors import KennenError
 from kennen.seeds import Purpose, StableRng
 
 # Paper Table 3: the held-out (test) values of each extrapolation split.
@@ -116,12 +115,5 @@ def all_splits(boxes: list[dict[str, Any]], params: SplitParams, seed: int) -> d
 
 
 def read_split(folder: Path, name: str) -> dict[str, list[int]]:
-    """One split file written by the ``splits`` stage: {'train': box ids, 'test': box ids}."""
-    path = folder / f"{name}.json"
-    try:
-        split = json.loads(path.read_text())
-        return {"train": [int(i) for i in split["train"]], "test": [int(i) for i in split["test"]]}
-    except FileNotFoundError:
-        raise KennenError(f"{path}: file not found (run `dvc repro splits` or `dvc pull`)") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise KennenError(f"{path}: unreadable split file ({e})") from None
+    """One split file written by the ``splits`` stage, checked: {'train': box ids, 'test': box ids}."""
+    return schemas.read_split(folder / f"{name}.json")

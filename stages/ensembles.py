@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kennen.config import load_params, section
 from kennen.io import write_csv
+from kennen.schemas import MODELS, require_known
 from kennen.zoo.ensembles import ENSEMBLE_COLUMNS, EnsembleParams, build_ensembles
 from kennen.zoo.prune import read_kept
 from kennen.zoo.store import read_table
@@ -24,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(args) -> None:
         ep = section(EnsembleParams, load_params(args.params), "ensembles")
-        rows = build_ensembles(read_table(Path(args.models)), read_kept(Path(args.kept)), ep.max_members)
+        models, kept = read_table(Path(args.models), MODELS), read_kept(Path(args.kept))
+        require_known(kept, (m["model_id"] for m in models), Path(args.kept), "model", Path(args.models))
+        rows = build_ensembles(models, kept, ep.max_members)
         write_csv(args.out, rows, ENSEMBLE_COLUMNS)
         log.info("wrote %s: %d ensembles, sizes %s", args.out, len(rows), dict(Counter(r["n_members"] for r in rows)))
 

@@ -29,6 +29,7 @@ from kennen.queries import (
     save_outputs,
     shard_task,
 )
+from kennen.schemas import ENSEMBLES, MODELS, check_zoo
 from kennen.zoo.net import NetConfig
 from kennen.zoo.prune import read_kept
 from kennen.zoo.store import read_table, shard_name
@@ -55,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         mnist = mnist_data.load(Path(args.data))
         query_index = draw_queries(len(mnist.test_images), qp.n_max, base_seed(params))
         images = mnist_data.normalise(mnist.test_images[query_index])
-        models, kept = read_table(Path(args.models)), read_kept(Path(args.kept))
-        ensembles = read_table(Path(args.ensembles))
+        models, kept = read_table(Path(args.models), MODELS), read_kept(Path(args.kept))
+        ensembles = read_table(Path(args.ensembles), ENSEMBLES)
+        check_zoo(models, kept, ensembles, Path(args.models), Path(args.kept), Path(args.ensembles))
         if not kept:
             raise KennenError(
                 f"prune.min_acc: no model passed pruning ({args.kept}), so there is no black box to query"

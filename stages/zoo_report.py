@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kennen.config import load_params, section
 from kennen.io import write_json
+from kennen.schemas import ENSEMBLES, MODELS, check_zoo
 from kennen.zoo.prune import PruneParams, read_kept
 from kennen.zoo.report import write_plots, zoo_metrics
 from kennen.zoo.store import read_table
@@ -26,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(args) -> None:
         pp = section(PruneParams, load_params(args.params), "prune")
-        models, kept = read_table(Path(args.models)), read_kept(Path(args.kept))
-        ensembles = read_table(Path(args.ensembles))
+        models, kept = read_table(Path(args.models), MODELS), read_kept(Path(args.kept))
+        ensembles = read_table(Path(args.ensembles), ENSEMBLES)
+        check_zoo(models, kept, ensembles, Path(args.models), Path(args.kept), Path(args.ensembles))
         metrics = zoo_metrics(models, kept, ensembles)
         write_json(args.metrics, metrics)
         write_plots(models, kept, ensembles, pp.min_acc, Path(args.plots), Path(args.figures))

@@ -8,13 +8,12 @@ reduced zoos) are always dropped, whatever ``min_acc`` is.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kennen import schemas
 from kennen.config import require
-from kennen.errors import KennenError
 
 
 @dataclass(frozen=True)
@@ -33,10 +32,5 @@ def kept_ids(models: list[dict[str, Any]], min_acc: float) -> list[int]:
 
 
 def read_kept(path: Path) -> list[int]:
-    """The kept model ids written by the ``prune`` stage."""
-    try:
-        return [int(i) for i in json.loads(path.read_text())["model_ids"]]
-    except FileNotFoundError:
-        raise KennenError(f"{path}: file not found (run `dvc repro prune` or `dvc pull`)") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise KennenError(f"{path}: unreadable kept-ids file ({e})") from None
+    """The kept model ids written by the ``prune`` stage, checked (:data:`kennen.schemas.KEPT`)."""
+    return schemas.read_kept(path)

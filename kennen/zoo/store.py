@@ -18,18 +18,21 @@ import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from safetensors.numpy import save_file
 from safetensors.torch import load_file
 
-from kennen.attributes import KEYS, parse_value
+from kennen.attributes import KEYS
 from kennen.errors import KennenError
-from kennen.io import atomic_path, read_csv, write_csv
+from kennen.io import atomic_path, write_csv
 from kennen.zoo.net import MnistNet, NetConfig
 from kennen.zoo.train import TrainResult
+
+if TYPE_CHECKING:
+    from kennen.schemas import TableSchema
 
 OUTCOME_COLUMNS = ("model_id", "test_acc", "train_loss", "train_seconds", "diverged")
 # Columns of the sample table (data/zoo/sample.csv), one row per model to train.
@@ -75,28 +78,17 @@ def shard_tables(folder: Path) -> list[Path]:
     return sorted(folder.glob("shard-[0-9]*.csv"), key=lambda p: int(p.stem.split("-")[1]))
 
 
-def typed_row(row: dict[str, str]) -> dict[str, Any]:
-    """Convert one CSV row of a zoo table to Python values."""
-    out: dict[str, Any] = {}
-    for k, v in row.items():
-        if k in INT_COLUMNS:
-            out[k] = int(v)
-        elif k in FLOAT_COLUMNS:
-            out[k] = float(v)
-        elif k in KEYS:
-            out[k] = parse_value(k, v)
-        else:
-            out[k] = v
-    return out
+def read_table(path: Path, schema: TableSchema | None = None) -> list[dict[str, Any]]:
+    """Read a zoo table with typed values, checked against ``schema``; any violation is a KennenError.
 
+    Args:
+        path: a sample, models, shard outcome, ensembles or boxes table.
+        schema: one of :mod:`kennen.schemas`' table schemas; None: the one for the file's name.
+    """
+    # Imported here: kennen.schemas reads this module's column constants.
+    from kennen import schemas
 
-def read_table(path: Path) -> list[dict[str, Any]]:
-    """Read a zoo table (sample or models table) with typed values; a corrupt row is a KennenError."""
-    rows = read_csv(path)
-    try:
-        return [typed_row(r) for r in rows]
-    except (ValueError, TypeError) as e:
-        raise KennenError(f"{path}: corrupt table ({e})") from None
+    return schemas.read_table(path, schema)
 
 
 def load_model(shards_dir: Path, row: dict[str, Any]) -> MnistNet:

@@ -1,0 +1,380 @@
+"""One schema per table and JSON file the stages read, and the readers that enforce them.
+
+A table schema names the file's required columns (taken from the writers'
+column constants, so the reader and the writer cannot drift apart), its id
+column and whether it may have no rows. What each column may hold is declared
+once, in :data:`COLUMNS`: Table 1's values for the attribute columns (from
+:mod:`kennen.attributes`), non-negative integers for ids and counts, and so on.
+
+Every violation is a :class:`~kennen.errors.KennenError` of one line that names
+the file, the line (the header is line 1) or key, and the bad value. Readers
+check everything before a stage writes anything, so a bad input never touches
+an output.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kennen.attributes import BY_KEY, KEYS, n_par_class, parse_value, size_of_split
+from kennen.errors import KennenError
+from kennen.queries import BOX_COLUMNS
+from kennen.zoo.ensembles import ENSEMBLE_COLUMNS
+from kennen.zoo.store import FLOAT_COLUMNS, INT_COLUMNS, OUTCOME_COLUMNS, SAMPLE_COLUMNS, TABLE_COLUMNS
+
+_INT = re.compile(r"-?[0-9]+")
+
+
+def _show(value: Any) -> str:
+    """``value`` for a one-line message: repr, escaped, at most 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _int(text: str) -> int:
+    if not _INT.fullmatch(text):
+        raise ValueError(f"{_show(text)} is not an integer")
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{_show(text)} is negative")
+    return value
+
+
+def _flag(text: str) -> int:
+    if text not in ("0", "1"):
+        raise ValueError(f"{_show(text)} is not 0 or 1")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{_show(text)} is not a number") from None
+
+
+def _accuracy(text: str) -> float:
+    value = _float(text)
+    if not 0.0 <= value <= 100.0:
+        raise ValueError(f"{_show(text)} is not an accuracy within 0..100")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = _float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{_show(text)} is not a duration in seconds")
+    return value
+
+
+def _members(text: str) -> str:
+    parts = text.split(";")
+    if not all(_INT.fullmatch(p) for p in parts) or len(set(parts)) != len(parts):
+        raise ValueError(f"{_show(text)} is not a list of distinct model ids separated by ';'")
+    return text  # kept as text, as the stages expect it
+
+
+def _kind(text: str) -> str:
+    if text not in ("single", "ensemble"):
+        raise ValueError(f"{_show(text)} is not 'single' or 'ensemble'")
+    return text
+
+
+def _attribute(key: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return parse_value(key, text)
+        except ValueError:
+            allowed = ", ".join(str(int(v) if isinstance(v, bool) else v) for v in BY_KEY[key].values)
+            raise ValueError(f"{_show(text)} is not in Table 1 ({allowed})") from None
+
+    return parse
+
+
+# What each column may hold: a parser from CSV text to the Python value, raising ValueError.
+COLUMNS: dict[str, Callable[[str], Any]] = {
+    **{c: _int for c in INT_COLUMNS},
+    **{c: _seconds for c in FLOAT_COLUMNS},
+    "box": _int,
+    "id": _int,
+    "diverged": _flag,
+    "test_acc": _accuracy,
+    "train_loss": _float,  # NaN for a diverged model
+    "members": _members,
+    "kind": _kind,
+    **{k: _attribute(k) for k in KEYS},
+}
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """The columns a CSV table must have, its unique id column, and whether it may be empty.
+
+    Attributes:
+        what: a short name for messages ("sample table").
+        columns: the required columns; any other column is dropped (older zoos have more).
+        key: the column whose values are unique (None: no such column).
+        may_be_empty: True if a header without rows is a valid table.
+        fixed: columns whose value is the same in every row (ens = 0 for single models).
+    """
+
+    what: str
+    columns: tuple[str, ...]
+    key: str | None = None
+    may_be_empty: bool = False
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+
+SAMPLE = TableSchema("sample table", SAMPLE_COLUMNS, "model_id", fixed={"ens": False})
+MODELS = TableSchema("models table", TABLE_COLUMNS, "model_id", fixed={"ens": False})
+OUTCOMES = TableSchema("shard outcome table", OUTCOME_COLUMNS, "model_id")
+# A zoo too small for two kept models of one configuration has no ensemble.
+ENSEMBLES = TableSchema("ensembles table", ENSEMBLE_COLUMNS, "ensemble_id", may_be_empty=True, fixed={"ens": True})
+BOXES = TableSchema("boxes table", BOX_COLUMNS, "box")
+# The pipeline's file names, for readers not told which table they read. A per-shard sample table and
+# a shard outcome table share the name shard-N.csv; only the sample has a shard column.
+BY_NAME: tuple[tuple[str, TableSchema], ...] = (
+    ("sample*.csv", SAMPLE),
+    ("models.csv", MODELS),
+    ("shard-[0-9]*.csv", OUTCOMES),
+    ("ensembles.csv", ENSEMBLES),
+    ("boxes.csv", BOXES),
+)
+
+
+def schema_for(path: Path, header: list[str]) -> TableSchema:
+    """The schema of a table known by its file name (``sample.csv``, ``shard-3.csv``, ...)."""
+    for pattern, schema in BY_NAME:
+        if path.match(pattern):
+            return SAMPLE if schema is OUTCOMES and "shard" in header else schema
+    names = ", ".join(pattern for pattern, _ in BY_NAME)
+    raise KennenError(f"{path}: not a table name the pipeline writes ({names}), so its columns are unknown")
+
+
+def read_text(path: Path) -> str:
+    """The UTF-8 text of ``path`` (a leading byte-order mark is dropped); unreadable text is a KennenError."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise KennenError(f"{path}: file not found (run the stage that writes it, or `dvc pull`)") from None
+    except OSError as e:
+        raise KennenError(f"{path}: cannot read ({e.strerror or e})") from None
+    data = data.removeprefix(codecs.BOM_UTF8)  # as spreadsheet programs write UTF-8
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise KennenError(f"{path}: line {line}: not UTF-8 text (byte {data[e.start]:#04x})") from None
+    if "\x00" in text:
+        raise KennenError(f"{path}: line {text[: text.index(chr(0))].count(chr(10)) + 1}: NUL byte, not text")
+    return text
+
+
+def read_table(path: Path, schema: TableSchema | None = None) -> list[dict[str, Any]]:
+    """Read and check a CSV table: header, field counts, every value, unique ids.
+
+    Args:
+        path: the table.
+        schema: what it must hold; None: the schema for its file name (:func:`schema_for`).
+
+    Returns:
+        One dict per row, column -> typed value (ints, floats, Table 1 values; ``members`` stays text).
+    """
+    text = read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, [])
+        schema = schema or schema_for(path, header)
+        if not text.strip():
+            raise KennenError(f"{path}: empty file (a {schema.what} starts with a header line)")
+        _check_header(path, schema, header)
+        rows = []
+        seen: set[Any] = set()
+        for fields in reader:
+            if not fields:  # a blank line
+                continue
+            where = f"{path}: line {reader.line_num}"
+            if len(fields) != len(header):
+                raise KennenError(f"{where}: {len(fields)} fields, the header has {len(header)}")
+            row = {}
+            for column, value in zip(header, fields, strict=True):
+                if column not in schema.columns:
+                    continue  # a column the pipeline no longer writes: harmless, and never read
+                try:
+                    row[column] = COLUMNS.get(column, str)(value)
+                except ValueError as e:
+                    raise KennenError(f"{where}, column {column}: {e}") from None
+            _check_row(where, schema, row, seen)
+            rows.append(row)
+    except csv.Error as e:
+        raise KennenError(f"{path}: line {reader.line_num}: not a CSV table ({e})") from None
+    if not rows and not schema.may_be_empty:
+        raise KennenError(f"{path}: no rows (a {schema.what} holds at least one)")
+    return rows
+
+
+def _check_header(path: Path, schema: TableSchema, header: list[str]) -> None:
+    duplicate = sorted({c for c in header if header.count(c) > 1})
+    if duplicate:
+        raise KennenError(f"{path}: line 1: column {_show(duplicate[0])} appears twice")
+    missing = [c for c in schema.columns if c not in header]
+    if missing:
+        raise KennenError(f"{path}: line 1: no column {_show(missing[0])} (a {schema.what} needs it)")
+
+
+def _check_row(where: str, schema: TableSchema, row: dict[str, Any], seen: set[Any]) -> None:
+    """Unique ids, fixed values, and the derived attributes agreeing with what they derive from."""
+    if schema.key is not None:
+        if row[schema.key] in seen:
+            raise KennenError(f"{where}, column {schema.key}: {row[schema.key]} appears twice")
+        seen.add(row[schema.key])
+    for column, value in schema.fixed.items():
+        if row[column] != value:
+            raise KennenError(f"{where}, column {column}: {int(row[column])}, a {schema.what} holds only {int(value)}")
+    if schema is BOXES and row["box"] != len(seen) - 1:  # box i is row i of the outputs array
+        raise KennenError(f"{where}, column box: {row['box']}, expected {len(seen) - 1} (boxes are numbered by row)")
+    if "kind" in row and row["ens"] != (row["kind"] == "ensemble"):
+        raise KennenError(f"{where}, column ens: {int(row['ens'])} does not match kind {row['kind']!r}")
+    if "split" in row and row["size"] != size_of_split(row["split"]):
+        raise KennenError(f"{where}, column size: {row['size']!r} does not match split {row['split']!r}")
+    if "n_params" in row and row["n_par"] != n_par_class(max(row["n_params"], 1)):
+        raise KennenError(f"{where}, column n_par: {row['n_par']} does not match n_params {row['n_params']}")
+
+
+def read_json(path: Path, keys: dict[str, Callable[[Any], Any]], what: str) -> dict[str, Any]:
+    """Read a JSON object and check that it has exactly ``keys``, each passing its check."""
+    text = read_text(path)
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [k for k, _ in pairs]
+        for k in names:
+            if names.count(k) > 1:
+                raise KennenError(f"{path}: key {_show(k)} appears twice")
+        return dict(pairs)
+
+    try:
+        obj = json.loads(text, object_pairs_hook=no_duplicates)
+    except ValueError as e:
+        raise KennenError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise KennenError(f"{path}: a {what} is a JSON object, got {type(obj).__name__}")
+    for key in keys:
+        if key not in obj:
+            raise KennenError(f"{path}: no key {_show(key)} (a {what} needs it)")
+    for key in obj:
+        if key not in keys:
+            raise KennenError(f"{path}: unexpected key {_show(key)} in a {what}")
+    try:
+        return {key: check(obj[key]) for key, check in keys.items()}
+    except _BadKey as e:
+        raise KennenError(f"{path}: key {e.key!r}: {e.reason}") from None
+
+
+class _BadKey(Exception):
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(key, reason)
+        self.key, self.reason = key, reason
+
+
+def _ids(key: str) -> Callable[[Any], list[int]]:
+    """Check a list of distinct non-negative integer ids (JSON true/false and 1.0 are not ids)."""
+
+    def check(value: Any) -> list[int]:
+        if not isinstance(value, list):
+            raise _BadKey(key, f"{_show(value)} is not a list of ids")
+        for i, v in enumerate(value):
+            if type(v) is not int or v < 0:
+                raise _BadKey(key, f"item {i + 1}, {_show(v)}, is not an id (a non-negative integer)")
+        if len(set(value)) != len(value):
+            raise _BadKey(key, "an id appears twice")
+        return value
+
+    return check
+
+
+def _number(key: str, low: float, high: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if type(value) not in (int, float) or not low <= value <= high:
+            raise _BadKey(key, f"{_show(value)} is not a number within {low:g}..{high:g}")
+        return value
+
+    return check
+
+
+def _count(key: str) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if type(value) is not int or value < 0:
+            raise _BadKey(key, f"{_show(value)} is not a count")
+        return value
+
+    return check
+
+
+# The JSON files, by key: what each key must hold.
+KEPT = {"min_acc": _number("min_acc", 0.0, 100.0), "n_models": _count("n_models"), "model_ids": _ids("model_ids")}
+SPLIT = {"train": _ids("train"), "test": _ids("test")}
+
+
+def read_kept(path: Path) -> list[int]:
+    """The kept model ids of ``kept.json`` (written by the ``prune`` stage)."""
+    kept = read_json(path, KEPT, "kept-ids file")
+    if len(kept["model_ids"]) > kept["n_models"]:
+        raise KennenError(f"{path}: key 'model_ids': {len(kept['model_ids'])} ids, more than n_models")
+    return kept["model_ids"]
+
+
+def read_split(path: Path) -> dict[str, list[int]]:
+    """One split file (``data/splits/<name>.json``): {'train': box ids, 'test': box ids}, disjoint."""
+    split = read_json(path, SPLIT, "split file")
+    both = sorted(set(split["train"]) & set(split["test"]))
+    if both:
+        raise KennenError(f"{path}: box {both[0]} is in both train and test")
+    return split
+
+
+def require_known(ids: Iterable[int], known: Iterable[int], path: Path, what: str, source: Path) -> None:
+    """Every id in ``ids`` (read from ``path``) must be one of ``known`` (read from ``source``).
+
+    Args:
+        ids: the ids to check, e.g. kept model ids.
+        known: the ids that exist, e.g. the model ids of the models table.
+        path: the file the ids come from, for the message.
+        what: what an id names ("model", "box").
+        source: the file that defines the known ids, for the message.
+    """
+    known = set(known)
+    missing = sorted(set(ids) - known)
+    if missing:
+        raise KennenError(f"{path}: {what} {missing[0]} is not in {source} ({len(missing)} unknown {what} ids)")
+
+
+def check_zoo(
+    models: list[dict[str, Any]],
+    kept: list[int],
+    ensembles: list[dict[str, Any]],
+    models_path: Path,
+    kept_path: Path,
+    ensembles_path: Path,
+) -> None:
+    """The zoo's three files agree: kept ids are models, ensemble members are kept models."""
+    require_known(kept, (m["model_id"] for m in models), kept_path, "model", models_path)
+    for line, e in enumerate(ensembles, start=2):
+        members = [int(m) for m in e["members"].split(";")]
+        unknown = sorted(set(members) - set(kept))
+        if unknown:
+            raise KennenError(
+                f"{ensembles_path}: line {line}, column members: model {unknown[0]} is not in {kept_path}"
+            )
+        if len(members) != e["n_members"]:
+            raise KennenError(
+                f"{ensembles_path}: line {line}, column n_members: {e['n_members']}, members lists {len(members)}"
+            )
