@@ -102,7 +102,7 @@ REPORT_ORDER: tuple[str, ...] = (
 
 
 def mean_chance() -> float:
-    """Mean chance accuracy over the 12 attributes in percent (paper: 34.9)."""
+    """Mean chance accuracy over the 12 attributes in percent (the paper prints it: ``paper.TABLE2["chance"]``)."""
     return sum(a.chance for a in ATTRIBUTES) / len(ATTRIBUTES)
 
 
