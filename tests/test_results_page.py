@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kennen.attributes import KEYS
 from kennen.results import ci
-from kennen.results_page import transfer_section, uncertainty_section
+from kennen.results_page import render, transfer_section, uncertainty_section
 
 
 def test_ci_formats_the_interval_when_present():
@@ -82,3 +82,76 @@ def test_defences_section_builds_the_ladder_and_calls_defences_by_their_interval
     assert "strongest setting of 1 of 2 defences" in page and "`label`; within noise: `round:1`" in page
     assert "| `round:1` |" in page and "| `round:2` |" not in page.split("Per attribute")[1]  # strongest only
     assert "more, beyond noise" in page and "54.4" in page and "73.4" in page  # the paper's ablation, from paper.py
+
+
+def _render_inputs() -> dict:
+    attrs = dict.fromkeys(KEYS, 55.0)
+    families = {"squeezenet": ("squeezenet1_0",), "vgg": ("vgg11",)}
+    params = {
+        "train_zoo": {"epochs": 2, "pool_size": 12000},
+        "prune": {"min_acc": 90.0},
+        "kennen_o": {"optimiser": "default", "output": "prob", "n_queries": 100, "hidden": 1000,
+                     "optimisers": {"default": {"name": "adam", "lr": 0.001}}},
+        "kennen_i": {"target": "each", "epochs": 30, "step": {"lr": 1.0, "batch": 10}, "loss": "digits"},
+        "kennen_io": {"n_queries": 100, "schedule": [{"train": "metamodel", "epochs": 200}], "step": {"lr": 0.01}},
+        "imagenet_probe": {"families": families, "offline": {"seeds": 1, "steps": 50, "batch": 32, "image_size": 32}},
+        "transfer": {"regimes": {}},
+    }  # fmt: skip
+    return {
+        "zoo": {"n_models": 20, "n_kept": 18, "n_ensembles": 4, "n_final": 22, "acc_mean": 95.0, "n_par_classes": 5},
+        "kennen_o": _metamodel(60.0) | {"n_train": 16, "n_test": 6},
+        "settings": [{"setting": "default", **attrs, "mean": 55.0}],
+        "sweeps": {
+            "output": [{"output": "prob", **attrs, "acc_mean": 60.0, "acc_scaled": 38.6}],
+            "n_train": [{"n_train": 8, "acc_mean": 50.0, "acc_scaled": 23.3}],
+            "n_queries": [{"n_queries": 10, "acc_mean": 45.0, "acc_scaled": 15.6}],
+            "extrapolation": [{"split": "e_alg", "n_train": 10, "n_test": 4, "acc_mean": 50.0, "r_acc_mean": 60.0,
+                               "relative": 61.5}],
+        },  # fmt: skip
+        "params": params,
+        "kennen_i": _metamodel(40.0) | {"in_range": 95.0},
+        "kennen_i_targets": [{"target": "each", **attrs, "mean": 40.0}],
+        "kennen_io": _metamodel(65.0),
+        "kennen_io_ext": [{"split": "e_alg", "relative": 70.0}],
+        "probe": {"feature": "prob", "mode": "offline", "surrogate_query_acc_mean": 90.0, "n_models": 2,
+                  "n_architectures": 2, "folds": 2, "draws": 2, "chance": 50.0},
+        "probe_rows": [{"feature": "prob", "n_queries": 100, "acc": 75.0, "acc.squeezenet": 50.0, "acc.vgg": 100.0}],
+    }  # fmt: skip
+
+
+def test_render_lays_out_every_section_from_small_metrics():
+    page = render(**_render_inputs())
+    headings = [line for line in page.splitlines() if line.startswith("## ")]
+    assert headings == [
+        "## The zoo",
+        "## Table 2: the random split (100 queries; kennen-i: one per attribute)",
+        "## Output types (paper §4, Figure 4 right)",
+        "## Training-set size and number of queries (Figure 4 left and middle)",
+        "## Table 3 analogue: extrapolation splits",
+        "## Uncertainty of the headline figures",
+        "## ImageNet model families (paper §7)",
+        "## Figures",
+    ]  # no calibration, transfer, defences or attack metrics: no such sections
+    assert "| models trained | 20 | 10,000 |" in page
+    assert "| kennen-o, `default` optimiser (headline) | prob | 55.0 |" in page
+    assert "| paper: kennen-io | prob | 88.4 |" in page
+    assert "Mean accuracy here: kennen-io (65.0) > kennen-o (60.0) > kennen-i (40.0); the paper:" in page
+    assert "| prob | 60.0 | 38.6 | 73.4 |" in page and "| 8 | 50.0 | 23.3 |" in page
+    assert "| e_alg | 10 | 4 | 50.0 | 60.0 | 61.5 | 70.0 | 88.5 |" in page
+    assert "| `prob` (headline) | 100 | 75.0 | 50.0 | 100.0 | 90.4 |" in page
+    assert "against the paper's 11,282 trained for 100 epochs on up to 60,000," in page
+    assert page.endswith("![zoo accuracy](figures/zoo/acc_hist.png)\n")
+
+
+def test_render_adds_the_attack_section_when_given():
+    fams = ["squeezenet", "vgg"]
+    t4 = {r: {f: 80.0 if r == f else 30.0 for f in fams} for r in ["clean", *fams, "ens"]}
+    t5 = {"white_box": 100.0, "true_family": 80.0, "predicted_family": 70.0, "all_families": 60.0}
+    attack = {"label": "offline surrogate", "mode": "offline", "targets": 2, "images": 50, "table4": t4, "table5": t5,
+              "attack": {"eps": 0.1, "step": 0.03, "steps": 5, "random_start": True},
+              "probe": {"right": 1, "of": 2, "feature": "prob", "queries": 100},
+              "fooled": {"table5": dict.fromkeys(t5, 50.0)}, "table4_diagonal_mean": 80.0}  # fmt: skip
+    page = render(**_render_inputs(), attack=attack)
+    assert "## Family-aware adversarial examples (paper §7, Tables 4 and 5)" in page
+    assert "Diagonal mean 80.0 (paper 86.4)." in page
+    assert "| **vgg** | 30.0 (62) | 80.0 (96) |" in page and "| true family | 80.0 | 86.2 | 50.0 |" in page
