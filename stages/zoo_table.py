@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kennen.errors import KennenError
 from kennen.io import write_csv
-from kennen.zoo.store import TABLE_COLUMNS, read_table, shard_tables
+from kennen.zoo.store import TABLE_COLUMNS, read_sample, read_table, shard_tables
 from stages._common import parser, run
 
 log = logging.getLogger("kennen.zoo_table")
@@ -15,12 +15,12 @@ log = logging.getLogger("kennen.zoo_table")
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    p.add_argument("--sample", required=True)
+    p.add_argument("--sample", required=True, help="folder of per-shard sample tables (or one table)")
     p.add_argument("--shards", required=True, help="folder of shard files")
     p.add_argument("--out", required=True)
 
     def body(args) -> None:
-        sample = read_table(Path(args.sample))
+        sample = read_sample(Path(args.sample))
         outcomes = {r["model_id"]: r for path in shard_tables(Path(args.shards)) for r in read_table(path)}
         missing = sorted({r["shard"] for r in sample if r["model_id"] not in outcomes})
         if missing:

@@ -40,8 +40,8 @@ def assert_one_line_error(capsys, code: int, needle: str) -> None:
     ],
 )
 def test_sample_zoo_bad_params(tmp_path, idx_dir, capsys, override, needle):
-    out = tmp_path / "sample.csv"
-    code = sample_stage.main(["--params", write_params(tmp_path, tiny_params(idx_dir, **override)), "--out", str(out)])
+    out = tmp_path / "sample"
+    code = sample_stage.main(["--params", write_params(tmp_path, tiny_params(idx_dir, **override)), "--out-dir", str(out)])
     assert_one_line_error(capsys, code, needle)
     assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
 
@@ -73,8 +73,8 @@ def test_missing_input_file_is_named(tmp_path, idx_dir, capsys):
 
 def test_corrupt_data_file_stops_training(tmp_path, idx_dir, capsys):
     params = write_params(tmp_path, tiny_params(idx_dir))
-    sample = tmp_path / "sample.csv"
-    assert sample_stage.main(["--params", params, "--out", str(sample)]) == 0
+    sample = tmp_path / "sample"
+    assert sample_stage.main(["--params", params, "--out-dir", str(sample)]) == 0
     bad = tmp_path / "mnist.npz"
     bad.write_bytes(b"garbage")
     code = train_stage.main(
@@ -89,6 +89,10 @@ def test_corrupt_data_file_stops_training(tmp_path, idx_dir, capsys):
             str(bad),
             "--out-dir",
             str(tmp_path / "shards"),
+            "--partial-dir",
+            str(tmp_path / "partial"),
+            "--timings",
+            str(tmp_path / "timings.json"),
         ]
     )
     assert_one_line_error(capsys, code, "mnist.npz: corrupt MNIST file")
@@ -97,8 +101,8 @@ def test_corrupt_data_file_stops_training(tmp_path, idx_dir, capsys):
 
 def test_shard_outside_the_sample(tmp_path, idx_dir, capsys):
     params = write_params(tmp_path, tiny_params(idx_dir))
-    sample = tmp_path / "sample.csv"
-    assert sample_stage.main(["--params", params, "--out", str(sample)]) == 0
+    sample = tmp_path / "sample"
+    assert sample_stage.main(["--params", params, "--out-dir", str(sample)]) == 0
     code = train_stage.main(
         [
             "--params",
@@ -111,9 +115,13 @@ def test_shard_outside_the_sample(tmp_path, idx_dir, capsys):
             "x.npz",
             "--out-dir",
             str(tmp_path / "shards"),
+            "--partial-dir",
+            str(tmp_path / "partial"),
+            "--timings",
+            str(tmp_path / "timings.json"),
         ]
     )
-    assert_one_line_error(capsys, code, "train_zoo.shards: shard 9 holds no models (the sample has shards 0..1)")
+    assert_one_line_error(capsys, code, "train_zoo.shards: shard 9 holds no models (the sample has shards [0, 1])")
 
 
 def test_data_stage_from_idx_folder(tmp_path, idx_dir, capsys):
@@ -137,10 +145,11 @@ def _train_shard(tmp_path, idx_dir, name: str, **train_zoo) -> tuple:
     # Every act, drop, alg, bs and split; 3 structures (n_fc), so 2 of a shard's 4 models share one.
     params = tiny_params(idx_dir, sample_zoo={"space": {"pool": [True], "ks": [5], "n_conv": [2]}}, **overrides)
     params_path = write_params(folder, params)
-    sample, npz = folder / "sample.csv", folder / "mnist.npz"
+    sample, npz = folder / "sample", folder / "mnist.npz"
     mnist_data.save(mnist_data.read_idx_dir(idx_dir), npz)
-    assert sample_stage.main(["--params", params_path, "--out", str(sample)]) == 0
+    assert sample_stage.main(["--params", params_path, "--out-dir", str(sample)]) == 0
     args = ["--params", params_path, "--shard", "0", "--sample", str(sample), "--data", str(npz)]
+    args += ["--partial-dir", str(folder / "partial"), "--timings", str(folder / "timings.json")]
     assert train_stage.main([*args, "--out-dir", str(folder / "shards")]) == 0
     return read_table(folder / "shards" / "shard-0.csv"), state_dicts(folder / "shards" / "shard-0.safetensors")
 
@@ -156,5 +165,5 @@ def test_fused_trainer_writes_the_loop_trainers_shard(tmp_path, idx_dir):
     for f, r in zip(fused_rows, loop_rows, strict=True):
         assert abs(f["test_acc"] - r["test_acc"]) <= 1.0
     # The shard really was fused.
-    shard = [r for r in read_table(tmp_path / "fused" / "sample.csv") if r["shard"] == 0]
+    shard = [r for r in read_table(tmp_path / "fused" / "sample" / "shard-0.csv") if r["shard"] == 0]
     assert max(Counter((r["pool"], r["ks"], r["n_conv"], r["n_fc"]) for r in shard).values()) >= 2

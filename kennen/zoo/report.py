@@ -36,7 +36,6 @@ def zoo_metrics(models: list[dict[str, Any]], kept: list[int], ensembles: list[d
         "kept_acc_mean": round(float(kept_acc.mean()), 3) if len(kept_acc) else 0.0,
         "n_par_classes": len({r["n_par"] for r in final}),
         "n_missing_values": len(missing),
-        "train_core_seconds": round(sum(m["train_seconds"] for m in models), 1),
     }
 
 

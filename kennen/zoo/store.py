@@ -10,10 +10,23 @@ A shard is two files written by one ``train_zoo@<shard>`` stage:
 The weights file is written first and the table last, each atomically; DVC
 records the stage only after both exist, so a killed stage leaves no
 half-written shard and reruns only the unfinished ones.
+
+Within a shard, the unit of resume is one model: each finished model is kept
+in a side folder (:func:`save_partial`, outside every DVC output) under a
+fingerprint of everything that shapes it, and a rerun trains only the models
+whose partial is missing (:func:`load_partials`). Partials hold the exact
+floats, so the assembled shard has the bytes of an uninterrupted run.
+
+The sample is written one table per shard (:func:`write_sample`), so that
+``train_zoo@N`` depends only on its own rows: growing the zoo leaves the
+shards already trained untouched. Wall-clock times are never in these tables
+(identical weights give identical tables, so nothing downstream reruns); they
+go to the log and to ``train_zoo``'s timing metrics.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterable
@@ -22,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.numpy import save_file
 from safetensors.torch import load_file
 
@@ -34,13 +48,13 @@ from kennen.zoo.train import TrainResult
 if TYPE_CHECKING:
     from kennen.schemas import TableSchema
 
-OUTCOME_COLUMNS = ("model_id", "test_acc", "train_loss", "train_seconds", "diverged")
+OUTCOME_COLUMNS = ("model_id", "test_acc", "train_loss", "diverged")
 # Columns of the sample table (data/zoo/sample.csv), one row per model to train.
 SAMPLE_COLUMNS = ("model_id", "shard", "config", "seed", "torch_seed", *KEYS, "n_params")
 # Columns of the flat zoo table (data/zoo/models.csv), one row per trained model.
-TABLE_COLUMNS = (*SAMPLE_COLUMNS, "test_acc", "train_loss", "train_seconds", "diverged")
+TABLE_COLUMNS = (*SAMPLE_COLUMNS, *OUTCOME_COLUMNS[1:])
 INT_COLUMNS = {"model_id", "shard", "config", "seed", "torch_seed", "n_params", "diverged", "ensemble_id", "n_members"}
-FLOAT_COLUMNS = {"test_acc", "train_loss", "train_seconds"}
+FLOAT_COLUMNS = {"test_acc", "train_loss"}
 
 
 def shard_name(shard: int) -> str:
@@ -65,7 +79,6 @@ def write_shard(folder: Path, shard: int, results: Iterable[TrainResult]) -> Non
             "model_id": r.model_id,
             "test_acc": round(r.test_acc, 4),
             "train_loss": "nan" if math.isnan(r.train_loss) else round(r.train_loss, 6),
-            "train_seconds": round(r.seconds, 3),
             "diverged": int(r.diverged),
         }
         for r in results
@@ -109,4 +122,81 @@ def state_dicts(path: Path) -> dict[int, dict[str, torch.Tensor]]:
     for key, value in load_file(str(path)).items():
         model_id, name = key.split("/", 1)
         out.setdefault(int(model_id), {})[name] = value
+    return out
+
+
+def write_sample(folder: Path, rows: list[dict[str, Any]]) -> None:
+    """Write the sample as one table per shard, ``folder/shard-N.csv``, and drop stale shard tables."""
+    folder = Path(folder)
+    shards = sorted({r["shard"] for r in rows})
+    for shard in shards:
+        write_csv(folder / f"{shard_name(shard)}.csv", [r for r in rows if r["shard"] == shard], SAMPLE_COLUMNS)
+    for stale in shard_tables(folder) if folder.is_dir() else []:
+        if int(stale.stem.split("-")[1]) not in shards:
+            stale.unlink()
+
+
+def read_sample(path: Path) -> list[dict[str, Any]]:
+    """The sample table: a folder of per-shard tables (in shard order) or one CSV file."""
+    path = Path(path)
+    if not path.is_dir():
+        return read_table(path)
+    tables = shard_tables(path)
+    if not tables:
+        raise KennenError(f"{path}: holds no shard-N.csv sample tables (run the sample_zoo stage)")
+    return [row for table in tables for row in read_table(table)]
+
+
+def fingerprint(spec: Any, **settings: Any) -> str:
+    """A digest of everything that shapes one trained model: its task and the training settings."""
+    text = json.dumps({"spec": repr(spec), "torch": torch.__version__, **settings}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _partial_path(folder: Path, model_id: int) -> Path:
+    return Path(folder) / f"model-{model_id}.safetensors"
+
+
+def save_partial(folder: Path, result: TrainResult, digest: str) -> None:
+    """Keep one finished model of a shard in flight (weights, exact outcome floats and its fingerprint)."""
+    meta = {
+        "kennen": json.dumps(
+            {
+                "format": "kennen-zoo-partial/1",
+                "fingerprint": digest,
+                "model_id": result.model_id,
+                "test_acc": result.test_acc,
+                "train_loss": result.train_loss,
+                "seconds": result.seconds,
+                "diverged": result.diverged,
+            }
+        )
+    }
+    tensors = {k: np.ascontiguousarray(v) for k, v in result.state.items()}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with atomic_path(_partial_path(folder, result.model_id)) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_partials(folder: Path, digests: dict[int, str]) -> dict[int, TrainResult]:
+    """The kept models whose fingerprint still matches ``digests`` (model id -> fingerprint).
+
+    A partial that is unreadable, or was made with other settings, is ignored: that model trains again.
+    """
+    out: dict[int, TrainResult] = {}
+    for model_id, digest in digests.items():
+        path = _partial_path(folder, model_id)
+        if not path.is_file():
+            continue
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                meta = json.loads(f.metadata()["kennen"])
+                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
+        except Exception:  # a torn or foreign file: train the model again
+            continue
+        if meta.get("fingerprint") != digest or meta.get("model_id") != model_id:
+            continue
+        out[model_id] = TrainResult(
+            model_id, state, meta["test_acc"], meta["train_loss"], meta["seconds"], bool(meta["diverged"])
+        )
     return out

@@ -1,0 +1,123 @@
+"""Training one shard of the zoo, resumable model by model.
+
+``train_shard`` is the body of the ``train_zoo@<shard>`` stage. The unit of work
+is a task (one model with the ``loop`` trainer, one fused group with ``fused``);
+each task keeps its finished models in the shard's partial folder
+(``store.save_partial``) from inside the worker, and the driver keeps them
+again as results arrive (a worker on another machine may not share the
+folder). A rerun after a kill loads the partials whose fingerprint matches and
+runs only the tasks with a model still missing, so a kill loses at most the
+tasks in flight. Fused groups are formed from the whole shard, as in an
+uninterrupted run, so a resumed shard has the same bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from kennen.errors import KennenError
+from kennen.io import write_json
+from kennen.log import progress
+from kennen.parallel import run_tasks
+from kennen.zoo.fused import fusion_groups, train_group_task
+from kennen.zoo.store import fingerprint, load_partials, save_partial, shard_name, write_shard
+from kennen.zoo.train import TrainParams, TrainResult, TrainSpec, check_device, relative_cost, train_task
+
+log = logging.getLogger("kennen.train_zoo")
+
+
+def _train_one(specs: Sequence[TrainSpec], **data: Any) -> list[TrainResult]:
+    """A one-model task, shaped like a fused group's (a list in, a list out)."""
+    return [train_task(specs[0], **data)]
+
+
+def _keeping(job: Callable[..., list[TrainResult]], specs: Sequence[TrainSpec], partial: str,
+             digests: dict[int, str]) -> list[TrainResult]:  # fmt: skip
+    """Run ``job`` on one task and keep each of its models in ``partial`` before returning."""
+    results = job(specs)
+    for r in results:
+        save_partial(Path(partial), r, digests[r.model_id])
+    return results
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def train_shard(
+    shard: int, rows: list[dict[str, Any]], tp: TrainParams, data: Path, out_dir: Path, partial_root: Path,
+    timings: Path,
+) -> list[TrainResult]:  # fmt: skip
+    """Train the models of ``shard`` (rows of the sample table), write the shard and its timing metrics.
+
+    Args:
+        shard: the shard number.
+        rows: the sample table (all of it, or the shard's own rows).
+        tp: the ``train_zoo`` params.
+        data: the MNIST ``.npz``.
+        out_dir: folder of ``shard-N.{safetensors,csv}``.
+        partial_root: side folder of finished models; ``shard-N/`` inside it is removed once the shard is written.
+        timings: metrics JSON of wall-clock and per-model seconds (out of the data tables on purpose).
+
+    Returns:
+        The shard's results in model-id order.
+    """
+    mine = [r for r in rows if r["shard"] == shard]
+    if not mine:
+        shards = sorted({r["shard"] for r in rows})
+        raise KennenError(f"train_zoo.shards: shard {shard} holds no models (the sample has shards {shards})")
+    check_device(tp.device)
+    start = time.perf_counter()
+    specs = [TrainSpec.of(r, tp.epochs) for r in mine]
+    settings = {"pool_size": tp.pool_size, "perm_seed": tp.perm_seed, "test_batch": tp.test_batch,
+                "device": tp.device, "trainer": tp.trainer, "data": _file_digest(data)}  # fmt: skip
+    digests = {s.model_id: fingerprint(s, **settings) for s in specs}
+    partial = partial_root / shard_name(shard)
+    done = load_partials(partial, digests)
+    if tp.trainer == "fused":
+        groups = fusion_groups(specs, tp.fuse_max)  # from the whole shard: the grouping of an uninterrupted run
+        job = functools.partial(train_group_task, **_data_args(tp, data))
+    else:
+        groups = [(s,) for s in specs]
+        job = functools.partial(_train_one, **_data_args(tp, data))
+    todo = [g for g in groups if any(s.model_id not in done for s in g)]
+    todo.sort(key=lambda g: sum(map(relative_cost, g)), reverse=True)  # slowest first
+    if done:
+        log.info(
+            "shard %d: resuming, %d of %d models already trained", shard, len(specs) - sum(map(len, todo)), len(specs)
+        )
+    task = functools.partial(_keeping, job, partial=str(partial), digests=digests)
+    max_workers = 1 if tp.device == "cuda" else None
+    for _, results in progress(run_tasks(task, todo, len(todo), max_workers), len(todo), f"shard {shard}", log):
+        for r in results:
+            save_partial(partial, r, digests[r.model_id])  # the driver's copy (a remote worker's folder may differ)
+            done[r.model_id] = r
+    results = sorted(done.values(), key=lambda r: r.model_id)
+    write_shard(out_dir, shard, results)
+    write_json(timings, {
+        "shard": shard,
+        "models": len(results),
+        "trained_now": sum(map(len, todo)),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "core_seconds": round(sum(r.seconds for r in results), 1),  # the resumed models' too
+    })  # fmt: skip
+    shutil.rmtree(partial, ignore_errors=True)
+    log.info("wrote shard %d: %d models, mean test accuracy %.2f%%", shard, len(results),
+             sum(r.test_acc for r in results) / len(results))  # fmt: skip
+    return results
+
+
+def _data_args(tp: TrainParams, data: Path) -> dict[str, Any]:
+    return {"data_path": str(data.resolve()), "pool_size": tp.pool_size, "perm_seed": tp.perm_seed,
+            "test_batch": tp.test_batch, "device": tp.device}  # fmt: skip
