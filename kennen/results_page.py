@@ -1,15 +1,18 @@
 """The results page ``reports/README.md``: our numbers next to the paper's, with where they came from.
 
 A template over the builders of ``kennen/results.py`` (which compute every row and verdict); this module
-only lays them out as Markdown with the prose that says what each table is.
+lays them out as Markdown with the prose that says what each table is. ``read_plots`` knows which plot data
+file each stage writes under ``reports/plots``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from kennen import results as res
 from kennen.attributes import BY_KEY, REPORT_ORDER
+from kennen.io import read_csv
 from kennen.paper import KENNEN_O_BY_OUTPUT, PAPER_ZOO, TABLE2, table4_diagonal_mean
 
 FIGURES = (
@@ -26,6 +29,41 @@ FIGURES = (
     ("attack transfer", "attack/table4.png"),
     ("zoo accuracy", "zoo/acc_hist.png"),
 )
+
+
+def _typed(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """CSV cells as numbers where they are numbers ("3" -> 3, "3.0" and "1e-3" stay floats)."""
+
+    def conv(v: str) -> Any:
+        try:
+            f = float(v)
+        except ValueError:
+            return v
+        return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+
+    return [{k: conv(v) for k, v in r.items()} for r in rows]
+
+
+def read_plots(plots: Path) -> dict[str, Any]:
+    """The plot data the page quotes, from the folders the stages write them to, as ``render``'s keyword arguments.
+
+    Args:
+        plots: ``reports/plots``.
+    Returns:
+        ``settings``, ``sweeps``, ``kennen_i_targets``, ``kennen_io_ext`` (empty when kennen-io ran no E split)
+        and ``probe_rows``.
+    """
+    io_ext = plots / "kennen_io" / "extrapolation.csv"
+    return {
+        "settings": _typed(read_csv(plots / "kennen_o" / "optimisers.csv")),
+        "sweeps": {
+            s: _typed(read_csv(plots / "kennen_o" / f"sweep_{s}.csv"))
+            for s in ("n_train", "n_queries", "output", "extrapolation")
+        },
+        "kennen_i_targets": _typed(read_csv(plots / "kennen_i" / "targets.csv")),
+        "kennen_io_ext": _typed(read_csv(io_ext)) if io_ext.is_file() else [],
+        "probe_rows": _typed(read_csv(plots / "imagenet_probe" / "accuracy.csv")),
+    }
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:

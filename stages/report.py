@@ -7,26 +7,27 @@ from pathlib import Path
 
 from kennen.config import load_params, section
 from kennen.imagenet.families import ProbeParams
-from kennen.io import read_csv, read_json, write_text
+from kennen.io import read_json, write_text
 from kennen.metamodel.kennen_i import KennenIParams
 from kennen.metamodel.kennen_io import KennenIOParams
 from kennen.metamodel.kennen_o import KennenOParams
-from kennen.results_page import render
+from kennen.results_page import read_plots, render
 from kennen.transfer.boxes import TransferParams
 from kennen.zoo.prune import PruneParams
 from kennen.zoo.train import TrainParams
 from stages._common import parser, run
 
-
-def _typed(rows: list[dict[str, str]]) -> list[dict]:
-    def conv(v: str):
-        try:
-            f = float(v)
-        except ValueError:
-            return v
-        return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
-
-    return [{k: conv(v) for k, v in r.items()} for r in rows]
+# render's argument: this stage's option (its metrics JSON, written by the stage of that name).
+METRICS = {
+    "zoo": "zoo",
+    "kennen_o": "kennen_o",
+    "kennen_i": "kennen_i",
+    "kennen_io": "kennen_io",
+    "probe": "imagenet_probe",
+    "attack": "attack",
+    "transfer": "transfer",
+    "defences": "defences",
+}
 
 
 def parsed_params(raw: dict) -> dict:
@@ -45,45 +46,13 @@ def parsed_params(raw: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    names = (
-        "zoo",
-        "kennen-o",
-        "kennen-i",
-        "kennen-io",
-        "imagenet-probe",
-        "attack",
-        "transfer",
-        "defences",
-        "plots",
-        "out",
-    )
-    for name in names:
-        p.add_argument(f"--{name}", required=True)
+    for name in (*METRICS.values(), "plots", "out"):
+        p.add_argument(f"--{name.replace('_', '-')}", required=True)
 
     def body(args) -> None:
-        plots = Path(args.plots)
-        sweeps = {
-            s: _typed(read_csv(plots / "kennen_o" / f"sweep_{s}.csv"))
-            for s in ("n_train", "n_queries", "output", "extrapolation")
-        }
-        io_ext = plots / "kennen_io" / "extrapolation.csv"
-        page = render(
-            read_json(args.zoo),
-            read_json(args.kennen_o),
-            _typed(read_csv(plots / "kennen_o" / "optimisers.csv")),
-            sweeps,
-            parsed_params(load_params(args.params)),
-            read_json(args.kennen_i),
-            _typed(read_csv(plots / "kennen_i" / "targets.csv")),
-            read_json(args.kennen_io),
-            _typed(read_csv(io_ext)) if io_ext.is_file() else [],
-            read_json(args.imagenet_probe),
-            _typed(read_csv(plots / "imagenet_probe" / "accuracy.csv")),
-            read_json(args.attack),
-            read_json(args.transfer),
-            read_json(args.defences),
-        )
-        write_text(args.out, page)
+        metrics = {arg: read_json(getattr(args, name)) for arg, name in METRICS.items()}
+        params = parsed_params(load_params(args.params))
+        write_text(args.out, render(**metrics, params=params, **read_plots(Path(args.plots))))
 
     return run(body, p, argv)
 

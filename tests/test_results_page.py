@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kennen.attributes import KEYS
 from kennen.results import ci
 from kennen.results_page import render, transfer_section, uncertainty_section
@@ -155,3 +157,21 @@ def test_render_adds_the_attack_section_when_given():
     assert "## Family-aware adversarial examples (paper §7, Tables 4 and 5)" in page
     assert "Diagonal mean 80.0 (paper 86.4)." in page
     assert "| **vgg** | 30.0 (62) | 80.0 (96) |" in page and "| true family | 80.0 | 86.2 | 50.0 |" in page
+
+
+def test_report_stage_renders_the_committed_metrics(tmp_path):
+    """Smoke test of ``stages/report.py``: the committed metrics and plot data of the default run, into tmp_path."""
+    from stages import report
+
+    root = Path(__file__).resolve().parents[1]
+    args = [
+        f"--{name.replace('_', '-')}={root / 'reports' / 'metrics' / name}.json" for name in report.METRICS.values()
+    ]
+    out = tmp_path / "README.md"
+    rc = report.main(
+        [*args, f"--params={root / 'params.yaml'}", f"--plots={root / 'reports' / 'plots'}", f"--out={out}"]
+    )
+    assert rc == 0
+    page = out.read_text(encoding="utf-8")
+    for heading in ("## The zoo", "## Black boxes the zoo never saw", "## Output defences", "## Family-aware"):
+        assert heading in page
