@@ -3,8 +3,8 @@
 - **R** (random): whole units (configurations, or boxes) go to the test side
   until it holds min(``n_test``, ``test_fraction`` of the boxes), so it may
   overshoot by part of one configuration; the training side takes whole units
-  of the rest up to ``n_train`` (paper: 5,000 /
-  1,000 of 11,282). With ``group_by_config`` (our default) the split is drawn
+  of the rest up to ``n_train`` (the paper's sizes: ``PAPER_ZOO`` in
+  ``kennen/paper.py``). With ``group_by_config`` (our default) the split is drawn
   over *configurations*: all seeds of a configuration, and every ensemble built
   from them, fall on the same side. Otherwise a test ensemble could have its
   own members, or seed-siblings of the same configuration, among the training

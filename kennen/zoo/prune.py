@@ -1,7 +1,7 @@
 """Pruning (paper §2): keep the models whose test accuracy reaches ``min_acc``.
 
 The paper keeps models with at least 98% accuracy on the 10,000 MNIST test
-images (8,582 of 10,000); the official code applies ``prune_cos(cos, 98)`` to
+images (its counts: ``PAPER_ZOO`` in ``kennen/paper.py``); the official code applies ``prune_cos(cos, 98)`` to
 the final-epoch test accuracy. Diverged models (non-finite weights, seen in
 reduced zoos) are always dropped, whatever ``min_acc`` is.
 """
