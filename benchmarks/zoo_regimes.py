@@ -30,8 +30,9 @@ import numpy as np
 from kennen.attributes import SAMPLED, n_par_class, size_of_split
 from kennen.io import write_json
 from kennen.parallel import run_tasks
+from kennen.seeds import Purpose, StableRng
 from kennen.zoo.net import NetConfig, count_params
-from kennen.zoo.sample import StableRng, torch_seed
+from kennen.zoo.sample import torch_seed
 from kennen.zoo.train import TrainSpec, evaluate, load_train_data, train_model
 
 SEED = 1515  # the sample's own seed, apart from the pipeline's base seed
@@ -40,7 +41,7 @@ DEAD = 11.5  # test accuracy at or below this is a constant classifier (9.8% is 
 
 def balanced_configs(n: int, seed: int = SEED) -> list[dict]:
     """``n`` configurations: each sampled attribute's values tiled to length ``n`` and shuffled independently."""
-    rng = StableRng(seed)
+    rng = StableRng(seed, Purpose.SAMPLE)
     columns = {}
     for attr in SAMPLED:
         tiled = [attr.values[i % len(attr.values)] for i in range(n)]

@@ -22,11 +22,12 @@ import numpy as np
 from kennen import data as mnist_data
 from kennen.attributes import ATTRIBUTES
 from kennen.config import base_seed, load_params, section
-from kennen.metamodel.crafted import KENNEN_I_OFFSET, KENNEN_IO_OFFSET, ZooSource, draw_images
+from kennen.metamodel.crafted import ZooSource, draw_images
 from kennen.metamodel.kennen_i import KennenIParams, run_target
 from kennen.metamodel.kennen_io import KennenIOParams, Phase, run_split
 from kennen.metamodel.kennen_o import KennenOParams, accuracies
 from kennen.queries import load_outputs, read_boxes
+from kennen.seeds import Purpose, derive
 from kennen.splits import SplitParams, random_split
 
 
@@ -63,11 +64,11 @@ def main() -> None:
     if args.method == "kennen_i":
         kp = section(KennenIParams, params, "kennen_i")
         n = len(mnist.test_images)
-        init = mnist_data.normalise(mnist.test_images[draw_images(n, len(ATTRIBUTES), seed + KENNEN_I_OFFSET)])
+        init = mnist_data.normalise(mnist.test_images[draw_images(n, len(ATTRIBUTES), derive(seed, Purpose.KENNEN_I))])
         for rule, lr in KENNEN_I:
             start = time.perf_counter()
             cand = dataclasses.replace(kp, epochs=args.epochs, step=dataclasses.replace(kp.step, lr=lr, rule=rule))
-            r = run_target(kp.target, source, val["train"], val["test"], init, cand, seed + KENNEN_I_OFFSET)
+            r = run_target(kp.target, source, val["train"], val["test"], init, cand, derive(seed, Purpose.KENNEN_I))
             acc = accuracies(r["y_true"], r["y_pred"])["acc.mean"]
             print(f"kennen-i {rule} lr {lr:<5} {args.epochs} epochs: validation mean {acc:5.1f}%  "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
@@ -81,7 +82,7 @@ def main() -> None:
         step = dataclasses.replace(kp.step, lr=lr, rule=rule)
         cand = dataclasses.replace(kp, schedule=schedule(sched), step=step)
         r = run_split("val", source, {"val": val}, init, cand, ko.hidden, ko.optimisers[ko.optimiser],
-                      seed + KENNEN_IO_OFFSET)  # fmt: skip
+                      derive(seed, Purpose.KENNEN_IO))  # fmt: skip
         acc = accuracies(r["y_true"], r["y_pred"])["acc.mean"]
         moved = float(np.abs(r["queries"] - (init * mnist_data.STD + mnist_data.MEAN).clip(0, 1)).mean())
         print(f"kennen-io {name:45s} validation mean {acc:5.1f}%  (mean |pixel change| {moved:.3f}, "

@@ -16,6 +16,7 @@ from kennen.errors import KennenError
 from kennen.metamodel import kennen_i, kennen_io
 from kennen.metamodel.crafted import HIGH, LOW, BoxZoo, QueryStep, to_pixels
 from kennen.metamodel.kennen_o import Optimiser, accuracies, fit, predict
+from kennen.seeds import Purpose, derive
 from kennen.zoo.forward import STRATEGIES, ZooForward
 from kennen.zoo.net import MnistNet, NetConfig
 
@@ -254,7 +255,8 @@ def test_kennen_io_warm_start_is_kennen_o_with_the_same_seed(nets, io_run):
     # The warm start that gap_vs_o compares against is exactly kennen_o.fit on the initial queries' outputs.
     zoo, y, init, opt = io_run["source"].load(range(14)), io_run["y"], torch.from_numpy(io_run["init"]), io_run["opt"]
     feats = kennen_io.flat(zoo.outputs(init[:3], list(range(14))))
-    model = fit(feats[:10], y[:10], 16, dataclasses.replace(opt, epochs=SHORT[0].epochs), seed=3)
+    seed = derive(3, Purpose.KENNEN_IO, 0)  # run_task's metamodel seed for replica 0 of base seed 3
+    model = fit(feats[:10], y[:10], 16, dataclasses.replace(opt, epochs=SHORT[0].epochs), seed=seed)
     assert np.array_equal(predict(model, feats[10:]), io_run["result"]["o_pred"])
 
 
@@ -269,7 +271,7 @@ def test_kennen_io_phase_log_is_continuous_and_says_what_moved(io_run):
     pixels = io_run["init"][:3] * STD + MEAN
     assert r["moved"] == pytest.approx(float(np.abs(r["queries"] - pixels.clip(0, 1)).mean()), abs=1e-4)
     rows = kennen_io.phase_rows([r])
-    assert [row["phase"] for row in rows] == [0, 1, 2] and rows[0]["split"] == "r" and rows[0]["seed"] == 3
+    assert [row["phase"] for row in rows] == [0, 1, 2] and rows[0]["split"] == "r" and rows[0]["seed"] == derive(3, Purpose.KENNEN_IO, 0)
 
 
 def test_kennen_io_query_epochs_visit_query_boxes_boxes(nets):

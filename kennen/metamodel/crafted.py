@@ -33,18 +33,17 @@ import torch
 from kennen.config import require
 from kennen.data import MEAN, STD
 from kennen.errors import KennenError
+from kennen.seeds import Purpose, StableRng
 from kennen.zoo.forward import ZooForward
 from kennen.zoo.net import MnistNet, NetConfig
-from kennen.zoo.sample import StableRng
 from kennen.zoo.store import read_table, shard_name, state_dicts
 
 LOW, HIGH = (0.0 - MEAN) / STD, (1.0 - MEAN) / STD  # the pixel range [0, 1], normalised
-KENNEN_I_OFFSET, KENNEN_IO_OFFSET = 6, 7  # seed offsets (sample.py lists 1-5)
 
 
 def draw_images(n_images: int, n: int, seed: int) -> np.ndarray:
     """Indices of ``n`` distinct images out of ``n_images``, deterministic from ``seed``."""
-    perm = StableRng(seed).permutation_prefix(n_images)
+    perm = StableRng(seed, Purpose.CRAFTED_INIT).permutation_prefix(n_images)
     return np.array([next(perm) for _ in range(n)], dtype=np.int64)
 
 

@@ -39,9 +39,9 @@ from kennen.metamodel.calibration import carve
 from kennen.metamodel.crafted import BoxZoo, QueryStep, ZooSource, to_pixels
 from kennen.metamodel.kennen_o import accuracies, configs, targets
 from kennen.metamodel.uncertainty import bootstrap
+from kennen.seeds import Purpose, derive
 
 TARGETS = ("each", "all")
-CARVE_SEED = 17  # the calibration carve's seed, relative to the crafting seed
 LOSSES = ("digits", "first_k")
 
 
@@ -163,7 +163,7 @@ def run_target(
     torch.set_num_threads(1)  # the same arithmetic on every executor (in-process, process pool, Dask)
     fit_ids, val_ids = list(train_ids), []
     if val_fraction > 0:
-        fit_ids, val_ids = carve(fit_ids, val_fraction, seed + CARVE_SEED, configs(source.boxes, fit_ids))
+        fit_ids, val_ids = carve(fit_ids, val_fraction, derive(seed, Purpose.CARVE), configs(source.boxes, fit_ids))
     ids = [*fit_ids, *val_ids, *test_ids]
     zoo = source.load(ids)
     y = targets([source.boxes[i] for i in ids])

@@ -76,10 +76,9 @@ from kennen.metamodel.kennen_o import (
 )
 from kennen.metamodel.sweep import extrapolation_keys, extrapolation_row
 from kennen.metamodel.uncertainty import bootstrap, paired_difference, resampled_point, seed_interval
+from kennen.seeds import Purpose, derive
 
 PHASES = ("metamodel", "queries")
-CARVE_SEED = 17  # the calibration carve's seed, relative to the metamodel's
-SEED_STRIDE = 1000  # metamodel seed k of the R split: seed + k * SEED_STRIDE (k = 0 is the headline)
 
 
 @dataclass(frozen=True)
@@ -285,7 +284,9 @@ def run_split(
     torch.set_num_threads(1)  # the same arithmetic on every executor (in-process, process pool, Dask)
     fit_ids, val_ids = splits[name]["train"], []
     if val_fraction > 0:  # held out of everything kennen-io trains, for calibration (calibration.py)
-        fit_ids, val_ids = carve(list(fit_ids), val_fraction, seed + CARVE_SEED, configs(source.boxes, fit_ids))
+        fit_ids, val_ids = carve(
+            list(fit_ids), val_fraction, derive(seed, Purpose.CARVE), configs(source.boxes, fit_ids)
+        )
     test_ids = splits[name]["test"]
     ids = [*fit_ids, *val_ids, *test_ids]
     zoo = source.load(ids)
@@ -340,7 +341,8 @@ def run_task(
     ``val_fraction`` of its training boxes (``run_split``).
     """
     name, k = task
-    out = run_split(name, source, splits, init, params, hidden, opt, seed + k * SEED_STRIDE, params.schedule_for(name),
+    out = run_split(name, source, splits, init, params, hidden, opt, derive(seed, Purpose.KENNEN_IO, k),
+                    params.schedule_for(name),
                     val_fraction)  # fmt: skip
     return out | {"replicate": k}
 

@@ -37,9 +37,12 @@ from kennen.errors import KennenError
 from kennen.metamodel.calibration import carve_rows
 from kennen.metamodel.encode import OUTPUT_TYPES, encode
 from kennen.metamodel.metrics import balanced_accuracy
+from kennen.seeds import Purpose, derive
 
-METAMODEL_OFFSET = 5
-CARVE_OFFSET = 1  # the validation carve's seed, relative to the model's seed
+
+def model_seed(base: int, replica: int = 0) -> int:
+    """The seed of a kennen-o model (initialisation, batch order, validation carve); replica 0 is the headline."""
+    return derive(base, Purpose.METAMODEL, replica)
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class Optimiser:
 class EarlyStop:
     """Early stopping on a validation carve of the training boxes (ours; the paper trains a fixed schedule).
 
-    ``val_fraction`` of the training boxes (a seeded draw) is held out; after every epoch the
+    ``val_fraction`` of the training boxes (whole configurations, seeded) is held out; after every epoch the
     mean class-balanced accuracy on them is read; training ends ``patience`` epochs after the
     best one (or at ``Optimiser.epochs``) and the best epoch's weights are restored. A carve
     of fewer than ``min_val`` boxes is not made: the full schedule runs on all boxes.
@@ -96,7 +99,7 @@ class EarlyStop:
         n_val = round(self.val_fraction * n)
         if n_val < self.min_val or n - n_val < 1:
             return None
-        fit_rows, val_rows = carve_rows(n, n_val, seed + CARVE_OFFSET, groups)
+        fit_rows, val_rows = carve_rows(n, n_val, derive(seed, Purpose.CARVE), groups)
         return torch.tensor(fit_rows, dtype=torch.long), torch.tensor(val_rows, dtype=torch.long)
 
 
@@ -312,13 +315,13 @@ def train_and_evaluate(
 ) -> Result:
     """kennen-o on one split in this process: train on ``split['train']`` (``n_train`` of them), test on ``split['test']``.
 
-    ``seed`` is the base seed: the subset uses it, the model ``seed + METAMODEL_OFFSET``.
+    ``seed`` is the base seed: the subset uses it, the model ``model_seed(seed)``.
     """
     train, test = train_ids(split, n_train, seed), split["test"]
     x = features(outputs, n_queries, output)
     y = targets(boxes)
     groups = configs(boxes, train)
-    model, curve = fit_curve(x[train], y[train], hidden, opt, seed + METAMODEL_OFFSET, on_epoch, stop, groups)
+    model, curve = fit_curve(x[train], y[train], hidden, opt, model_seed(seed), on_epoch, stop, groups)
     y_true, y_pred = y[test].numpy(), predict(model, x[test])
     return Result(model, y_true, y_pred, accuracies(y_true, y_pred), curve, tuple(test))
 

@@ -37,7 +37,7 @@ from kennen.attributes import ATTRIBUTES, KEYS
 from kennen.config import require
 from kennen.defences import Defence, as_log, defend, parse_defence, probabilities, utility
 from kennen.errors import KennenError
-from kennen.metamodel.kennen_o import METAMODEL_OFFSET, KennenOParams, configs, features, targets
+from kennen.metamodel.kennen_o import KennenOParams, configs, features, model_seed, targets
 from kennen.metamodel.runs import Job, run_jobs, scored
 
 NONE = Defence("none")
@@ -95,7 +95,7 @@ def evaluate(
     Args:
         outputs: stored log-probabilities [N_boxes, Q_max, 10] (``queries.load_outputs``).
         labels: the query images' true digits [Q_max].
-        seed: the base seed (defence generators; kennen-o: ``seed + METAMODEL_OFFSET``, the headline's).
+        seed: the base seed (defence generators; kennen-o: ``model_seed(seed)``, the headline's).
     """
     if defences[0] != NONE:
         raise ValueError("the first setting must be none (the attackers' clean baseline)")
@@ -110,11 +110,11 @@ def evaluate(
         utilities.append(utility(p, q, labels))
         answers_x.append(features(as_log(q[:, : kp.n_queries]), kp.n_queries, "prob"))
         del q
-    opt, stop, model_seed = kp.optimisers[kp.optimiser], kp.early_stop, seed + METAMODEL_OFFSET
+    opt, stop, seed_o = kp.optimisers[kp.optimiser], kp.early_stop, model_seed(seed)
     x_test = torch.cat([x[test] for x in answers_x])
     groups = configs(boxes, train)
-    jobs = [Job(answers_x[0][train], y[train], x_test, kp.hidden, opt, model_seed, stop, groups=groups)]
-    jobs += [Job(x[train], y[train], x[test], kp.hidden, opt, model_seed, stop, groups=groups) for x in answers_x[1:]]
+    jobs = [Job(answers_x[0][train], y[train], x_test, kp.hidden, opt, seed_o, stop, groups=groups)]
+    jobs += [Job(x[train], y[train], x[test], kp.hidden, opt, seed_o, stop, groups=groups) for x in answers_x[1:]]
     results = run_jobs(jobs, max_workers)
     y_true = y[test].numpy()
     clean_on_all = np.split(results[0]["y_pred"], len(defences))

@@ -17,12 +17,13 @@ from kennen.attributes import ATTRIBUTES
 from kennen.config import base_seed, section
 from kennen.errors import KennenError
 from kennen.metamodel.calibration import CalibrationParams, calibrate_labels
-from kennen.metamodel.crafted import KENNEN_I_OFFSET, ZooSource, draw_images
+from kennen.metamodel.crafted import ZooSource, draw_images
 from kennen.metamodel.kennen_i import KennenIParams, in_range, run_target, scores
 from kennen.metamodel.kennen_o import accuracies
 from kennen.metamodel.report import plot_images
 from kennen.metamodel.runner import ATTRIBUTE_KEYS, Outputs, Report, finish, train_tasks
 from kennen.queries import read_boxes
+from kennen.seeds import Purpose, derive
 from kennen.splits import read_split
 
 
@@ -50,7 +51,7 @@ def run(
     """
     kp = section(KennenIParams, params, "kennen_i")
     cp = section(CalibrationParams, params, "calibration")
-    seed = base_seed(params) + KENNEN_I_OFFSET
+    seed = derive(base_seed(params), Purpose.KENNEN_I)
     boxes, split = read_boxes(boxes_csv), read_split(splits, "r")
     if not split["train"] or not split["test"]:
         raise KennenError(f"{splits}: the R split has no training or no test boxes")

@@ -17,13 +17,14 @@ from kennen import data as mnist_data
 from kennen.config import base_seed, section
 from kennen.errors import KennenError
 from kennen.metamodel.calibration import CalibrationParams, calibrate_scores
-from kennen.metamodel.crafted import KENNEN_IO_OFFSET, ZooSource
+from kennen.metamodel.crafted import ZooSource
 from kennen.metamodel.kennen_io import KennenIOParams, e_row, phase_rows, r_metrics, run_task, seed_metrics, tasks
 from kennen.metamodel.kennen_o import KennenO, KennenOParams, accuracies
 from kennen.metamodel.report import plot_bars, plot_images
 from kennen.metamodel.runner import ATTRIBUTE_KEYS, Outputs, Report, e_split_rows, finish, train_tasks
 from kennen.paper import TABLE3_KENNEN_IO
 from kennen.queries import load_outputs, read_boxes
+from kennen.seeds import Purpose, derive
 from kennen.splits import SplitParams, read_split
 
 SAMPLE = 12  # queries shown in the figure
@@ -64,7 +65,7 @@ def run(
     cp = section(CalibrationParams, params, "calibration")
     held = section(SplitParams, params, "splits").extrapolation
     check_splits(kp.splits, held)
-    seed = base_seed(params) + KENNEN_IO_OFFSET
+    seed = derive(base_seed(params), Purpose.KENNEN_IO)
     boxes = read_boxes(boxes_csv)
     _, query_index = load_outputs(outputs_npz)
     if kp.n_queries > len(query_index):

@@ -18,7 +18,7 @@ from kennen import data as mnist_data
 from kennen.attributes import KEYS
 from kennen.config import base_seed, section
 from kennen.metamodel.calibration import Calibrated, CalibrationParams, calibrate_scores
-from kennen.metamodel.kennen_o import METAMODEL_OFFSET, Curve, KennenO, KennenOParams, configs, features, targets
+from kennen.metamodel.kennen_o import Curve, KennenO, KennenOParams, configs, features, model_seed, targets
 from kennen.metamodel.runner import ATTRIBUTE_KEYS, Outputs, Report, finish
 from kennen.metamodel.runs import evaluate_runs, seed_metrics, stage_runs, write_predictions
 from kennen.queries import load_outputs, read_boxes
@@ -36,7 +36,7 @@ def calibrate(
     x, y = features(outputs, kp.n_queries, kp.output), targets(boxes).numpy()
     train, test = split["train"], split["test"]
     # the carve the headline (replica 0) held out, whole configurations
-    rows = kp.early_stop.carve(len(train), seed + METAMODEL_OFFSET, configs(boxes, train))
+    rows = kp.early_stop.carve(len(train), model_seed(seed), configs(boxes, train))
     val = [train[i] for i in rows[1].tolist()] if rows is not None else []
     return calibrate_scores(model, (x[val], y[val]), (x[test], y[test]), x[train], cp, seed, "kennen-o")
 

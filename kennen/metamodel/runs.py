@@ -27,7 +27,6 @@ from kennen.attributes import ATTRIBUTES
 from kennen.errors import KennenError
 from kennen.io import read_csv, write_csv
 from kennen.metamodel.kennen_o import (
-    METAMODEL_OFFSET,
     EarlyStop,
     KennenO,
     KennenOParams,
@@ -37,14 +36,13 @@ from kennen.metamodel.kennen_o import (
     configs,
     features,
     fit_curve,
+    model_seed,
     predict,
     targets,
     train_ids,
 )
 from kennen.metamodel.uncertainty import bootstrap, seed_interval
 from kennen.parallel import run_tasks
-
-REPLICA_STRIDE = 1000  # seed replica k trains with model seed + k * REPLICA_STRIDE (k = 0: the headline)
 
 
 def scored(y_true: np.ndarray, y_pred: np.ndarray, keys: list[str] | None = None) -> dict[str, float]:
@@ -149,7 +147,7 @@ def evaluate_runs(
         outputs: log-probabilities [N_boxes, Q, 10] (``queries.load_outputs``).
         boxes: the box table; row i of ``outputs`` is box i.
         hidden: kennen-o's width.
-        seed: the base seed (subset: ``seed``; model: ``seed + METAMODEL_OFFSET + REPLICA_STRIDE * replica``).
+        seed: the base seed (subset: ``seed``; model: ``model_seed(seed, replica)``).
         stop: early stopping (None: the fixed schedule).
         max_workers: cap on local workers.
     """
@@ -161,9 +159,9 @@ def evaluate_runs(
             x_cache[r.n_queries, r.output] = features(outputs, r.n_queries, r.output)
         x = x_cache[r.n_queries, r.output]
         train = train_ids(r.split, r.n_train, seed)
-        model_seed = seed + METAMODEL_OFFSET + REPLICA_STRIDE * r.replica
+        seed_r = model_seed(seed, r.replica)
         job_stop = stop if r.early_stop else None
-        jobs.append(Job(x[train], y[train], x[r.split["test"]], hidden, r.opt, model_seed, job_stop, r.keep_model,
+        jobs.append(Job(x[train], y[train], x[r.split["test"]], hidden, r.opt, seed_r, job_stop, r.keep_model,
                         configs(boxes, train)))  # fmt: skip
     results = []
     for r, job, out in zip(runs, jobs, run_jobs(jobs, max_workers), strict=True):
