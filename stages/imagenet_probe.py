@@ -4,101 +4,25 @@ Folds hold out one model per family; for every fold, query draw and query count,
 family MLP is trained on the other architectures' models. Tasks run in parallel on the
 executor. Writes ``reports/metrics/imagenet_probe.json`` (mode, accuracy per query count,
 per family), the accuracy table and the confusion matrix as DVC plot data, and PNGs.
+The logic is ``kennen.imagenet.run_probe.run``.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 from pathlib import Path
 
-import numpy as np
-
-from kennen.config import base_seed, load_params, section
-from kennen.errors import KennenError
-from kennen.imagenet.families import ProbeParams
-from kennen.imagenet.probe import family_attribute, folds, load_zoo, run_probe_task, summarise
-from kennen.imagenet.report import plot_accuracy, plot_confusion
-from kennen.io import write_csv, write_json
-from kennen.log import progress
-from kennen.parallel import run_tasks
+from kennen.config import load_params
+from kennen.imagenet import run_probe
 from stages._common import parser, run
 
-log = logging.getLogger("kennen.imagenet_probe")
-LABEL = {
-    "offline": "offline surrogate: torchvision architectures on 32x32 MNIST, briefly trained (not the paper's experiment)",
-    "pretrained": "pretrained torchvision ImageNet models on natural images (the paper's experiment)",
-}
+ARGS = ("zoo", "metrics", "plots", "figures")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    for name in ("zoo", "metrics", "plots", "figures"):
+    for name in ARGS:
         p.add_argument(f"--{name}", required=True)
-
-    def body(args) -> None:
-        params = load_params(args.params)
-        pp = section(ProbeParams, params, "imagenet_probe")
-        seed = base_seed(params)
-        zoo = Path(args.zoo)
-        outputs, models = load_zoo(zoo)
-        families = list(pp.families)
-        fams = [m["family"] for m in models]
-        if sorted(set(fams)) != sorted(families):
-            raise KennenError(f"{zoo}: the zoo does not match imagenet_probe.families (run `dvc repro imagenet_zoo`)")
-        labels = np.array([families.index(f) for f in fams], dtype=np.int64)
-        fold_list = folds(families, [m["name"] for m in models], fams, pp.folds, seed)
-        counts = sorted({min(n, outputs.shape[1]) for n in pp.n_queries})
-        tasks = [(k, f, d, n) for k in pp.features for n in counts for f in range(pp.folds) for d in range(pp.draws)]
-        job = functools.partial(
-            run_probe_task, outputs=outputs, labels=labels, fold_list=fold_list, attr=family_attribute(families),
-            hidden=pp.hidden, opt=pp.optimiser, seed=seed,
-        )  # fmt: skip
-        results = [r for _, r in progress(run_tasks(job, tasks, len(tasks)), len(tasks), "probe fits", log)]
-        head = pp.features[0]
-        by_feature = {k: summarise([r for r in results if r["feature"] == k], families) for k in pp.features}
-        rows, confusions = by_feature[head]
-        for k, (krows, _) in by_feature.items():
-            for r in krows:
-                log.info("%s, %d queries: %.1f%% %s", k, r["n_queries"], r["acc"],
-                         {f: r[f"acc.{f}"] for f in families})  # fmt: skip
-
-        top = rows[-1]
-        metrics = {
-            "mode": pp.mode,
-            "label": LABEL[pp.mode],
-            "feature": head,
-            "chance": round(100 / len(families), 2),
-            "n_models": len(models),
-            "n_architectures": len({m["name"] for m in models}),
-            "folds": pp.folds,
-            "draws": pp.draws,
-            **{f"acc.n{r['n_queries']}": r["acc"] for r in rows},
-            **{f"acc.n{r['n_queries']}_{b}": r[f"acc_{b}"] for r in rows for b in ("low", "high")},
-            **{f"acc.n{top['n_queries']}.{f}": top[f"acc.{f}"] for f in families},
-            **{f"{k}.acc.n{r['n_queries']}": r["acc"] for k, (krows, _) in by_feature.items() if k != head
-               for r in krows},
-        }  # fmt: skip
-        if pp.mode == "offline":
-            metrics["surrogate_query_acc_mean"] = round(float(np.mean([float(m["query_acc"]) for m in models])), 2)
-        write_json(args.metrics, metrics)
-        plots, figures = Path(args.plots), Path(args.figures)
-        table = [{"feature": k, **r} for k, (krows, _) in by_feature.items() for r in krows]
-        write_csv(plots / "accuracy.csv", table, list(table[0]))
-        cm = confusions[top["n_queries"]]
-        write_csv(
-            plots / "confusion.csv",
-            [{"actual": families[t], "predicted": families[q]} for r in results
-             if r["n"] == top["n_queries"] and r["feature"] == head
-             for t, q in zip(r["true"], r["pred"], strict=True)],
-            ("actual", "predicted"),
-        )  # fmt: skip
-        title = f"family probe ({pp.mode}, {head} features)"
-        others = {k: krows for k, (krows, _) in by_feature.items() if k != head}
-        plot_accuracy(rows, families, title, figures / "accuracy.png", others)
-        plot_confusion(cm, families, f"{title}, {top['n_queries']} queries", figures / "confusion.png")
-
-    return run(body, p, argv)
+    return run(lambda a: run_probe.run(load_params(a.params), *(Path(getattr(a, n)) for n in ARGS)), p, argv)
 
 
 if __name__ == "__main__":

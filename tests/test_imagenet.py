@@ -163,7 +163,7 @@ def tiny(mode: str, **extra) -> dict:
         "offline": base["imagenet_probe"]["offline"] | {"seeds": 2, "steps": 1, "batch": 4, "pool": 6},
     } | extra  # fmt: skip
     attack = {"eps": 0.1, "step": 0.05, "steps": 2, "images": 5, "probe_queries": 4}
-    return {"seed": 1, "imagenet_probe": probe, "imagenet_attack": attack}
+    return {"seed": 1, "imagenet_zoo": base["imagenet_zoo"], "imagenet_probe": probe, "imagenet_attack": attack}
 
 
 def test_offline_stages_smoke(tmp_path, monkeypatch, capsys):

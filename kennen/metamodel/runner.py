@@ -26,6 +26,7 @@ from dvclive import Live
 
 from kennen.attributes import ATTRIBUTES
 from kennen.io import write_json
+from kennen.log import progress
 from kennen.metamodel.artifact import data_digest, save_metamodel, zoo_provenance
 from kennen.metamodel.calibration import Calibrated, CalibrationParams
 from kennen.metamodel.report import plot_reliability, write_confusions, write_table
@@ -79,12 +80,27 @@ class Report:
 
 
 def train_tasks(
-    job: Callable[[Any], Any], tasks: Sequence[Any], describe: Callable[[Any, Any], str] | None = None
+    job: Callable[[Any], Any],
+    tasks: Sequence[Any],
+    describe: Callable[[Any, Any], str] | None = None,
+    desc: str | None = None,
 ) -> dict[Any, Any]:
-    """Run ``job`` on every task on the executor of ``kennen.parallel``; {task: result}, logging ``describe``."""
+    """Run ``job`` on every task on the executor of ``kennen.parallel``.
+
+    Args:
+        job: the task function (picklable, module level).
+        tasks: the tasks (hashable); the results come back keyed by task, so that what a stage builds from
+            them follows the task order, never the order the workers finish in.
+        describe: a log line per finished task, from (task, result).
+        desc: a progress bar / periodic log line with this name.
+
+    Returns:
+        {task: result}, in the order the tasks finished.
+    """
     log = logging.getLogger("kennen.runner")
+    done = run_tasks(job, list(tasks), len(tasks))
     results = {}
-    for task, result in run_tasks(job, list(tasks), len(tasks)):
+    for task, result in progress(done, len(tasks), desc, log) if desc else done:
         results[task] = result
         if describe is not None:
             log.info("%s", describe(task, result))

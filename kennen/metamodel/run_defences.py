@@ -1,0 +1,53 @@
+"""The ``defences`` stage: what defended outputs, and the weights, give away (``kennen.metamodel.ladder``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from kennen import data as mnist_data
+from kennen.config import base_seed, section
+from kennen.io import read_json, write_json
+from kennen.metamodel import ladder
+from kennen.metamodel.kennen_o import KennenOParams
+from kennen.metamodel.report import plot_privacy_utility, write_table
+from kennen.metamodel.runs import scored
+from kennen.metamodel.weights import whitebox, zoo_features
+from kennen.queries import load_outputs, read_boxes
+from kennen.splits import read_split
+
+log = logging.getLogger("kennen.defences")
+
+
+def run(
+    params: dict[str, Any], data: Path, outputs_npz: Path, boxes_csv: Path, splits: Path, models: Path, shards: Path,
+    kennen_i: Path, metrics: Path, plots: Path, figures: Path,
+) -> None:  # fmt: skip
+    """Every defence setting against kennen-o (both attackers), the white box and kennen-i; write the ladder.
+
+    Args:
+        params: the params tree (sections ``defences``, ``kennen_o`` and the seed).
+        data, outputs_npz, boxes_csv, splits, models, shards: MNIST, the stored outputs and the zoo.
+        kennen_i: the ``kennen_i`` stage's metrics (its row of the ladder).
+        metrics, plots, figures: where to write.
+    """
+    dp, kp = section(ladder.DefencesParams, params, "defences"), section(KennenOParams, params, "kennen_o")
+    seed = base_seed(params)
+    outputs, query_index = load_outputs(outputs_npz)
+    boxes, split = read_boxes(boxes_csv), read_split(splits, "r")
+    labels = mnist_data.load(data).test_labels[query_index]
+    y_true, settings = ladder.evaluate(dp.defences(), kp, outputs, boxes, split, labels, seed)
+    wx = zoo_features(boxes, models, shards)
+    wb = scored(*whitebox(wx, boxes, split, seed, dp.whitebox_iter))
+    n = (len(split["train"]), len(split["test"]), kp.n_queries, outputs.shape[1])
+    crafted = ladder.crafted_row(read_json(kennen_i), len(split["test"]))
+    write_json(metrics, ladder.metrics(settings, wb, crafted, *n))
+    rows = ladder.curve_rows(settings)
+    write_table(plots / "privacy_utility.csv", rows)
+    write_table(plots / "attributes.csv", ladder.attribute_rows(settings, wb, crafted))
+    plot_privacy_utility(rows, figures / "privacy_utility.png", wb["acc.mean"], ladder.chance())
+    log.info("white box: %.1f [%.1f, %.1f]", wb["acc.mean"], wb["acc.mean_low"], wb["acc.mean_high"])
+    for r in rows:
+        log.info("%-22s agreement %6.2f  non-adaptive %5.1f  adaptive %5.1f", r["setting"], r["agreement"],
+                 r["nonadaptive"], r["adaptive"])  # fmt: skip
