@@ -76,9 +76,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _loss(text: str) -> float:
+    value = _float(text)
+    if value < 0 or value == math.inf:  # NaN is the loss of a diverged model
+        raise ValueError(f"{_show(text)} is not a training loss (>= 0, or nan)")
+    return value
+
+
 def _members(text: str) -> str:
     parts = text.split(";")
-    if not all(_INT.fullmatch(p) for p in parts) or len(set(parts)) != len(parts):
+    if not all(p.isascii() and p.isdigit() for p in parts) or len(set(parts)) != len(parts):
         raise ValueError(f"{_show(text)} is not a list of distinct model ids separated by ';'")
     return text  # kept as text, as the stages expect it
 
@@ -108,7 +115,7 @@ COLUMNS: dict[str, Callable[[str], Any]] = {
     "id": _int,
     "diverged": _flag,
     "test_acc": _accuracy,
-    "train_loss": _float,  # NaN for a diverged model
+    "train_loss": _loss,
     "members": _members,
     "kind": _kind,
     **{k: _attribute(k) for k in KEYS},
@@ -195,7 +202,7 @@ def read_table(path: Path, schema: TableSchema | None = None) -> list[dict[str, 
         header = next(reader, [])
         schema = schema or schema_for(path, header)
         if not text.strip():
-            raise KennenError(f"{path}: empty file (a {schema.what} starts with a header line)")
+            raise KennenError(f"{path}: empty file (every {schema.what} starts with a header line)")
         _check_header(path, schema, header)
         rows = []
         seen: set[Any] = set()
@@ -218,7 +225,7 @@ def read_table(path: Path, schema: TableSchema | None = None) -> list[dict[str, 
     except csv.Error as e:
         raise KennenError(f"{path}: line {reader.line_num}: not a CSV table ({e})") from None
     if not rows and not schema.may_be_empty:
-        raise KennenError(f"{path}: no rows (a {schema.what} holds at least one)")
+        raise KennenError(f"{path}: no rows (every {schema.what} has at least one)")
     return rows
 
 
@@ -228,7 +235,7 @@ def _check_header(path: Path, schema: TableSchema, header: list[str]) -> None:
         raise KennenError(f"{path}: line 1: column {_show(duplicate[0])} appears twice")
     missing = [c for c in schema.columns if c not in header]
     if missing:
-        raise KennenError(f"{path}: line 1: no column {_show(missing[0])} (a {schema.what} needs it)")
+        raise KennenError(f"{path}: line 1: no column {_show(missing[0])} (every {schema.what} has one)")
 
 
 def _check_row(where: str, schema: TableSchema, row: dict[str, Any], seen: set[Any]) -> None:
@@ -239,7 +246,7 @@ def _check_row(where: str, schema: TableSchema, row: dict[str, Any], seen: set[A
         seen.add(row[schema.key])
     for column, value in schema.fixed.items():
         if row[column] != value:
-            raise KennenError(f"{where}, column {column}: {int(row[column])}, a {schema.what} holds only {int(value)}")
+            raise KennenError(f"{where}, column {column}: {int(row[column])}, expected {int(value)} in every row")
     if schema is BOXES and row["box"] != len(seen) - 1:  # box i is row i of the outputs array
         raise KennenError(f"{where}, column box: {row['box']}, expected {len(seen) - 1} (boxes are numbered by row)")
     if "kind" in row and row["ens"] != (row["kind"] == "ensemble"):
