@@ -33,6 +33,7 @@ import torch
 from kennen.config import require
 from kennen.data import MEAN, STD
 from kennen.errors import KennenError
+from kennen.schemas import MODELS
 from kennen.seeds import Purpose, StableRng
 from kennen.zoo.forward import ZooForward
 from kennen.zoo.net import MnistNet, NetConfig
@@ -111,7 +112,7 @@ def load_members(
 
     Returns (networks, members): ``members[i]`` indexes the networks of box ``box_ids[i]``.
     """
-    by_id = {m["model_id"]: m for m in read_table(models_csv)}
+    by_id = {m["model_id"]: m for m in read_table(models_csv, MODELS)}
     members = [[int(m) for m in str(boxes[b]["members"]).split(";")] for b in box_ids]
     ids = sorted({m for ms in members for m in ms})
     by_shard: dict[int, list[int]] = {}
