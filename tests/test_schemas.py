@@ -373,3 +373,14 @@ def test_unknown_table_name_is_a_one_line_error(tmp_path):
     (tmp_path / "zoo.csv").write_text("a,b\n1,2\n")
     with pytest.raises(KennenError, match="zoo.csv: not a table name the pipeline writes"):
         read_table(tmp_path / "zoo.csv")
+
+
+def test_shard_file_names_hold_samples_or_outcomes(zoo, tmp_path):
+    """Per-shard sample tables and shard outcome tables are both shard-N.csv; the shard column tells them apart."""
+    sample = [r for r in read_table(zoo / "sample.csv") if r["shard"] == 1]
+    write_csv(tmp_path / "shard-1.csv", sample, SAMPLE_COLUMNS)
+    assert read_table(tmp_path / "shard-1.csv") == sample
+    assert [r["model_id"] for r in read_table(zoo / "shards" / "shard-1.csv")] == [2, 3]
+    (tmp_path / "shard-1.csv").write_text((zoo / "shards" / "shard-1.csv").read_text().replace("diverged", "div"))
+    with pytest.raises(KennenError, match=r"shard-1.csv: line 1: no column 'diverged' \(every shard outcome table"):
+        read_table(tmp_path / "shard-1.csv")
