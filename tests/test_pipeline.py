@@ -85,11 +85,12 @@ def test_repro_builds_the_zoo_and_is_idempotent(pipeline_copy):
 
 
 def test_changing_ensembles_reruns_only_downstream(pipeline_copy):
-    dvc(pipeline_copy, "repro")
+    # The zoo stages and queries only: the one end-to-end repro is the test above (CI time, issue 19).
+    dvc(pipeline_copy, "repro", "zoo_report", "queries")
     params = yaml.safe_load((pipeline_copy / "params.yaml").read_text())
     params["ensembles"]["max_members"] = 2
     (pipeline_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    again = ran(dvc(pipeline_copy, "repro").stdout)
+    again = ran(dvc(pipeline_copy, "repro", "zoo_report", "queries").stdout)
     assert {"ensembles", "zoo_report", "queries"} <= again
     assert not again & {"data", "sample_zoo", "train_zoo@0", "train_zoo@1", "zoo_table", "prune"}
     assert json.loads((pipeline_copy / "reports/metrics/zoo.json").read_text())["n_ensembles"] == 3  # pairs only
@@ -100,7 +101,7 @@ def test_kill_mid_training_then_rerun_trains_only_unfinished_shards(pipeline_cop
     params["train_zoo"]["epochs"] = 40  # slow enough to be killed inside shard 1
     (pipeline_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro"],
+        [sys.executable, "-m", "dvc", "repro", "zoo_table"],
         cwd=pipeline_copy,
         env=dvc_env(),
         stdout=subprocess.PIPE,
@@ -121,7 +122,7 @@ def test_kill_mid_training_then_rerun_trains_only_unfinished_shards(pipeline_cop
     assert (shards / "shard-0.csv").is_file() and (shards / "shard-0.safetensors").is_file()
     assert not (shards / "shard-1.csv").exists() and not (shards / "shard-1.safetensors").exists()
 
-    out = dvc(pipeline_copy, "repro").stdout
+    out = dvc(pipeline_copy, "repro", "zoo_table").stdout
     assert "train_zoo@0" not in ran(out)
     assert {"train_zoo@1", "zoo_table"} <= ran(out)
     assert not list(shards.glob(".*.tmp"))

@@ -16,9 +16,11 @@ a list of them in one of two ways:
 
 Both equal running each ``MnistNet`` in eval mode (``tests/test_crafted.py``: within
 1e-5). ``benchmarks/zoo_forward.py`` measures them against the plain per-network
-loop: on the 2-core CPU here the grouped kernels do *not* pay (the default zoo's
-413 networks fall into 131 structures, and oneDNN's grouped convolutions on 10-20
-channels are slower than plain ones), while channels-last does; hence the default.
+loop: on the 2-core CPUs measured the grouped kernels do *not* pay (few networks
+share a structure, and oneDNN's grouped convolutions on 10-20 channels are slower
+than plain ones). Channels-last won 1.2-1.5x on one machine and was within
++-14% of the plain loop on another (0.86x, 1.07x, 0.97x; README); it is the
+default because it wins on kennen-io's step, where most crafted-query time goes.
 """
 
 from __future__ import annotations

@@ -246,8 +246,9 @@ def train_model(
         spec: the model to train.
         data: training and test tensors, already on ``device``.
         device: ``cpu`` or ``cuda``.
-        channels_last: weights and activations in channels-last layout (measured: about 1.3-2x faster on
-            the CPU for these networks); ``False`` is the trainer before that change, kept for the benchmark.
+        channels_last: weights and activations in channels-last layout (``benchmarks/zoo_throughput.py``:
+            1.15x the model-epochs per core-hour of the plain layout, README); ``False`` is the trainer
+            before that change, kept for the benchmark.
         on_epoch: called as ``on_epoch(epoch, net)`` after each epoch (``benchmarks/zoo_regimes.py`` reads
             test accuracy there); it must leave the net's weights as they are.
     """
