@@ -24,12 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from kennen.attributes import Attribute
 from kennen.errors import KennenError
 from kennen.io import read_csv
-from kennen.metamodel.kennen_o import KennenO, Optimiser
+from kennen.metamodel.kennen_o import Optimiser, new_model, predict, train_epochs
 from kennen.seeds import Purpose, StableRng, derive, generator
 
 
@@ -83,22 +82,14 @@ def fit_predict(
     x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, attr: Attribute, hidden: int, opt: Optimiser,
     seed: int,
 ) -> np.ndarray:  # fmt: skip
-    """Train the family MLP; predicted family indices of ``x_test``."""
-    torch.manual_seed(seed)
-    model = KennenO(x_train.shape[1], hidden, (attr,))
-    model.mean.copy_(x_train.mean(0))
-    model.std.copy_(x_train.std(0).clamp_min(1e-3))
-    optimiser = opt.build(model.parameters())
+    """Train the family MLP; predicted family indices of ``x_test``.
+
+    kennen-o's own training (``new_model``, ``train_epochs``) with one head over the families and no carve.
+    """
+    model = new_model(x_train, hidden, seed, (attr,))
     shuffle = torch.Generator().manual_seed(seed)
-    for _ in range(opt.epochs):
-        model.train()
-        for idx in torch.randperm(len(x_train), generator=shuffle).split(opt.batch):
-            optimiser.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x_train[idx])[attr.key], y_train[idx]).backward()
-            optimiser.step()
-    model.eval()
-    with torch.inference_mode():
-        return model(x_test)[attr.key].argmax(1).numpy()
+    train_epochs(model, opt.build(model.parameters()), x_train, y_train[:, None], opt.batch, opt.epochs, shuffle)
+    return predict(model, x_test)[:, 0]
 
 
 def features(outputs: np.ndarray, kind: str) -> torch.Tensor:

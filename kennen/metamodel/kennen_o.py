@@ -130,14 +130,16 @@ def configs(boxes: list[dict[str, Any]], ids: Sequence[int]) -> tuple[Any, ...]:
 
 
 def loss_fn(logits: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-    """Sum over attributes of the mean cross-entropy (the paper's objective)."""
-    return sum(nn.functional.cross_entropy(logits[a.key], y[:, i]) for i, a in enumerate(ATTRIBUTES))
+    """Sum over the heads (attribute order; column i of ``y`` [N, heads] is head i) of the mean cross-entropy
+    (the paper's objective)."""
+    return sum(nn.functional.cross_entropy(z, y[:, i]) for i, z in enumerate(logits.values()))
 
 
-def new_model(x: torch.Tensor, hidden: int, seed: int) -> KennenO:
-    """A freshly initialised kennen-o (seeded) whose input standardisation comes from features ``x`` [N, D]."""
+def new_model(x: torch.Tensor, hidden: int, seed: int, attributes: tuple[Attribute, ...] = ATTRIBUTES) -> KennenO:
+    """A freshly initialised kennen-o (seeded) whose input standardisation comes from features ``x`` [N, D]
+    (``attributes``: its heads; the family probe has one)."""
     torch.manual_seed(seed)
-    model = KennenO(x.shape[1], hidden)
+    model = KennenO(x.shape[1], hidden, attributes)
     model.mean.copy_(x.mean(0))
     model.std.copy_(x.std(0).clamp_min(1e-3) if len(x) > 1 else torch.ones(x.shape[1]))
     return model
@@ -153,7 +155,7 @@ def train_epochs(
     shuffle: torch.Generator,
     on_epoch=None,
 ) -> None:
-    """Minibatch training of ``model`` on features ``x`` [N, D] and labels ``y`` [N, 12]."""
+    """Minibatch training of ``model`` on features ``x`` [N, D] and labels ``y`` [N, heads] (12 for kennen-o)."""
     for epoch in range(epochs):
         model.train()
         total = 0.0
@@ -257,9 +259,8 @@ def fit_curve(
 
 @torch.inference_mode()
 def predict(model: KennenO, x: torch.Tensor) -> np.ndarray:
-    """Predicted label indices [N, 12] in ATTRIBUTES order."""
-    logits = model(x)
-    return torch.stack([logits[a.key].argmax(1) for a in ATTRIBUTES], 1).numpy()
+    """Predicted label indices [N, heads] in the heads' order (ATTRIBUTES for kennen-o)."""
+    return torch.stack([z.argmax(1) for z in model(x).values()], 1).numpy()
 
 
 def accuracies(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
