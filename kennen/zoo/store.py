@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from kennen.schemas import TableSchema
 
 OUTCOME_COLUMNS = ("model_id", "test_acc", "train_loss", "diverged")
-# Columns of the sample table (data/zoo/sample.csv), one row per model to train.
+# Columns of the sample tables (data/zoo/sample/shard-N.csv), one row per model to train.
 SAMPLE_COLUMNS = ("model_id", "shard", "config", "seed", "torch_seed", *KEYS, "n_params")
 # Columns of the flat zoo table (data/zoo/models.csv), one row per trained model.
 TABLE_COLUMNS = (*SAMPLE_COLUMNS, *OUTCOME_COLUMNS[1:])
