@@ -85,11 +85,3 @@ class ZooForward:
         return out[torch.argsort(torch.cat(order))]
 
     __call__ = forward
-
-
-def box_matrix(members: Sequence[Sequence[int]], n_models: int) -> torch.Tensor:
-    """[B, M] averaging weights: box b's output is the mean of its members' log-probabilities (§2)."""
-    a = torch.zeros(len(members), n_models)
-    for b, ms in enumerate(members):
-        a[b, list(ms)] = 1.0 / len(ms)
-    return a
