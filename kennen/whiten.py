@@ -33,7 +33,7 @@ import torch
 
 from kennen.attributes import ATTRIBUTES
 from kennen.data import MEAN, STD
-from kennen.defences import Defence, as_log, parse_defence, probabilities
+from kennen.defences import Defence, as_log, defend, parse_defence, probabilities
 from kennen.errors import KennenError
 from kennen.metamodel.artifact import load_metamodel
 from kennen.metamodel.calibration import nn_distance, one_hot, standardise
@@ -294,7 +294,7 @@ def whiten(
         answers.append(parse_answers(box(chunk), output_type, len(chunk), target))
     answers_all = np.concatenate(answers)
     if defence is not None:  # [Q, 10] log-probabilities -> defended answers, read as the defences stage reads them
-        answers_all = as_log(defence.apply(probabilities(answers_all), defence.seed(0, 0)))
+        answers_all = as_log(defend(defence, probabilities(answers_all)[None], 0)[0])
     held = mm.held_out
     rows = []  # (attribute, index of the best value, calibrated probability or None, raw probability or None)
     if mm.method == "kennen-i":
