@@ -348,7 +348,7 @@ def read_split(path: Path) -> dict[str, list[int]]:
     return split
 
 
-def require_known(ids: Iterable[int], known: Iterable[int], path: Path, what: str, source: Path) -> None:
+def require_known(ids: Iterable[int], known: Iterable[int], path: Path, what: str, source: Path | str) -> None:
     """Every id in ``ids`` (read from ``path``) must be one of ``known`` (read from ``source``).
 
     Args:

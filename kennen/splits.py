@@ -114,6 +114,16 @@ def all_splits(boxes: list[dict[str, Any]], params: SplitParams, seed: int) -> d
     return out
 
 
-def read_split(folder: Path, name: str) -> dict[str, list[int]]:
-    """One split file written by the ``splits`` stage, checked: {'train': box ids, 'test': box ids}."""
-    return schemas.read_split(folder / f"{name}.json")
+def read_split(folder: Path, name: str, boxes: list[dict[str, Any]] | None = None) -> dict[str, list[int]]:
+    """One split file written by the ``splits`` stage, checked: {'train': box ids, 'test': box ids}.
+
+    Args:
+        folder: the splits folder.
+        name: the split's name (``r``, ``e_conv``, ...).
+        boxes: the boxes table the split's ids must come from (None: not checked).
+    """
+    split = schemas.read_split(folder / f"{name}.json")
+    if boxes is not None:
+        known = [b["box"] for b in boxes]
+        schemas.require_known(split["train"] + split["test"], known, folder / f"{name}.json", "box", "the boxes table")
+    return split

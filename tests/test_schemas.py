@@ -335,6 +335,11 @@ def test_row_checks(zoo, case, corrupt, message, capsys):
     assert re.search(message, line), line
 
 
+def test_split_boxes_must_exist(zoo, capsys):
+    line = _run_broken(zoo, "split", lambda d: _json_flip(d, 1, [0, 99]), capsys)
+    assert re.search(r"r.json: box 99 is not in the boxes table", line), line
+
+
 def test_ensemble_members_must_be_kept(zoo, capsys):
     line = _run_broken(zoo, "ensembles", _edit_csv("members", "0;9"), capsys)
     assert "ensembles.csv: line 2, column members: model 9 is not in" in line

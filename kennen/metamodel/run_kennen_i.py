@@ -52,7 +52,8 @@ def run(
     kp = section(KennenIParams, params, "kennen_i")
     cp = section(CalibrationParams, params, "calibration")
     seed = derive(base_seed(params), Purpose.KENNEN_I)
-    boxes, split = read_boxes(boxes_csv), read_split(splits, "r")
+    boxes = read_boxes(boxes_csv)
+    split = read_split(splits, "r", boxes)
     if not split["train"] or not split["test"]:
         raise KennenError(f"{splits}: the R split has no training or no test boxes")
     mnist = mnist_data.load(data)

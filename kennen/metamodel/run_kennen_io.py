@@ -75,7 +75,7 @@ def run(
     mnist = mnist_data.load(data)
     # kennen-io starts from kennen-o's queries: the first n query images.
     init = mnist_data.normalise(mnist.test_images[query_index[: kp.n_queries]])
-    splits = {name: read_split(splits_dir, name) for name in kp.splits}
+    splits = {name: read_split(splits_dir, name, boxes) for name in kp.splits}
     if not splits["r"]["train"] or not splits["r"]["test"]:
         raise KennenError(f"{splits_dir}: the R split has no training or no test boxes")
     # An E split that this zoo cannot fill gets an empty row, as in kennen_o_sweep.

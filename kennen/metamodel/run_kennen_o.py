@@ -65,7 +65,8 @@ def run(params: dict[str, Any], data: Path, outputs_npz: Path, boxes_csv: Path, 
     cp = section(CalibrationParams, params, "calibration")
     seed = base_seed(params)
     outputs, query_index = load_outputs(outputs_npz)
-    boxes, split = read_boxes(boxes_csv), read_split(splits, "r")
+    boxes = read_boxes(boxes_csv)
+    split = read_split(splits, "r", boxes)
     names, runs = stage_runs(kp, split)
     results = evaluate_runs(runs, outputs, boxes, kp.hidden, seed, kp.early_stop)
     replicas = [res for name, res in zip(names, results, strict=True) if name == kp.optimiser]
