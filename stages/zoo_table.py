@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kennen.errors import KennenError
 from kennen.io import write_csv
+from kennen.schemas import OUTCOMES
 from kennen.zoo.store import TABLE_COLUMNS, read_sample, read_table, shard_tables
 from stages._common import parser, run
 
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(args) -> None:
         sample = read_sample(Path(args.sample))
-        outcomes = {r["model_id"]: r for path in shard_tables(Path(args.shards)) for r in read_table(path)}
+        outcomes = {r["model_id"]: r for path in shard_tables(Path(args.shards)) for r in read_table(path, OUTCOMES)}
         missing = sorted({r["shard"] for r in sample if r["model_id"] not in outcomes})
         if missing:
             raise KennenError(

@@ -138,13 +138,15 @@ def write_sample(folder: Path, rows: list[dict[str, Any]]) -> None:
 
 def read_sample(path: Path) -> list[dict[str, Any]]:
     """The sample table: a folder of per-shard tables (in shard order) or one CSV file."""
+    from kennen.schemas import SAMPLE  # imported here, as in read_table
+
     path = Path(path)
     if not path.is_dir():
-        return read_table(path)
+        return read_table(path, SAMPLE)
     tables = shard_tables(path)
     if not tables:
         raise KennenError(f"{path}: holds no shard-N.csv sample tables (run the sample_zoo stage)")
-    return [row for table in tables for row in read_table(table)]
+    return [row for table in tables for row in read_table(table, SAMPLE)]
 
 
 def fingerprint(spec: Any, **settings: Any) -> str:
