@@ -372,14 +372,21 @@ def check_zoo(
     kept_path: Path,
     ensembles_path: Path,
 ) -> None:
-    """The zoo's three files agree: kept ids are models, ensemble members are kept models."""
+    """The zoo's three files agree: kept ids are models, an ensemble's members are kept models of its config."""
     require_known(kept, (m["model_id"] for m in models), kept_path, "model", models_path)
+    config = {m["model_id"]: m["config"] for m in models}
     for line, e in enumerate(ensembles, start=2):
         members = [int(m) for m in e["members"].split(";")]
         unknown = sorted(set(members) - set(kept))
         if unknown:
             raise KennenError(
                 f"{ensembles_path}: line {line}, column members: model {unknown[0]} is not in {kept_path}"
+            )
+        other = [m for m in members if config[m] != e["config"]]
+        if other:
+            raise KennenError(
+                f"{ensembles_path}: line {line}, column config: {e['config']}, but member {other[0]} has config "
+                f"{config[other[0]]} in {models_path}"
             )
         if len(members) != e["n_members"]:
             raise KennenError(

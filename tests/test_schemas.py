@@ -340,9 +340,17 @@ def test_split_boxes_must_exist(zoo, capsys):
     assert re.search(r"r.json: box 99 is not in the boxes table", line), line
 
 
-def test_ensemble_members_must_be_kept(zoo, capsys):
-    line = _run_broken(zoo, "ensembles", _edit_csv("members", "0;9"), capsys)
-    assert "ensembles.csv: line 2, column members: model 9 is not in" in line
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (_edit_csv("members", "0;9"), r"ensembles.csv: line 2, column members: model 9 is not in \S*kept.json"),
+        (_edit_csv("members", "0;2"), r"ensembles.csv: line 2, column config: 5, but member 2 has config 6 in"),
+        (_edit_csv("n_members", "3"), r"ensembles.csv: line 2, column n_members: 3, members lists 2"),
+    ],
+)
+def test_ensembles_agree_with_the_zoo(zoo, corrupt, message, capsys):
+    line = _run_broken(zoo, "ensembles", corrupt, capsys)
+    assert re.search(message, line), line
 
 
 def test_valid_zoo_reads_back_typed(zoo):
