@@ -12,13 +12,14 @@ import yaml
 from torchvision.io import write_png
 from torchvision.models import get_model, get_model_builder, get_model_weights
 
-from kennen.config import from_dict
+from kennen.config import from_dict, load_params, section
 from kennen.errors import KennenError
 from kennen.imagenet import pretrained
 from kennen.imagenet.attack import SCENARIOS
 from kennen.imagenet.families import PAPER_FAMILIES, ProbeParams
 from kennen.imagenet.offline import to_rgb
 from kennen.imagenet.probe import folds, summarise
+from kennen.imagenet.run_zoo import ZooParams
 from stages import imagenet_attack, imagenet_probe, imagenet_zoo
 from tests.conftest import REPO, synthetic_mnist
 
@@ -42,6 +43,10 @@ def test_params_validation():
     with pytest.raises(KennenError, match=r"imagenet_probe.mode: expected one of offline, pretrained"):
         from_dict(ProbeParams, {"mode": "online"}, "imagenet_probe")
     assert from_dict(ProbeParams, {}, "imagenet_probe").families == PAPER_FAMILIES
+    with pytest.raises(KennenError, match=r"imagenet_zoo.train_pool: must be within 1..60000, got 0"):
+        from_dict(ZooParams, {"train_pool": 0}, "imagenet_zoo")
+    for name in ("params.yaml", "profiles/quick.yaml", "profiles/paper.yaml"):  # one value everywhere
+        assert section(ZooParams, load_params(REPO / name), "imagenet_zoo").train_pool == 12_000, name
 
 
 @pytest.mark.parametrize("seeds", [1, 3])

@@ -55,6 +55,21 @@ def tiny_zoo(tmp_path_factory, idx_dir):
     return root
 
 
+def test_queries_stage_writes_every_boxs_outputs_in_table_order(tiny_zoo):
+    boxes = read_csv(tiny_zoo / "data/queries/boxes.csv")
+    with np.load(tiny_zoo / "data/queries/outputs.npz") as z:
+        outputs, query_index = z["outputs"], z["query_index"]
+    assert outputs.shape == (len(boxes), 20, 10) and outputs.dtype == np.float32
+    assert len(set(query_index.tolist())) == 20  # distinct test images
+    assert [int(b["box"]) for b in boxes] == list(range(len(boxes)))
+    kinds = [b["kind"] for b in boxes]
+    assert kinds == sorted(kinds, key=["single", "ensemble"].index) and "ensemble" in kinds
+    mass = np.exp(outputs).sum(-1)
+    single = np.array(kinds) == "single"
+    assert np.allclose(mass[single], 1, atol=1e-4)  # log-probabilities
+    assert (mass[~single] <= 1 + 1e-4).all()  # an ensemble's is the mean of its members' log-probabilities (§2)
+
+
 def test_kennen_o_stage_writes_intervals_seed_spread_and_predictions(tiny_zoo):
     m = json.loads((tiny_zoo / "reports/metrics/kennen_o.json").read_text())
     for k in (*KEYS, "mean"):
