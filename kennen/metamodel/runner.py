@@ -1,8 +1,10 @@
 """The metamodel runner: what every metamodel stage does around its own training.
 
-kennen-o, kennen-i and kennen-io (``kennen.metamodel.run_kennen_o`` / ``run_kennen_i`` /
-``run_kennen_io``) and the ImageNet family probe (``kennen.imagenet.run_probe``) train
-their tasks in parallel with :func:`train_tasks`. The three MNIST metamodels then hand
+kennen-i, kennen-io (``kennen.metamodel.run_kennen_i`` / ``run_kennen_io``) and the ImageNet
+family probe (``kennen.imagenet.run_probe``, which trains kennen-o's MLP with kennen-o's own
+code) run their trainings as parallel tasks with :func:`train_tasks`; kennen-o
+(``kennen.metamodel.run_kennen_o``) runs its settings and seed replicas through
+``kennen.metamodel.runs``. The three MNIST metamodels then hand
 one :class:`Report` to :func:`finish`, which writes the same set of outputs for each:
 the metrics JSON, the calibration's plot data and reliability diagram, per-attribute
 confusion matrices, DVCLive training curves, extra plot tables, and the trained
@@ -144,7 +146,7 @@ def e_split_rows(
             r = row(name)
             metrics |= {f"{name}.{k}": r[k] for k in E_KEYS}
         else:
-            logging.getLogger("kennen.runner").warning("%s: no training or no test boxes in this zoo", name)
+            logging.getLogger("kennen.runner").warning("E split %s: no training or no test boxes in this zoo", name)
             nan = float("nan")
             r = {"split": name, "n_train": len(splits[name]["train"]), "n_test": len(splits[name]["test"]),
                  "acc_mean": nan, "r_acc_mean": nan, "relative": nan, "acc_mean_low": nan, "acc_mean_high": nan}  # fmt: skip
