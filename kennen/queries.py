@@ -27,6 +27,7 @@ from kennen.config import require
 from kennen.errors import KennenError
 from kennen.io import save_npz
 from kennen.seeds import Purpose, StableRng
+from kennen.zoo.ensembles import ensemble_mean
 from kennen.zoo.net import MnistNet, NetConfig
 from kennen.zoo.store import read_table
 
@@ -99,10 +100,12 @@ def shard_task(task: tuple[str, list[tuple[int, NetConfig]]], images: np.ndarray
 
 def ensemble_outputs(single: dict[int, np.ndarray], members: list[list[int]], n_queries: int) -> np.ndarray:
     """[E, Q, 10]: the mean of the members' log-softmax outputs, per ensemble (E may be 0)."""
-    out = np.zeros((len(members), n_queries, 10), dtype=np.float32)
-    for i, ms in enumerate(members):
-        out[i] = np.mean([single[m] for m in ms], axis=0)
-    return out
+    if not members:
+        return np.zeros((0, n_queries, 10), dtype=np.float32)
+    ids = sorted({m for ms in members for m in ms})
+    pos = {m: i for i, m in enumerate(ids)}
+    stacked = torch.from_numpy(np.stack([single[m] for m in ids]).astype(np.float32))
+    return ensemble_mean(stacked, [[pos[m] for m in ms] for ms in members]).numpy()
 
 
 def save_outputs(path: Path, outputs: np.ndarray, query_index: np.ndarray) -> None:

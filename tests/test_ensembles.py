@@ -98,3 +98,18 @@ def test_pruned_models_never_join_an_ensemble():
 def test_bad_values_name_the_key(cls, data, message):
     with pytest.raises(KennenError, match=message):
         from_dict(cls, data, message.split(".")[0])
+
+
+def test_ensemble_mean_is_the_members_mean_and_differentiable():
+    import torch
+
+    from kennen.zoo.ensembles import ensemble_mean
+
+    out = torch.randn(4, 3, 10, requires_grad=True)
+    members = [[0, 2], [1, 2, 3], [3]]
+    got = ensemble_mean(out, members)
+    for row, ms in enumerate(members):
+        torch.testing.assert_close(got[row], out[ms].mean(0))
+    got.sum().backward()
+    torch.testing.assert_close(out.grad[:, 0, 0], torch.tensor([0.5, 1 / 3, 0.5 + 1 / 3, 1 / 3 + 1.0]))
+    assert ensemble_mean(out, []).shape == (0, 3, 10)

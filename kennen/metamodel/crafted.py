@@ -35,6 +35,7 @@ from kennen.data import MEAN, STD
 from kennen.errors import KennenError
 from kennen.schemas import MODELS
 from kennen.seeds import Purpose, StableRng
+from kennen.zoo.ensembles import ensemble_mean
 from kennen.zoo.forward import ZooForward
 from kennen.zoo.net import MnistNet, NetConfig
 from kennen.zoo.store import read_table, shard_name, state_dicts
@@ -93,11 +94,7 @@ class BoxZoo:
         needed = sorted({m for b in boxes for m in self.members[b]})
         pos = {m: i for i, m in enumerate(needed)}
         out = self.zoo(x, needed)  # [M, Q, 10]
-        avg = torch.zeros(len(boxes), len(needed))
-        for row, b in enumerate(boxes):
-            ms = self.members[b]
-            avg[row, [pos[m] for m in ms]] = 1.0 / len(ms)
-        return torch.einsum("bm,mqc->bqc", avg, out)
+        return ensemble_mean(out, [[pos[m] for m in self.members[b]] for b in boxes])
 
     @torch.no_grad()
     def outputs(self, x: torch.Tensor, boxes: Sequence[int], chunk: int = 64) -> torch.Tensor:

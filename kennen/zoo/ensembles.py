@@ -17,7 +17,10 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
+
+import torch
 
 from kennen.attributes import BY_KEY, SAMPLED, n_par_class
 from kennen.config import require
@@ -75,3 +78,15 @@ def build_ensembles(models: list[dict[str, Any]], kept: list[int], max_members: 
                 rows.append(row)
     assert all(r["n_par"] in BY_KEY["n_par"].values for r in rows)
     return rows
+
+
+def ensemble_mean(outputs: torch.Tensor, members: Sequence[Sequence[int]]) -> torch.Tensor:
+    """[B, Q, 10]: row b is the mean of ``outputs`` [M, Q, 10] over the rows ``members[b]``.
+
+    The one place an ensemble's output is computed: the stored outputs (``kennen.queries``) and the
+    crafted queries' differentiable zoo (``kennen.metamodel.crafted.BoxZoo``) both call it.
+    """
+    weights = torch.zeros(len(members), len(outputs), dtype=outputs.dtype)
+    for row, ms in enumerate(members):
+        weights[row, list(ms)] = 1.0 / len(ms)
+    return torch.einsum("bm,mqc->bqc", weights, outputs)
