@@ -7,13 +7,22 @@ file each stage writes under ``reports/plots``.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from kennen import results as res
 from kennen.attributes import BY_KEY, REPORT_ORDER
+from kennen.config import section
+from kennen.imagenet.families import ProbeParams
 from kennen.io import read_csv
+from kennen.metamodel.kennen_i import KennenIParams
+from kennen.metamodel.kennen_io import KennenIOParams
+from kennen.metamodel.kennen_o import KennenOParams
 from kennen.paper import KENNEN_O_BY_OUTPUT, PAPER_ZOO, TABLE2, table4_diagonal_mean
+from kennen.transfer.boxes import TransferParams
+from kennen.zoo.prune import PruneParams
+from kennen.zoo.train import TrainParams
 
 FIGURES = (
     ("kennen-o confusion matrices", "kennen_o/confusion.png"),
@@ -42,6 +51,20 @@ def _typed(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
         return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
 
     return [{k: conv(v) for k, v in r.items()} for r in rows]
+
+
+def page_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """The params sections the page quotes, parsed and validated, with every default filled in (as plain dicts)."""
+    sections = {
+        "train_zoo": TrainParams,
+        "prune": PruneParams,
+        "kennen_o": KennenOParams,
+        "kennen_i": KennenIParams,
+        "kennen_io": KennenIOParams,
+        "imagenet_probe": ProbeParams,
+        "transfer": TransferParams,
+    }
+    return {name: dataclasses.asdict(section(cls, raw, name)) for name, cls in sections.items()}
 
 
 def read_plots(plots: Path) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from tests.conftest import REPO
 
 MAX_LINES = 40
 SKIP = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
-PENDING = {"kennen_o_sweep", "report"}  # still being thinned (issue 19, the results layer)
 SCRIPTS = sorted(p for p in (REPO / "stages").glob("*.py") if p.stem != "__init__")
 
 
@@ -35,11 +34,7 @@ def test_code_lines_skip_docstring_comments_and_blanks():
     assert code_lines('"""Doc.\n\nMore."""\n\n# note\nx = (\n    1,\n)  # why\n') == 3
 
 
-@pytest.mark.parametrize(
-    "script",
-    [pytest.param(p, marks=pytest.mark.xfail(reason="pending")) if p.stem in PENDING else p for p in SCRIPTS],
-    ids=lambda p: p.stem,
-)
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
 def test_stage_script_is_at_most_40_lines_of_code(script: Path):
     n = code_lines(script.read_text())
     assert n <= MAX_LINES, f"{script.name}: {n} lines of code; move the logic into the kennen package"

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kennen.attributes import ATTRIBUTES, BY_KEY
-from kennen.config import require
+from kennen.config import base_seed, require, section
 from kennen.errors import KennenError
+from kennen.io import read_json
 from kennen.metamodel.encode import OUTPUT_TYPES
 from kennen.metamodel.kennen_o import KennenOParams, Result
 from kennen.metamodel.metrics import relative
-from kennen.metamodel.runs import Run, evaluate_runs, scored
+from kennen.metamodel.report import plot_bars, plot_curve, write_table
+from kennen.metamodel.runs import Run, evaluate_runs, read_predictions, scored
 from kennen.metamodel.uncertainty import bootstrap
+from kennen.paper import KENNEN_O_BY_OUTPUT, TABLE3_KENNEN_IO
+from kennen.queries import load_outputs, read_boxes
+from kennen.splits import SplitParams, read_split
 
 SWEEPS = ("n_train", "n_queries", "output", "extrapolation")
 # Attributes whose test values an E split never shows in training cannot be predicted: leave them out of
@@ -188,3 +194,34 @@ def evaluate_points(
     todo = [(label, run) for label, run in points if label not in out]
     results = evaluate_runs([run for _, run in todo], outputs, boxes, kp.hidden, seed, kp.early_stop)
     return out | {label: res for (label, _), res in zip(todo, results, strict=True)}
+
+
+# How the curve sweeps are drawn: (x column, x label, title); the bar sweeps carry the paper's values.
+_CURVES = {
+    "n_train": ("n_train", "training boxes", "kennen-o vs. number of training models"),
+    "n_queries": ("n_queries", "queries", "kennen-o vs. number of queries"),
+}
+
+
+def run_stage(name: str, params: dict[str, Any], outputs: Path, boxes_csv: Path, splits_dir: Path, r_metrics: Path,
+              predictions: Path, plots: Path, figures: Path) -> list[dict[str, Any]]:  # fmt: skip
+    """The ``kennen_o_sweep@<name>`` stage: run one sweep, write its table and figure, return its rows."""
+    kp = section(KennenOParams, params, "kennen_o")
+    sp = section(SweepParams, params, "kennen_o_sweep")
+    held = section(SplitParams, params, "splits").extrapolation
+    out, _ = load_outputs(outputs)
+    boxes = read_boxes(boxes_csv)
+    splits = {s: read_split(splits_dir, s, boxes) for s in ("r", *held)}
+    headline = read_predictions(predictions)
+    rows = run_sweep(name, sp, kp, out, boxes, splits, held, base_seed(params), read_json(r_metrics), headline)
+    write_table(plots / f"sweep_{name}.csv", rows)
+    figure = figures / f"sweep_{name}.png"
+    if name in _CURVES:
+        x, label, title = _CURVES[name]
+        plot_curve(rows, x, label, title, figure, log_x=True)
+    elif name == "output":
+        plot_bars(rows, "output", "acc_mean", "kennen-o mean accuracy by output type", figure, KENNEN_O_BY_OUTPUT)
+    else:
+        title = "kennen-o on E splits, relative to R (R = 100, chance = 0)"
+        plot_bars(rows, "split", "relative", title, figure, TABLE3_KENNEN_IO)
+    return rows
