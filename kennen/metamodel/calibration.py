@@ -42,6 +42,7 @@ import torch
 
 from kennen.attributes import ATTRIBUTES
 from kennen.config import require
+from kennen.seeds import Purpose, generator
 
 PRIOR = 2.0  # pseudo-boxes of kennen-i's label calibration, at the attribute's overall validation accuracy
 GRID = tuple(round(0.05 * i, 2) for i in range(20))  # thresholds 0.00 .. 0.95
@@ -192,7 +193,7 @@ def ece(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
 
 def ece_interval(conf: np.ndarray, correct: np.ndarray, bins: int, seed: int) -> tuple[float, float]:
     """95% percentile bootstrap interval of ``ece`` over boxes (rows of ``conf``/``correct`` [N, 12])."""
-    rng = np.random.default_rng(seed)
+    rng = generator(seed, Purpose.BOOTSTRAP, 1)  # id 1: apart from the accuracy bootstrap's stream
     n = len(conf)
     draws = [ece(conf[idx], correct[idx], bins) for idx in rng.integers(0, n, size=(BOOTSTRAP, n))]
     low, high = np.percentile(draws, [2.5, 97.5])
