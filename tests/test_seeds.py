@@ -61,3 +61,24 @@ def test_permutation_prefix_is_a_uniform_permutation():
     assert len(counts) == 6 and all(400 < c < 600 for c in counts.values())
     assert list(itertools.islice(StableRng(0, Purpose.QUERIES).permutation_prefix(10**12), 3))  # lazy
     assert np.all(np.array([StableRng(9, Purpose.QUERIES).below(7) for _ in range(100)]) < 7)
+
+
+def test_no_seed_is_derived_outside_kennen_seeds():
+    # Every stream goes through kennen/seeds.py: no SeedSequence, default_rng or PCG64 of its own, and no
+    # arithmetic on seeds (offsets and strides collide across base seeds).
+    import re
+    from pathlib import Path
+
+    pattern = re.compile(
+        r"SeedSequence\(|default_rng\(|PCG64\(|seed\w*\s*[+*]\s*\w|\+\s*\w*seed\b|_OFFSET\b|manual_seed\([^)]*[+*]"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    found = [
+        f"{path.relative_to(repo)}:{i}: {line.strip()}"
+        for folder in ("kennen", "stages")
+        for path in sorted((repo / folder).rglob("*.py"))
+        if path.name != "seeds.py"
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not found, "\n".join(found)
