@@ -54,6 +54,7 @@ class Purpose(enum.IntEnum):
     TRANSFER_CONFIG = 18  # foreign boxes' configurations, ids: regime crc32
     TRANSFER_TORCH = 19  # foreign boxes' training seeds
     TRANSFER_PERM = 20  # foreign boxes' training-image permutation
+    CHOICES = 21  # the validation carve of the R training boxes that chooses defaults (kennen/metamodel/choices.py)
 
 
 def _entropy(base: int, purpose: Purpose, ids: tuple[int, ...]) -> list[int]:
