@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from kennen import data as mnist_data
 from kennen.attributes import ATTRIBUTES
@@ -129,6 +130,7 @@ def _o_job(
     opt: Optimiser, outputs: np.ndarray, boxes: list[dict[str, Any]], val: dict[str, list[int]], kp: KennenOParams,
     base: int,
 ) -> dict[str, Any]:  # fmt: skip
+    torch.set_num_threads(1)  # the same arithmetic on every executor, as kennen-i's and kennen-io's tasks
     r = train_and_evaluate(outputs, boxes, val, kp.n_queries, kp.output, kp.hidden, opt, base)
     return {"validation_mean": round(r.metrics["acc.mean"], 2)}
 
