@@ -26,12 +26,11 @@ from kennen.attributes import KEYS
 from kennen.config import require
 from kennen.errors import KennenError
 from kennen.io import save_npz
+from kennen.schemas import BOXES
 from kennen.seeds import Purpose, StableRng
 from kennen.zoo.ensembles import ensemble_mean
 from kennen.zoo.net import MnistNet, NetConfig
 from kennen.zoo.store import read_table
-
-BOX_COLUMNS = ("box", "kind", "id", "members", "config", *KEYS)
 
 
 @dataclass(frozen=True)
@@ -126,6 +125,4 @@ def load_outputs(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def read_boxes(path: Path) -> list[dict[str, Any]]:
     """The black-box table written by the ``queries`` stage, typed and checked (:data:`kennen.schemas.BOXES`)."""
-    from kennen.schemas import BOXES  # imported here: kennen.schemas reads BOX_COLUMNS
-
     return read_table(path, BOXES)

@@ -16,8 +16,8 @@ from kennen.errors import KennenError
 from kennen.io import write_csv
 from kennen.log import progress
 from kennen.parallel import run_tasks
-from kennen.queries import BOX_COLUMNS, QueryParams, box_table, draw_queries, ensemble_outputs, save_outputs, shard_task
-from kennen.schemas import ENSEMBLES, MODELS, check_zoo
+from kennen.queries import QueryParams, box_table, draw_queries, ensemble_outputs, save_outputs, shard_task
+from kennen.schemas import BOX_COLUMNS, ENSEMBLES, MODELS, check_zoo
 from kennen.zoo.net import NetConfig
 from kennen.zoo.prune import read_kept
 from kennen.zoo.store import read_table, shard_name

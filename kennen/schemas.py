@@ -25,11 +25,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kennen.attributes import BY_KEY, KEYS, n_par_class, parse_value, size_of_split
+from kennen.attributes import BY_KEY, KEYS, SAMPLED, n_par_class, parse_value, size_of_split
 from kennen.errors import KennenError
-from kennen.queries import BOX_COLUMNS
-from kennen.zoo.ensembles import ENSEMBLE_COLUMNS
-from kennen.zoo.store import FLOAT_COLUMNS, INT_COLUMNS, OUTCOME_COLUMNS, SAMPLE_COLUMNS, TABLE_COLUMNS
+
+# The columns each table is written with (the writers import them from here; this module imports no
+# writer, so that a stage depends on the schemas without depending on every module that writes a table).
+# A shard's outcome table (data/zoo/shards/shard-N.csv): no wall-clock column (kennen/zoo/store.py).
+OUTCOME_COLUMNS = ("model_id", "test_acc", "train_loss", "diverged")
+# The sample tables (data/zoo/sample/shard-N.csv), one row per model to train.
+SAMPLE_COLUMNS = ("model_id", "shard", "config", "seed", "torch_seed", *KEYS, "n_params")
+# The flat zoo table (data/zoo/models.csv), one row per trained model.
+TABLE_COLUMNS = (*SAMPLE_COLUMNS, *OUTCOME_COLUMNS[1:])
+# The ensembles table (data/zoo/ensembles.csv).
+ENSEMBLE_COLUMNS = (
+    "ensemble_id", "members", "n_members", "config", *(a.key for a in SAMPLED), "n_par", "ens", "size", "n_params",
+)  # fmt: skip
+# The black boxes (data/queries/boxes.csv): single models and ensembles, one row per row of outputs.npz.
+BOX_COLUMNS = ("box", "kind", "id", "members", "config", *KEYS)
+INT_COLUMNS = {"model_id", "shard", "config", "seed", "torch_seed", "n_params", "diverged", "ensemble_id", "n_members"}
+FLOAT_COLUMNS = {"test_acc", "train_loss"}
 
 _INT = re.compile(r"-?[0-9]+")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from kennen.config import load_params, section
 from kennen.io import write_csv
-from kennen.schemas import MODELS, require_known
-from kennen.zoo.ensembles import ENSEMBLE_COLUMNS, EnsembleParams, build_ensembles
+from kennen.schemas import ENSEMBLE_COLUMNS, MODELS, require_known
+from kennen.zoo.ensembles import EnsembleParams, build_ensembles
 from kennen.zoo.prune import read_kept
 from kennen.zoo.store import read_table
 from stages._common import parser, run

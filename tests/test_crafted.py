@@ -271,7 +271,11 @@ def test_kennen_io_phase_log_is_continuous_and_says_what_moved(io_run):
     pixels = io_run["init"][:3] * STD + MEAN
     assert r["moved"] == pytest.approx(float(np.abs(r["queries"] - pixels.clip(0, 1)).mean()), abs=1e-4)
     rows = kennen_io.phase_rows([r])
-    assert [row["phase"] for row in rows] == [0, 1, 2] and rows[0]["split"] == "r" and rows[0]["seed"] == derive(3, Purpose.KENNEN_IO, 0)
+    assert (
+        [row["phase"] for row in rows] == [0, 1, 2]
+        and rows[0]["split"] == "r"
+        and rows[0]["seed"] == derive(3, Purpose.KENNEN_IO, 0)
+    )
 
 
 def test_kennen_io_query_epochs_visit_query_boxes_boxes(nets):

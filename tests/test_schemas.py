@@ -26,7 +26,8 @@ from kennen import schemas
 from kennen.attributes import n_par_class, parse_value
 from kennen.errors import KennenError
 from kennen.io import write_csv
-from kennen.queries import BOX_COLUMNS, box_table, save_outputs
+from kennen.queries import box_table, save_outputs
+from kennen.schemas import BOX_COLUMNS
 from kennen.zoo.store import SAMPLE_COLUMNS, read_table, write_shard
 from kennen.zoo.train import TrainResult
 from stages import defences, ensembles, prune, splits, zoo_report, zoo_table

@@ -41,7 +41,9 @@ def assert_one_line_error(capsys, code: int, needle: str) -> None:
 )
 def test_sample_zoo_bad_params(tmp_path, idx_dir, capsys, override, needle):
     out = tmp_path / "sample"
-    code = sample_stage.main(["--params", write_params(tmp_path, tiny_params(idx_dir, **override)), "--out-dir", str(out)])
+    code = sample_stage.main(
+        ["--params", write_params(tmp_path, tiny_params(idx_dir, **override)), "--out-dir", str(out)]
+    )
     assert_one_line_error(capsys, code, needle)
     assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,17 +27,6 @@ from kennen.config import require
 
 # 8 x 590,820 parameters would exceed 2^22, outside Table 1's #par classes.
 MAX_MEMBERS_LIMIT = 7
-ENSEMBLE_COLUMNS = (
-    "ensemble_id",
-    "members",
-    "n_members",
-    "config",
-    *(a.key for a in SAMPLED),
-    "n_par",
-    "ens",
-    "size",
-    "n_params",
-)
 
 
 @dataclass(frozen=True)

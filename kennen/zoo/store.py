@@ -31,7 +31,7 @@ import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,22 +39,14 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 from safetensors.torch import load_file
 
-from kennen.attributes import KEYS
+from kennen import schemas
 from kennen.errors import KennenError
 from kennen.io import atomic_path, write_csv
 from kennen.zoo.net import MnistNet, NetConfig
 from kennen.zoo.train import TrainResult
 
-if TYPE_CHECKING:
-    from kennen.schemas import TableSchema
-
-OUTCOME_COLUMNS = ("model_id", "test_acc", "train_loss", "diverged")
-# Columns of the sample tables (data/zoo/sample/shard-N.csv), one row per model to train.
-SAMPLE_COLUMNS = ("model_id", "shard", "config", "seed", "torch_seed", *KEYS, "n_params")
-# Columns of the flat zoo table (data/zoo/models.csv), one row per trained model.
-TABLE_COLUMNS = (*SAMPLE_COLUMNS, *OUTCOME_COLUMNS[1:])
-INT_COLUMNS = {"model_id", "shard", "config", "seed", "torch_seed", "n_params", "diverged", "ensemble_id", "n_members"}
-FLOAT_COLUMNS = {"test_acc", "train_loss"}
+# The tables' columns, defined with their schemas.
+OUTCOME_COLUMNS, SAMPLE_COLUMNS, TABLE_COLUMNS = schemas.OUTCOME_COLUMNS, schemas.SAMPLE_COLUMNS, schemas.TABLE_COLUMNS
 
 
 def shard_name(shard: int) -> str:
@@ -91,16 +83,13 @@ def shard_tables(folder: Path) -> list[Path]:
     return sorted(folder.glob("shard-[0-9]*.csv"), key=lambda p: int(p.stem.split("-")[1]))
 
 
-def read_table(path: Path, schema: TableSchema | None = None) -> list[dict[str, Any]]:
+def read_table(path: Path, schema: schemas.TableSchema | None = None) -> list[dict[str, Any]]:
     """Read a zoo table with typed values, checked against ``schema``; any violation is a KennenError.
 
     Args:
         path: a sample, models, shard outcome, ensembles or boxes table.
         schema: one of :mod:`kennen.schemas`' table schemas; None: the one for the file's name.
     """
-    # Imported here: kennen.schemas reads this module's column constants.
-    from kennen import schemas
-
     return schemas.read_table(path, schema)
 
 
@@ -138,15 +127,13 @@ def write_sample(folder: Path, rows: list[dict[str, Any]]) -> None:
 
 def read_sample(path: Path) -> list[dict[str, Any]]:
     """The sample table: a folder of per-shard tables (in shard order) or one CSV file."""
-    from kennen.schemas import SAMPLE  # imported here, as in read_table
-
     path = Path(path)
     if not path.is_dir():
-        return read_table(path, SAMPLE)
+        return read_table(path, schemas.SAMPLE)
     tables = shard_tables(path)
     if not tables:
         raise KennenError(f"{path}: holds no shard-N.csv sample tables (run the sample_zoo stage)")
-    return [row for table in tables for row in read_table(table, SAMPLE)]
+    return [row for table in tables for row in read_table(table, schemas.SAMPLE)]
 
 
 def fingerprint(spec: Any, **settings: Any) -> str:
