@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kennen import data as mnist_data
+from kennen.seeds import Purpose, torch_generator
 from kennen.zoo.fused import _masks, _Member, evaluate_group, fusion_groups, train_group
 from kennen.zoo.net import MnistNet, NetConfig
 from kennen.zoo.stacked import Stacked
@@ -123,7 +124,7 @@ def test_dropout_masks_differ_across_members_and_match_the_per_model_draws(train
     assert set(masks[0][0].unique().tolist()) == {0.0, 2.0}  # inverted dropout, p = 0.5
     # The per-model network draws the same masks from the same seed.
     net = MnistNet(specs[0].net)
-    net.seed_dropout(torch.Generator().manual_seed(specs[0].torch_seed + 2))
+    net.seed_dropout(torch_generator(specs[0].torch_seed, Purpose.DROPOUT))
     net.train()
     drop = next(m for m in net.modules() if isinstance(m, torch.nn.Dropout))
     h = torch.ones(8, 50)

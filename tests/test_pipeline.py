@@ -27,6 +27,9 @@ pytestmark = pytest.mark.slow
 
 ZOO_STAGES = ("data", "sample_zoo", "train_zoo@0", "train_zoo@1", "zoo_table", "prune", "ensembles", "zoo_report")
 METAMODEL_STAGES = (
+    "choices@kennen_o",
+    "choices@kennen_i",
+    "choices@kennen_io",
     "queries",
     "splits",
     "kennen_o",

@@ -48,7 +48,7 @@ def _files(root: Path, path: str) -> dict[str, bytes]:
 
 def _clone_and_pull(src: Path, dest: Path, *remote_args: str) -> str:
     subprocess.run(["git", "clone", "-q", str(src), str(dest)], check=True)
-    return dvc(dest, "pull", *remote_args).stdout
+    return dvc(dest, "pull", "--with-deps", "zoo_table", *remote_args).stdout
 
 
 @pytest.mark.parametrize("remote", ["local", "s3"])

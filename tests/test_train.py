@@ -45,13 +45,14 @@ def test_optimiser_settings_follow_the_official_code():
 
 
 def test_training_is_deterministic_and_learns(train_data):
-    spec = TrainSpec(0, NET, "adam", 64, "all", torch_seed=123, epochs=2)
+    spec = TrainSpec(0, NET, "adam", 64, "all", torch_seed=123, epochs=4)
     a, b = train_model(spec, train_data), train_model(spec, train_data)
     assert a.test_acc == b.test_acc
     for k in a.state:
         np.testing.assert_array_equal(a.state[k], b.state[k])
-    assert a.test_acc > 50  # the synthetic digits are easy; chance is 10%
-    c = train_model(TrainSpec(0, NET, "adam", 64, "all", torch_seed=124, epochs=2), train_data)
+    # The synthetic digits are easy (chance is 10%): 4 epochs gave 86.5-100% over torch seeds 118-129.
+    assert a.test_acc > 80
+    c = train_model(TrainSpec(0, NET, "adam", 64, "all", torch_seed=124, epochs=4), train_data)
     assert not np.array_equal(a.state["classifier.0.weight"], c.state["classifier.0.weight"])
 
 

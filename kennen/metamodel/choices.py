@@ -33,6 +33,7 @@ from kennen.metamodel.crafted import ZooSource, draw_images
 from kennen.metamodel.kennen_i import KennenIParams, run_target
 from kennen.metamodel.kennen_io import KennenIOParams, Phase, run_split
 from kennen.metamodel.kennen_o import KennenOParams, Optimiser, accuracies, train_and_evaluate
+from kennen.metamodel.uncertainty import bootstrap
 from kennen.parallel import run_tasks
 from kennen.queries import load_outputs, read_boxes
 from kennen.seeds import Purpose, derive
@@ -122,8 +123,17 @@ def _score(
     return [{"setting": n} | done[n] | {"is_default": is_default(c)} for n, c in candidates.items()]
 
 
-def _mean(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    return round(accuracies(y_true, y_pred)["acc.mean"], 2)
+def _validation(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """The validation mean with its 95% bootstrap interval over the validation boxes.
+
+    Every candidate is resampled with the same seed, so their intervals come from the same resamples.
+    """
+    interval = bootstrap(y_true, y_pred)
+    return {
+        "validation_mean": round(accuracies(y_true, y_pred)["acc.mean"], 2),
+        "validation_low": round(interval["acc.mean_low"], 2),
+        "validation_high": round(interval["acc.mean_high"], 2),
+    }
 
 
 def _o_job(
@@ -132,13 +142,13 @@ def _o_job(
 ) -> dict[str, Any]:  # fmt: skip
     torch.set_num_threads(1)  # the same arithmetic on every executor, as kennen-i's and kennen-io's tasks
     r = train_and_evaluate(outputs, boxes, val, kp.n_queries, kp.output, kp.hidden, opt, base)
-    return {"validation_mean": round(r.metrics["acc.mean"], 2)}
+    return _validation(r.y_true, r.y_pred)
 
 
 def kennen_o_rows(
     outputs: np.ndarray, boxes: list[dict[str, Any]], val: dict[str, list[int]], kp: KennenOParams, base: int
 ) -> list[dict[str, Any]]:
-    """One row per optimiser candidate: {setting, validation_mean, seconds, is_default}.
+    """One row per optimiser candidate: {setting, validation_mean (and its interval), seconds, is_default}.
 
     Each runs its fixed epochs (no early stopping), with kennen_o's queries, output type and width.
     """
@@ -156,13 +166,13 @@ def _i_job(
 ) -> dict[str, Any]:  # fmt: skip
     cand = dataclasses.replace(kp, step=dataclasses.replace(kp.step, rule=step[0], lr=step[1]))
     r = run_target(kp.target, source, val["train"], val["test"], init, cand, seed)
-    return {"validation_mean": _mean(r["y_true"], r["y_pred"])}
+    return _validation(r["y_true"], r["y_pred"])
 
 
 def kennen_i_rows(
     source: ZooSource, mnist_test: np.ndarray, val: dict[str, list[int]], kp: KennenIParams, base: int
 ) -> list[dict[str, Any]]:
-    """One row per (rule, lr) candidate: {setting, validation_mean, seconds, is_default}.
+    """One row per (rule, lr) candidate: {setting, validation_mean (and its interval), seconds, is_default}.
 
     Each crafts ``kennen_i.epochs`` passes over the carve's training boxes, from the ``kennen_i``
     stage's starting images and seed, with its target, loss, noise and batch.
@@ -185,7 +195,7 @@ def _io_job(
     r = run_split("val", source, {"val": val}, init, cand, ko.hidden, ko.optimisers[ko.optimiser], seed)
     start = (init[: kp.n_queries] * mnist_data.STD + mnist_data.MEAN).clip(0, 1)
     moved = float(np.abs(r["queries"] - start).mean())
-    return {"validation_mean": _mean(r["y_true"], r["y_pred"]), "mean_pixel_change": round(moved, 4)}
+    return _validation(r["y_true"], r["y_pred"]) | {"mean_pixel_change": round(moved, 4)}
 
 
 def kennen_io_rows(
@@ -197,7 +207,7 @@ def kennen_io_rows(
     ko: KennenOParams,
     base: int,
 ) -> list[dict[str, Any]]:
-    """One row per schedule-and-step candidate: {setting, validation_mean, mean_pixel_change, seconds, is_default}.
+    """One row per schedule-and-step candidate: {setting, validation_mean (and its interval), mean_pixel_change, seconds, is_default}.
 
     The queries start from the first ``kennen_io.n_queries`` query images (as in the ``kennen_io``
     stage); the MLP is kennen-o's (width, optimiser); ``kennen_io.query_boxes`` and the step's noise
