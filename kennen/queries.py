@@ -112,15 +112,26 @@ def save_outputs(path: Path, outputs: np.ndarray, query_index: np.ndarray) -> No
     save_npz(path, outputs=outputs.astype(np.float32), query_index=query_index)
 
 
-def load_outputs(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(outputs [N, Q, 10] float32, query_index [Q])."""
+def load_outputs(path: Path, boxes: list[dict[str, Any]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(outputs [N, Q, 10] float32, query_index [Q]), their shapes checked; with ``boxes``, one row per box."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return z["outputs"], z["query_index"]
+            outputs, query_index = z["outputs"], z["query_index"]
     except FileNotFoundError:
         raise KennenError(f"{path}: file not found (run `dvc repro queries` or `dvc pull`)") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise KennenError(f"{path}: corrupt outputs file ({e})") from None
+    if outputs.ndim != 3 or outputs.shape[2] != 10 or outputs.dtype != np.float32:
+        raise KennenError(f"{path}: outputs must be float32 [boxes, queries, 10], got {outputs.dtype} {outputs.shape}")
+    if query_index.shape != (outputs.shape[1],) or query_index.dtype.kind not in "iu":
+        raise KennenError(
+            f"{path}: query_index must be {outputs.shape[1]} integers, got {query_index.dtype} {query_index.shape}"
+        )
+    if boxes is not None and len(boxes) != len(outputs):
+        raise KennenError(
+            f"{path}: {len(outputs)} rows of outputs for {len(boxes)} boxes in the boxes table (rerun queries)"
+        )
+    return outputs, query_index
 
 
 def read_boxes(path: Path) -> list[dict[str, Any]]:

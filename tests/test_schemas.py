@@ -398,3 +398,25 @@ def test_shard_file_names_hold_samples_or_outcomes(zoo, tmp_path):
     (tmp_path / "shard-1.csv").write_text((zoo / "shards" / "shard-1.csv").read_text().replace("diverged", "div"))
     with pytest.raises(KennenError, match=r"shard-1.csv: line 1: no column 'diverged' \(every shard outcome table"):
         read_table(tmp_path / "shard-1.csv")
+
+
+@pytest.mark.parametrize(
+    "outputs, query_index, n_boxes, needle",
+    [
+        (np.zeros((3, 4, 10), np.float64), np.arange(4), None, "outputs must be float32 [boxes, queries, 10]"),
+        (np.zeros((3, 4, 9), np.float32), np.arange(4), None, "outputs must be float32 [boxes, queries, 10]"),
+        (np.zeros((3, 4, 10), np.float32), np.arange(5), None, "query_index must be 4 integers"),
+        (np.zeros((3, 4, 10), np.float32), np.arange(4.0), None, "query_index must be 4 integers"),
+        (np.zeros((3, 4, 10), np.float32), np.arange(4), 2, "3 rows of outputs for 2 boxes"),
+    ],
+)
+def test_outputs_archive_shapes_and_rows_are_checked(tmp_path, outputs, query_index, n_boxes, needle):
+    from kennen.io import save_npz
+    from kennen.queries import load_outputs
+
+    path = tmp_path / "outputs.npz"
+    save_npz(path, outputs=outputs, query_index=query_index)
+    boxes = None if n_boxes is None else [{"box": i} for i in range(n_boxes)]
+    with pytest.raises(KennenError, match=re.escape(needle)) as err:
+        load_outputs(path, boxes)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)

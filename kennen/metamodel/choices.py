@@ -254,7 +254,7 @@ def run(
     base = base_seed(params)
     boxes = read_boxes(boxes_csv)
     val = validation_carve(boxes, read_split(splits, "r", boxes)["train"], base)
-    outputs, query_index = load_outputs(outputs_npz)
+    outputs, query_index = load_outputs(outputs_npz, boxes)
     ko = section(KennenOParams, params, "kennen_o")
     log.info("%s: %d training / %d validation boxes", method, len(val["train"]), len(val["test"]))
     if method == "kennen_o":

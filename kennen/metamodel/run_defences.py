@@ -34,8 +34,8 @@ def run(
     """
     dp, kp = section(ladder.DefencesParams, params, "defences"), section(KennenOParams, params, "kennen_o")
     seed = base_seed(params)
-    outputs, query_index = load_outputs(outputs_npz)
     boxes = read_boxes(boxes_csv)
+    outputs, query_index = load_outputs(outputs_npz, boxes)
     split = read_split(splits, "r", boxes)
     labels = mnist_data.load(data).test_labels[query_index]
     y_true, settings = ladder.evaluate(dp.defences(), kp, outputs, boxes, split, labels, seed)

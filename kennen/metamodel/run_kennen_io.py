@@ -67,7 +67,7 @@ def run(
     check_splits(kp.splits, held)
     seed = derive(base_seed(params), Purpose.KENNEN_IO)
     boxes = read_boxes(boxes_csv)
-    _, query_index = load_outputs(outputs_npz)
+    _, query_index = load_outputs(outputs_npz, boxes)
     if kp.n_queries > len(query_index):
         raise KennenError(
             f"kennen_io.n_queries: {kp.n_queries} exceeds the {len(query_index)} stored queries (queries.n_max)"

@@ -209,8 +209,8 @@ def run_stage(name: str, params: dict[str, Any], outputs: Path, boxes_csv: Path,
     kp = section(KennenOParams, params, "kennen_o")
     sp = section(SweepParams, params, "kennen_o_sweep")
     held = section(SplitParams, params, "splits").extrapolation
-    out, _ = load_outputs(outputs)
     boxes = read_boxes(boxes_csv)
+    out, _ = load_outputs(outputs, boxes)
     splits = {s: read_split(splits_dir, s, boxes) for s in ("r", *held)}
     headline = read_predictions(predictions)
     rows = run_sweep(name, sp, kp, out, boxes, splits, held, base_seed(params), read_json(r_metrics), headline)
