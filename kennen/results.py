@@ -34,7 +34,7 @@ TRANSFER_METHODS = {
 def fmt(v: Any) -> str:
     """One table cell: floats to one decimal ("–" for NaN), anything else as ``str``."""
     if isinstance(v, float):
-        return "–" if v != v else f"{v + 0.0:.1f}".replace("-0.0", "0.0")  # no "-0.0" for a rounded -0.04
+        return "–" if v != v else f"{v:.1f}".replace("-0.0", "0.0")  # no "-0.0" for a rounded -0.04
     return str(v)
 
 
