@@ -99,7 +99,7 @@ def test_changing_ensembles_reruns_only_downstream(pipeline_copy):
     assert json.loads((pipeline_copy / "reports/metrics/zoo.json").read_text())["n_ensembles"] == 3  # pairs only
 
 
-def test_kill_mid_training_then_rerun_trains_only_unfinished_shards(pipeline_copy):
+def test_kill_mid_training_then_rerun_trains_only_unfinished_models(pipeline_copy):
     params = yaml.safe_load((pipeline_copy / "params.yaml").read_text())
     params["train_zoo"]["epochs"] = 40  # slow enough to be killed inside shard 1
     (pipeline_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -112,22 +112,30 @@ def test_kill_mid_training_then_rerun_trains_only_unfinished_shards(pipeline_cop
         text=True,
         start_new_session=True,
     )
-    lock = pipeline_copy / "dvc.lock"
+    # Kill once the second shard DVC runs (in either order) has kept its first model (data/zoo/partial).
+    lock, shards = pipeline_copy / "dvc.lock", pipeline_copy / "data/zoo/shards"
     deadline = time.monotonic() + 300
-    while "train_zoo@0" not in (lock.read_text() if lock.exists() else ""):
-        assert proc.poll() is None and time.monotonic() < deadline, "shard 0 never finished"
-        time.sleep(0.2)
-    time.sleep(1.0)  # shard 1 is training now
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, "no shard was ever in flight after another"
+        done = [s for s in (0, 1) if f"train_zoo@{s}" in (lock.read_text() if lock.exists() else "")]
+        if len(done) == 1:
+            partial = pipeline_copy / f"data/zoo/partial/shard-{1 - done[0]}"
+            if list(partial.glob("model-*.safetensors")):
+                break
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    finished, killed = done[0], 1 - done[0]
+    kept = len(list(partial.glob("model-*.safetensors")))
+    assert (shards / f"shard-{finished}.csv").is_file() and (shards / f"shard-{finished}.safetensors").is_file()
+    assert not (shards / f"shard-{killed}.csv").exists() and not (shards / f"shard-{killed}.safetensors").exists()
 
-    shards = pipeline_copy / "data/zoo/shards"
-    assert (shards / "shard-0.csv").is_file() and (shards / "shard-0.safetensors").is_file()
-    assert not (shards / "shard-1.csv").exists() and not (shards / "shard-1.safetensors").exists()
-
-    out = dvc(pipeline_copy, "repro", "zoo_table").stdout
-    assert "train_zoo@0" not in ran(out)
-    assert {"train_zoo@1", "zoo_table"} <= ran(out)
+    proc = dvc(pipeline_copy, "repro", "zoo_table")
+    out = proc.stdout
+    assert f"train_zoo@{finished}" not in ran(out)
+    assert {f"train_zoo@{killed}", "zoo_table"} <= ran(out)
+    assert f"resuming, {kept} of 4 models already trained" in out + proc.stderr  # only the rest retrained
+    assert not partial.exists()
     assert not list(shards.glob(".*.tmp"))
     assert len(read_table(pipeline_copy / "data/zoo/models.csv")) == 8
 
