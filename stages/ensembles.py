@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         ep = section(EnsembleParams, load_params(args.params), "ensembles")
         models, kept = read_table(Path(args.models), MODELS), read_kept(Path(args.kept))
         require_known(kept, (m["model_id"] for m in models), Path(args.kept), "model", Path(args.models))
-        rows = build_ensembles(models, kept, ep.max_members)
+        rows = build_ensembles(models, kept, ep.max_members, ep.max_boxes_per_config)
         write_csv(args.out, rows, ENSEMBLE_COLUMNS)
         log.info("wrote %s: %d ensembles, sizes %s", args.out, len(rows), dict(Counter(r["n_members"] for r in rows)))
 

@@ -29,7 +29,7 @@ ZOO_PARAMS = {  # section -> keys that say which zoo a metamodel learned from
     "sample_zoo": ("n_models",),
     "train_zoo": ("epochs", "pool_size"),
     "prune": ("min_acc",),
-    "ensembles": ("max_members",),
+    "ensembles": ("max_members", "max_boxes_per_config"),
 }
 
 

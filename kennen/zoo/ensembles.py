@@ -6,6 +6,14 @@ subset of 2..``max_members`` members of a group is an ensemble (the paper says
 mean of its members' log-softmax outputs, it inherits the members' attributes
 and gets ens = 1.
 
+A cap on the boxes of one configuration (``max_boxes_per_config``, ours): a group of t kept
+seeds gives t single boxes and 2^t - t - 1 ensembles (15 boxes for t = 4), and in a zoo of a
+few hundred boxes one such configuration would outweigh dozens of others in every per-box
+figure. Under the cap a configuration keeps all its single models and its largest ensembles
+first (the ensemble of all members is the one that reaches ``n_par`` 17 and 21), the rest in
+lexicographic order of members. The paper keeps every subset; at its 10,000 models the groups
+are mostly pairs and the question does not arise.
+
 Its parameter count is the *sum* over members, so ``n_par`` reaches the classes
 16, 17, 20 and 21 that no single network can have. The released official
 pipeline computes ``n_param`` before adding ensembles and so gives them a
@@ -34,8 +42,11 @@ class EnsembleParams:
     """``ensembles`` section of params.yaml."""
 
     max_members: int = 4
+    max_boxes_per_config: int | None = None  # None: every subset (the paper)
 
     def check(self, where: str) -> None:
+        cap = self.max_boxes_per_config
+        require(cap is None or cap >= 1, f"{where}.max_boxes_per_config", f"must be at least 1 or null, got {cap}")
         require(
             2 <= self.max_members <= MAX_MEMBERS_LIMIT,
             f"{where}.max_members",
@@ -43,8 +54,14 @@ class EnsembleParams:
         )
 
 
-def build_ensembles(models: list[dict[str, Any]], kept: list[int], max_members: int) -> list[dict[str, Any]]:
-    """Ensemble table rows, deterministic: groups by configuration, subsets in lexicographic order."""
+def build_ensembles(
+    models: list[dict[str, Any]], kept: list[int], max_members: int, max_boxes_per_config: int | None = None
+) -> list[dict[str, Any]]:
+    """Ensemble table rows, deterministic: groups by configuration, subsets by size, then lexicographic.
+
+    ``max_boxes_per_config`` caps single models plus ensembles of one configuration (module
+    docstring); single models are never dropped.
+    """
     by_id = {m["model_id"]: m for m in models}
     groups: dict[int, list[int]] = defaultdict(list)
     for model_id in sorted(kept):
@@ -52,19 +69,23 @@ def build_ensembles(models: list[dict[str, Any]], kept: list[int], max_members: 
     rows = []
     for config in sorted(groups):
         ids = groups[config]
-        for size in range(2, min(max_members, len(ids)) + 1):
-            for members in itertools.combinations(ids, size):
-                first = by_id[members[0]]
-                n_params = sum(by_id[i]["n_params"] for i in members)
-                row = {
-                    "ensemble_id": len(rows),
-                    "members": ";".join(map(str, members)),
-                    "n_members": size,
-                    "config": config,
-                }
-                row |= {a.key: first[a.key] for a in SAMPLED}
-                row |= {"n_par": n_par_class(n_params), "ens": True, "size": first["size"], "n_params": n_params}
-                rows.append(row)
+        subsets = [m for size in range(2, min(max_members, len(ids)) + 1) for m in itertools.combinations(ids, size)]
+        if max_boxes_per_config is not None:
+            room = max(0, max_boxes_per_config - len(ids))
+            chosen = set(sorted(subsets, key=lambda m: -len(m))[:room])  # stable: lexicographic within a size
+            subsets = [m for m in subsets if m in chosen]
+        for members in subsets:
+            first = by_id[members[0]]
+            n_params = sum(by_id[i]["n_params"] for i in members)
+            row = {
+                "ensemble_id": len(rows),
+                "members": ";".join(map(str, members)),
+                "n_members": len(members),
+                "config": config,
+            }
+            row |= {a.key: first[a.key] for a in SAMPLED}
+            row |= {"n_par": n_par_class(n_params), "ens": True, "size": first["size"], "n_params": n_params}
+            rows.append(row)
     assert all(r["n_par"] in BY_KEY["n_par"].values for r in rows)
     return rows
 

@@ -13,6 +13,14 @@ distinct configurations with several seeds each; the rest of the zoo is then
 drawn uniformly from the remaining (configuration, seed) pairs, as in the paper.
 The paper profile uses no groups: at 10,000 models, repeats happen by themselves.
 
+Shaped like the paper's zoo: in the paper's sample (10,000 of 18,144,000 pairs) the seed
+groups are mostly pairs (about 1,600 pairs, 250 triples, 60 quadruples), so the default
+draws pairs, and larger groups only where Table 1's ``n_par`` classes need them: pairs
+and single models reach the classes 14, 15, 16, 18, 19 and 20, while 17 needs three or
+four pooled members and 21 four members of at least 2^19 parameters. A group with
+``n_par`` set draws only configurations whose ensemble of all its ``n_seeds`` members
+falls in that class (ours: a targeted draw; the paper gets such groups by chance at its size).
+
 A zoo that grows: the sample is the first ``n_models`` of one deterministic
 sequence (:func:`pair_sequence`), whose start is the grouped models (shuffled
 among themselves) and whose rest is the uniform draw. Raising ``n_models``
@@ -23,6 +31,7 @@ seed, ``n_seeds``, ``groups`` or ``space`` draws a new sequence.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterator
@@ -37,10 +46,15 @@ from kennen.zoo.net import NetConfig, count_params
 
 @dataclass(frozen=True)
 class Group:
-    """``n_configs`` distinct configurations, each trained with ``n_seeds`` seeds."""
+    """``n_configs`` distinct configurations, each trained with ``n_seeds`` seeds.
+
+    ``n_par``: only configurations whose ensemble of all ``n_seeds`` members falls in this
+    ``n_par`` class (None: any configuration).
+    """
 
     n_configs: int
     n_seeds: int
+    n_par: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,19 @@ class SampleParams:
                 f"must be in 2..{self.n_seeds}, got {g.n_seeds}",
             )
             require(g.n_configs >= 0, f"{where}.groups[{i}].n_configs", f"must be >= 0, got {g.n_configs}")
+            classes = BY_KEY["n_par"].values
+            require(
+                g.n_par is None or g.n_par in classes,
+                f"{where}.groups[{i}].n_par",
+                f"must be one of Table 1's classes {list(classes)}, got {g.n_par}",
+            )
+            if g.n_par is not None:
+                n_fit = sum(1 for c in range(n_comb) if _group_class(c, g.n_seeds, space) == g.n_par)
+                require(
+                    n_fit >= g.n_configs,
+                    f"{where}.groups[{i}].n_par",
+                    f"only {n_fit} configurations have a {g.n_seeds}-member ensemble in class {g.n_par}",
+                )
         require(
             sum(g.n_configs for g in self.groups) <= n_comb,
             f"{where}.groups",
@@ -115,21 +142,37 @@ def decode(index: int, space: dict[str, tuple[Any, ...]]) -> dict[str, Any]:
     return {k: values[k] for k in space}
 
 
+def _group_class(config: int, n_members: int, space: dict[str, tuple[Any, ...]]) -> int:
+    """``n_par`` class of the ensemble of ``n_members`` seeds of configuration number ``config``."""
+    return _group_classes(n_members, tuple(space.items()))[config]
+
+
+@functools.cache
+def _group_classes(n_members: int, space: tuple[tuple[str, tuple[Any, ...]], ...]) -> tuple[int, ...]:
+    """Every configuration's ``_group_class``, computed once per (members, space): about a second."""
+    d = dict(space)
+    n_comb = math.prod(len(v) for v in d.values())
+    return tuple(n_par_class(n_members * count_params(NetConfig.of(decode(c, d)))) for c in range(n_comb))
+
+
 def pair_sequence(params: SampleParams, seed: int) -> Iterator[tuple[int, int]]:
     """The zoo's one sequence of distinct (configuration index, seed) pairs; a zoo is a prefix of it.
 
     First the grouped models (``groups``: distinct configurations, several seeds each), shuffled
     among themselves so that a group's members are not adjacent; then every remaining pair of the
-    population, in uniformly random order. Nothing in it depends on ``n_models``.
+    population, in uniformly random order. Nothing in it depends on ``n_models``. A group with an
+    ``n_par`` target skips the configurations of the permutation that miss it (they stay
+    available to later groups).
     """
     space = params.attribute_space()
     n_comb = math.prod(len(v) for v in space.values())
     rng = StableRng(seed, Purpose.SAMPLE, 0)
     grouped: list[tuple[int, int]] = []
-    configs = rng.permutation_prefix(n_comb)
+    order = rng.permutation_prefix(n_comb)
+    skipped: list[int] = []  # drawn by the permutation but not taken: offered to later groups first
     for g in params.groups:
         for _ in range(g.n_configs):
-            config = next(configs)
+            config = _next_config(order, skipped, g, space)
             seeds = rng.permutation_prefix(params.n_seeds)
             grouped += [(config, next(seeds)) for _ in range(g.n_seeds)]
     for i in StableRng(seed, Purpose.SAMPLE, 1).permutation_prefix(len(grouped)):
@@ -139,6 +182,19 @@ def pair_sequence(params: SampleParams, seed: int) -> Iterator[tuple[int, int]]:
         pair = divmod(idx, params.n_seeds)
         if pair not in used:
             yield pair
+
+
+def _next_config(order: Iterator[int], skipped: list[int], g: Group, space: dict[str, tuple[Any, ...]]) -> int:
+    """The next configuration for group ``g``: the first skipped one that fits, else the permutation's next."""
+    fits = (lambda c: True) if g.n_par is None else (lambda c: _group_class(c, g.n_seeds, space) == g.n_par)
+    for k, c in enumerate(skipped):
+        if fits(c):
+            return skipped.pop(k)
+    for c in order:
+        if fits(c):
+            return c
+        skipped.append(c)
+    raise AssertionError("checked in SampleParams.check: enough configurations fit")
 
 
 def sample_pairs(params: SampleParams, seed: int) -> list[tuple[int, int]]:
