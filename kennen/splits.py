@@ -15,6 +15,13 @@
   and a training box when it has one for *none* (so E-#conv-#fc trains on
   #conv, #fc in {2, 3} and tests on #conv = #fc = 4, as in Table 3). Boxes
   with some but not all held-out values belong to neither side.
+- **Folds** (ours, the headline protocol): K folds of whole configurations. Every box
+  of the zoo is a test box of exactly one fold, and a configuration's seed-siblings and
+  ensembles always share a fold, so a box is predicted by a metamodel that never saw its
+  configuration. The paper's single R split tests 1,000 of its 11,282 boxes, enough at
+  its scale; at a few hundred boxes one split tests a few dozen configurations, and
+  cross-validation tests them all. The folds are one file, shared by every metamodel,
+  sweep and the defences stage, so their figures are paired.
 """
 
 from __future__ import annotations
@@ -26,7 +33,12 @@ from typing import Any
 from kennen import schemas
 from kennen.attributes import BY_KEY
 from kennen.config import require
+from kennen.errors import KennenError
 from kennen.seeds import Purpose, StableRng
+
+# StableRng ids under Purpose.SPLITS: the R split uses none, an E split (len(held),) = (1,) or (2,),
+# the folds (0, k): no stream is shared.
+FOLDS_ID = 0
 
 # Paper Table 3: the held-out (test) values of each extrapolation split.
 PAPER_E_SPLITS: dict[str, dict[str, tuple[Any, ...]]] = {
@@ -46,6 +58,7 @@ class SplitParams:
     n_test: int = 1000
     test_fraction: float = 0.2
     group_by_config: bool = True
+    folds: int = 5  # K of the cross-validation over configurations (ours)
     extrapolation: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=lambda: dict(PAPER_E_SPLITS))
 
     def check(self, where: str) -> None:
@@ -54,6 +67,7 @@ class SplitParams:
         require(
             0 < self.test_fraction < 1, f"{where}.test_fraction", f"must be within (0, 1), got {self.test_fraction}"
         )
+        require(self.folds >= 2, f"{where}.folds", f"must be at least 2, got {self.folds}")
         for name, held in self.extrapolation.items():
             require(name.isidentifier() and name != "r", f"{where}.extrapolation.{name}", "not a valid split name")
             require(bool(held), f"{where}.extrapolation.{name}", "names no attribute")
@@ -112,6 +126,59 @@ def all_splits(boxes: list[dict[str, Any]], params: SplitParams, seed: int) -> d
     out = {"r": random_split(boxes, params, seed)}
     out |= {name: extrapolation_split(boxes, held, params, seed) for name, held in params.extrapolation.items()}
     return out
+
+
+def config_folds(boxes: list[dict[str, Any]], k: int, seed: int) -> list[list[int]]:
+    """K folds of whole configurations, as lists of box ids (each sorted); every box in exactly one.
+
+    Configurations are visited in a seeded random order and each goes to the fold that holds the
+    fewest boxes so far (the lowest index on ties), so fold sizes differ by at most one
+    configuration's boxes. Raises when there are fewer configurations than folds.
+    """
+    per_config: dict[int, list[int]] = {}
+    for b in boxes:
+        per_config.setdefault(b["config"], []).append(b["box"])
+    configs = sorted(per_config)
+    if len(configs) < k:
+        raise KennenError(f"splits.folds: {k} folds need at least {k} configurations, the zoo has {len(configs)}")
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for i in StableRng(seed, Purpose.SPLITS, FOLDS_ID, k).permutation_prefix(len(configs)):
+        smallest = min(range(k), key=lambda f: len(folds[f]))
+        folds[smallest] += per_config[configs[i]]
+    return [sorted(f) for f in folds]
+
+
+def fold_split(folds: list[list[int]], f: int) -> dict[str, list[int]]:
+    """Fold ``f`` as a split: its boxes are the test side, every other fold's the training side."""
+    return {"train": sorted(b for g, fold in enumerate(folds) if g != f for b in fold), "test": list(folds[f])}
+
+
+def read_folds(folder: Path, boxes: list[dict[str, Any]]) -> list[list[int]]:
+    """``folds.json`` of the ``splits`` stage, checked against the boxes table: a partition of every box
+    into folds of whole configurations (a one-line error naming the file otherwise)."""
+    path = folder / "folds.json"
+    obj = schemas.read_json(path, {"folds": lambda v: v}, "folds file")
+    folds = obj["folds"]
+    ok = isinstance(folds, list) and len(folds) >= 2
+    ok = ok and all(isinstance(f, list) and all(type(b) is int and b >= 0 for b in f) for f in folds)
+    if not ok:
+        raise KennenError(f"{path}: key 'folds': not a list of at least two lists of box ids")
+    config = {b["box"]: b["config"] for b in boxes}
+    seen: dict[int, int] = {}
+    owner: dict[int, int] = {}
+    for f, fold in enumerate(folds):
+        for b in fold:
+            if b not in config:
+                raise KennenError(f"{path}: box {b} of fold {f} is not in the boxes table")
+            if b in seen:
+                raise KennenError(f"{path}: box {b} is in folds {seen[b]} and {f}")
+            seen[b] = f
+            if owner.setdefault(config[b], f) != f:
+                raise KennenError(f"{path}: configuration {config[b]} is in folds {owner[config[b]]} and {f}")
+    missing = sorted(set(config) - set(seen))
+    if missing:
+        raise KennenError(f"{path}: box {missing[0]} is in no fold ({len(missing)} boxes missing)")
+    return folds
 
 
 def read_split(folder: Path, name: str, boxes: list[dict[str, Any]] | None = None) -> dict[str, list[int]]:

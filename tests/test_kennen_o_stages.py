@@ -77,13 +77,44 @@ def test_kennen_o_stage_writes_intervals_seed_spread_and_predictions(tiny_zoo):
         assert f"seeds.acc.{k}" in m and f"seeds.acc.{k}_sd" in m
     assert m["seeds.n"] == 3 and m["seeds.acc.mean_low"] <= m["seeds.acc.mean"] <= m["seeds.acc.mean_high"]
     assert {"default.acc.mean", "official.acc.mean", "n_train", "n_test", "train.epochs", "train.n_val"} <= set(m)
-    assert m["train.n_val"] > 0 and m["train.n_fit"] + m["train.n_val"] == m["n_train"]
+    # the saved metamodel learns from every box (its early-stopping carve included)
+    assert m["train.n_val"] > 0 and m["train.n_fit"] + m["train.n_val"] == m["cv.n_boxes"]
     ids, y_true, y_pred = read_predictions(tiny_zoo / "reports/plots/kennen_o/predictions.csv")
     assert ids == json.loads((tiny_zoo / "data/splits/r.json").read_text())["test"]
     assert accuracies(y_true, y_pred) == {f"acc.{k}": m[f"acc.{k}"] for k in (*KEYS, "mean")}
     table = read_csv(tiny_zoo / "reports/plots/kennen_o/optimisers.csv")
     assert [t["setting"] for t in table] == ["default", "official"] and {"mean_low", "mean_high"} <= set(table[0])
     assert np.isclose(float(table[0]["mean"]), m["acc.mean"])
+
+
+def test_kennen_o_stage_cross_validates_over_configurations(tiny_zoo):
+    """Every box predicted once by a fold that never saw its configuration; two accuracies, intervals, baselines."""
+    from kennen.metamodel.cv import units_of
+    from kennen.queries import read_boxes
+    from kennen.splits import read_folds
+    from kennen.stats import accuracies as stats_accuracies
+
+    m = json.loads((tiny_zoo / "reports/metrics/kennen_o.json").read_text())
+    boxes = read_boxes(tiny_zoo / "data/queries/boxes.csv")
+    folds = read_folds(tiny_zoo / "data/splits", boxes)
+    assert m["cv.k"] == len(folds) == 5
+    assert m["cv.n_boxes"] == len(boxes) and m["cv.n_configs"] == len({b["config"] for b in boxes})
+    for f, fold in enumerate(folds):  # no configuration on both sides of a fold
+        others = {boxes[b]["config"] for g, other in enumerate(folds) if g != f for b in other}
+        assert not others & {boxes[b]["config"] for b in fold}
+    for kind in ("acc", "acc_config"):
+        for k in (*KEYS, "mean"):
+            assert m[f"cv.{kind}.{k}_low"] <= m[f"cv.{kind}.{k}"] <= m[f"cv.{kind}.{k}_high"]
+    ids, y_true, y_pred = read_predictions(tiny_zoo / "reports/plots/kennen_o/cv_predictions.csv")
+    assert ids == [b["box"] for b in boxes]
+    units = units_of(boxes)
+    assert stats_accuracies(y_true, y_pred)["mean"] == m["cv.acc.mean"]
+    assert stats_accuracies(y_true, y_pred, units=units, per_config=True)["mean"] == m["cv.acc_config.mean"]
+    methods = [r["method"] for r in read_csv(tiny_zoo / "reports/plots/kennen_o/methods.csv")]
+    assert methods == ["kennen-o (default)", "kennen-o (official)", "logreg (baseline)", "knn (baseline)"]
+    assert {"cv.logreg.acc_config.mean", "cv.vs_logreg.acc_config.diff", "cv.seeds.acc_config.mean_sd"} <= set(m)
+    meta = json.loads((tiny_zoo / "models/kennen_o.json").read_text())
+    assert meta["test_accuracy"]["acc.mean"] == m["cv.acc.mean"]  # what whiten shows: the cross-validated figure
 
 
 @pytest.mark.parametrize("name", SWEEPS)
@@ -108,7 +139,7 @@ def test_kennen_o_stage_calibrates_and_whiten_uses_it(tiny_zoo):
     m = json.loads((tiny_zoo / "reports/metrics/kennen_o.json").read_text())
     for key in ("ece_before", "ece_after"):
         assert 0 <= m[f"{key}_low"] <= m[key] <= m[f"{key}_high"] <= 1
-    assert m["calibration.n_val"] == m["train.n_val"] > 0
+    assert m["calibration.n_val"] == m["cv.n_boxes"]  # fitted on every box's out-of-fold prediction
     assert 0 <= m["abstain.min_confidence"] <= 0.95 and 0 <= m["abstain.coverage"] <= 100
     rel = read_csv(tiny_zoo / "reports/plots/kennen_o/reliability.csv")
     assert {r["calibration"] for r in rel} == {"kennen-o before", "kennen-o after"}
@@ -116,7 +147,7 @@ def test_kennen_o_stage_calibrates_and_whiten_uses_it(tiny_zoo):
     assert (tiny_zoo / "reports/figures/kennen_o/reliability.png").stat().st_size > 0
     tensors = load_file(str(tiny_zoo / "models/kennen_o.safetensors"))
     assert tensors["calibration.temperature"].shape == (12,)
-    assert tensors["ood.reference"].shape[0] == m["n_train"]
+    assert tensors["ood.reference"].shape[0] == m["cv.n_boxes"]
     meta = json.loads((tiny_zoo / "models/kennen_o.json").read_text())
     assert meta["calibration"]["min_confidence"] == m["abstain.min_confidence"]
     assert len(meta["provenance"]["data_sha256"]) == 64

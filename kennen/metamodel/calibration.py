@@ -40,13 +40,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from kennen import stats
 from kennen.attributes import ATTRIBUTES
 from kennen.config import require
-from kennen.seeds import Purpose, generator
 
 PRIOR = 2.0  # pseudo-boxes of kennen-i's label calibration, at the attribute's overall validation accuracy
 GRID = tuple(round(0.05 * i, 2) for i in range(20))  # thresholds 0.00 .. 0.95
-BOOTSTRAP = 1000
 
 
 @dataclass(frozen=True)
@@ -180,24 +179,30 @@ def table_confidence(table: np.ndarray, labels: np.ndarray) -> np.ndarray:
 # --- evaluation ---------------------------------------------------------------------------------
 
 
-def ece(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error of answers with confidence ``conf`` and correctness ``correct`` (any shape)."""
-    conf, correct = np.ravel(conf), np.ravel(correct).astype(float)
-    if not len(conf):
+def ece(conf: np.ndarray, correct: np.ndarray, bins: int = 10, weights: np.ndarray | None = None) -> float:
+    """Expected calibration error of answers with confidence ``conf`` and correctness ``correct``.
+
+    ``conf``/``correct``: [N] or [N, A] (a box's answers are its row); ``weights`` [N]: how much each
+    box counts (a bootstrap resample's counts), 1 by default.
+    """
+    conf, correct = np.asarray(conf, dtype=float), np.asarray(correct, dtype=float)
+    if not conf.size:
         return float("nan")
+    w = np.ones(len(conf)) if weights is None else np.asarray(weights, dtype=float)
+    w = np.broadcast_to(w.reshape(-1, *([1] * (conf.ndim - 1))), conf.shape).ravel()
+    conf, correct = conf.ravel(), correct.ravel()
     which = np.minimum((conf * bins).astype(int), bins - 1)
     # per bin, count * |mean confidence - accuracy| = |sum of confidences - number right|
-    gap = np.bincount(which, weights=conf, minlength=bins) - np.bincount(which, weights=correct, minlength=bins)
-    return float(np.abs(gap).sum() / len(conf))
+    gap = np.bincount(which, weights=w * conf, minlength=bins) - np.bincount(which, weights=w * correct, minlength=bins)
+    return float(np.abs(gap).sum() / max(w.sum(), 1e-12))
 
 
-def ece_interval(conf: np.ndarray, correct: np.ndarray, bins: int, seed: int) -> tuple[float, float]:
-    """95% percentile bootstrap interval of ``ece`` over boxes (rows of ``conf``/``correct`` [N, 12])."""
-    rng = generator(seed, Purpose.BOOTSTRAP, 1)  # id 1: apart from the accuracy bootstrap's stream
-    n = len(conf)
-    draws = [ece(conf[idx], correct[idx], bins) for idx in rng.integers(0, n, size=(BOOTSTRAP, n))]
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return float(low), float(high)
+def ece_interval(
+    conf: np.ndarray, correct: np.ndarray, bins: int, seed: int, units: Sequence[Any] | None = None
+) -> tuple[float, float]:
+    """95% interval of ``ece`` over resampled configurations (``units``, one per row; None: every row its own)."""
+    units = list(range(len(conf))) if units is None else units
+    return stats.interval(lambda w: ece(conf, correct, bins, w), units, stats.N_BOOT, seed)
 
 
 def reliability(conf: np.ndarray, correct: np.ndarray, bins: int, label: str) -> list[dict[str, Any]]:
@@ -277,6 +282,7 @@ def summary(
     ood: tuple[np.ndarray, np.ndarray],
     params: CalibrationParams,
     seed: int,
+    units: Sequence[Any] | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]], float, float]:
     """Metrics, reliability rows, risk-coverage rows, threshold and OOD threshold of one metamodel.
 
@@ -286,6 +292,7 @@ def summary(
         after_val: (confidence, correct) [N_val, 12] on the validation carve, calibrated.
         ood: (reference features [N_train, D], test features [N_test, D]), both standardised.
         params: the ``calibration`` params; seed: the bootstrap's.
+        units: the test boxes' configurations, the unit the ECE intervals resample (None: every box its own).
 
     Metric keys: ``ece_before``, ``ece_after`` with ``_low``/``_high``; ``ece_after.<attribute>``;
     ``calibration.n_val``; ``abstain.min_confidence``, ``abstain.coverage``, ``abstain.accuracy``
@@ -296,7 +303,7 @@ def summary(
     m: dict[str, float] = {"calibration.n_val": len(cv)}
     for key, conf in (("ece_before", cb), ("ece_after", ca)):
         m[key] = round(ece(conf, ok, params.bins), 4)
-        m[f"{key}_low"], m[f"{key}_high"] = (round(v, 4) for v in ece_interval(conf, ok, params.bins, seed))
+        m[f"{key}_low"], m[f"{key}_high"] = (round(v, 4) for v in ece_interval(conf, ok, params.bins, seed, units))
     for i, a in enumerate(ATTRIBUTES):
         m[f"ece_after.{a.key}"] = round(ece(ca[:, i], ok[:, i], params.bins), 4)
     threshold = choose_threshold(cv, okv, params.target_accuracy) if len(cv) else 0.0
@@ -322,6 +329,7 @@ class Calibrated:
     min_confidence: float
     ood_threshold: float
     tensors: dict[str, torch.Tensor]  # ``calibration.*`` and ``ood.reference``, saved with the metamodel
+    fitted_on: str = ""  # what the calibrators were fitted on ("": a validation carve, described by ``meta``)
 
     def meta(self, method: str, n_val: int, params: CalibrationParams) -> dict[str, Any]:
         """The ``calibration`` and ``ood`` entries of the metamodel's JSON."""
@@ -329,7 +337,8 @@ class Calibrated:
         return {
             "calibration": {
                 "method": method,
-                "fitted_on": f"a validation carve of {n_val} training boxes" if n_val else "nothing (no carve)",
+                "fitted_on": self.fitted_on
+                or (f"a validation carve of {n_val} training boxes" if n_val else "nothing (no carve)"),
                 "ece_before": m["ece_before"],
                 "ece_after": m["ece_after"],
                 "bins": params.bins,
@@ -368,8 +377,10 @@ def calibrate_scores(
     params: CalibrationParams,
     seed: int,
     name: str,
+    units: Sequence[Any] | None = None,
 ) -> Calibrated:
-    """Temperature scaling of kennen-o / kennen-io: ``val`` and ``test`` are (features, labels [N, 12])."""
+    """Temperature scaling of kennen-o / kennen-io: ``val`` and ``test`` are (features, labels [N, 12]);
+    ``units``: the test boxes' configurations."""
     (x_val, y_val), (x_test, y_test) = val, test
     val_logits, test_logits = logits_of(model, x_val), logits_of(model, x_test)
     if len(x_val):
@@ -382,7 +393,7 @@ def calibrate_scores(
     ok, ok_val = pred == y_test, pred_val == y_val
     ref = standardise(model, reference)
     m, rel, rc, threshold, limit = summary(name, (conf_before, ok), (conf_val, ok_val), (conf_after, ok),
-                                           (ref, standardise(model, x_test)), params, seed)  # fmt: skip
+                                           (ref, standardise(model, x_test)), params, seed, units)  # fmt: skip
     m |= {f"calibration.temperature.{a.key}": float(t) for a, t in zip(ATTRIBUTES, temps, strict=True)}
     tensors = {
         "calibration.temperature": torch.tensor(temps, dtype=torch.float32),
@@ -403,10 +414,11 @@ def calibrate_labels(
     params: CalibrationParams,
     seed: int,
     name: str,
+    units: Sequence[Any] | None = None,
 ) -> Calibrated:
     """kennen-i's label table: ``val`` and ``test`` are (labels read [N, A], predicted [N, 12], true [N, 12]).
 
-    ``reference``: the training boxes' labels [N_train, A].
+    ``reference``: the training boxes' labels [N_train, A]; ``units``: the test boxes' configurations.
     """
     (lab_val, pred_val, y_val), (lab_test, pred_test, y_test) = val, test
     per_attr_val = _per_attribute(lab_val)
@@ -415,7 +427,7 @@ def calibrate_labels(
     table = label_table(per_attr_val, ok_val)
     conf_val, conf_after = table_confidence(table, per_attr_val), table_confidence(table, per_attr_test)
     m, rel, rc, threshold, limit = summary(name, (np.ones_like(conf_after), ok), (conf_val, ok_val), (conf_after, ok),
-                                           (one_hot(reference), one_hot(lab_test)), params, seed)  # fmt: skip
+                                           (one_hot(reference), one_hot(lab_test)), params, seed, units)  # fmt: skip
     tensors = {"calibration.table": torch.tensor(table, dtype=torch.float32),
                "ood.reference": torch.from_numpy(one_hot(reference))}  # fmt: skip
     return Calibrated(m, rel, rc, threshold, limit, tensors)
@@ -425,3 +437,81 @@ def _per_attribute(labels: np.ndarray) -> np.ndarray:
     """Labels [N, 12], one per attribute: a single query for all (target ``all``) is read by every attribute."""
     labels = np.asarray(labels)
     return labels if labels.shape[1] == len(ATTRIBUTES) else np.repeat(labels, len(ATTRIBUTES), axis=1)
+
+
+def calibrate_out_of_fold(
+    logits: list[np.ndarray],
+    y: np.ndarray,
+    fold_of: np.ndarray,
+    units: Sequence[Any],
+    features: np.ndarray,
+    params: CalibrationParams,
+    seed: int,
+    name: str,
+) -> Calibrated:
+    """Temperature scaling fitted on the out-of-fold logits of every box, for the metamodel trained on all boxes.
+
+    Args:
+        logits: per attribute [N, K_a]: each box's logits from the fold's metamodel that never saw its
+            configuration (``kennen.metamodel.cv``).
+        y: true labels [N, 12]; fold_of: each box's fold [N]; units: each box's configuration.
+        features: every box's features [N, D], standardised as the all-box metamodel standardises them:
+            the out-of-zoo reference saved with it.
+        params, seed, name: as :func:`calibrate_scores`.
+
+    What is saved (temperatures, abstention threshold, out-of-zoo threshold) is fitted on all boxes.
+    What is *reported* is cross-fitted, so that no box scores a calibrator fitted on itself: the
+    boxes of fold f are scaled with temperatures fitted on the other folds, answered or not by a
+    threshold chosen on the other folds, and flagged out of the zoo against the other folds' boxes.
+    The ECE is then over all boxes, with intervals over configurations. (The all-box metamodel is
+    not the fold models it is calibrated through: with about a quarter more boxes it is, if
+    anything, more accurate than they are, so the reported coverage is conservative.)
+    """
+    fold_of = np.asarray(fold_of)
+
+    def fit(rows: np.ndarray) -> np.ndarray:
+        return np.array([fit_temperature(z[rows], y[rows, i]) for i, z in enumerate(logits)])
+
+    pred, conf_before = scaled(logits)
+    ok = pred == y
+    conf_after = np.zeros_like(conf_before)
+    judged_by = np.zeros(len(y))  # the abstention threshold each box is judged by: its fold's
+    flagged = np.zeros(len(y), dtype=bool)
+    for f in np.unique(fold_of):
+        inside, outside = fold_of == f, fold_of != f
+        temps_f = fit(outside)
+        conf_after[inside] = scaled([z[inside] for z in logits], temps_f)[1]
+        conf_out = scaled([z[outside] for z in logits], temps_f)[1]
+        judged_by[inside] = choose_threshold(conf_out, ok[outside], params.target_accuracy)
+        limit_f = ood_threshold(features[outside], params.ood_quantile)
+        flagged[inside] = nn_distance(features[inside], features[outside]) > limit_f
+    take = conf_after >= judged_by[:, None]
+    temps = fit(np.ones(len(y), dtype=bool))
+    threshold = choose_threshold(conf_after, ok, params.target_accuracy)
+    limit = ood_threshold(features, params.ood_quantile)
+    m: dict[str, float] = {"calibration.n_val": len(y)}
+    for key, conf in (("ece_before", conf_before), ("ece_after", conf_after)):
+        m[key] = round(ece(conf, ok, params.bins), 4)
+        m[f"{key}_low"], m[f"{key}_high"] = (round(v, 4) for v in ece_interval(conf, ok, params.bins, seed, units))
+    for i, a in enumerate(ATTRIBUTES):
+        m[f"ece_after.{a.key}"] = round(ece(conf_after[:, i], ok[:, i], params.bins), 4)
+    n_taken = int(take.sum())
+    m |= {
+        "abstain.min_confidence": threshold,
+        "abstain.coverage": round(100 * n_taken / take.size, 2),
+        "abstain.accuracy": round(100 * float(ok[take].mean()), 2) if n_taken else 0.0,
+        "abstain.accuracy_all": round(100 * float(ok.mean()), 2),
+        "abstain.val_coverage": round(100 * selective(conf_after, ok, threshold)[0], 2),
+        "ood.threshold": limit,
+        "ood.test_rate": round(100 * float(flagged.mean()), 2),
+    }
+    m |= {f"calibration.temperature.{a.key}": float(t) for a, t in zip(ATTRIBUTES, temps, strict=True)}
+    rows = reliability(conf_before, ok, params.bins, f"{name} before") + reliability(
+        conf_after, ok, params.bins, f"{name} after"
+    )
+    tensors = {
+        "calibration.temperature": torch.tensor(temps, dtype=torch.float32),
+        "ood.reference": torch.from_numpy(np.asarray(features, dtype=np.float32)),
+    }
+    fitted_on = f"the out-of-fold predictions of all {len(y)} boxes ({len(np.unique(fold_of))} folds)"
+    return Calibrated(m, rows, risk_coverage(conf_after, ok), threshold, limit, tensors, fitted_on)

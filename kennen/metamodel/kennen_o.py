@@ -290,6 +290,7 @@ class Result:
     metrics: dict[str, float]
     curve: Curve | None = None
     test_ids: tuple[int, ...] = ()
+    logits: list[np.ndarray] | None = None  # per attribute [N_test, K_a], when the run asked for them
 
 
 def train_ids(split: dict[str, list[int]], n_train: int | None, seed: int) -> list[int]:

@@ -7,6 +7,7 @@ other settings with the first seed and their fixed schedule, all in parallel
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,28 +18,19 @@ import torch
 from kennen import data as mnist_data
 from kennen.attributes import KEYS
 from kennen.config import base_seed, section
-from kennen.metamodel.calibration import Calibrated, CalibrationParams, calibrate_scores
-from kennen.metamodel.kennen_o import Curve, KennenO, KennenOParams, configs, features, model_seed, targets
+from kennen.metamodel import baselines, cv
+from kennen.metamodel.baselines import BASELINES
+from kennen.metamodel.calibration import CalibrationParams, calibrate_out_of_fold, standardise
+from kennen.metamodel.cv import out_of_fold, units_of
+from kennen.metamodel.kennen_o import Curve, KennenOParams, features, targets
 from kennen.metamodel.runner import ATTRIBUTE_KEYS, Outputs, Report, finish
-from kennen.metamodel.runs import evaluate_runs, seed_metrics, stage_runs, write_predictions
+from kennen.metamodel.runs import Run, evaluate_runs, seed_metrics, stage_runs, write_predictions
+from kennen.parallel import run_tasks
 from kennen.queries import load_outputs, read_boxes
-from kennen.splits import read_split
+from kennen.splits import fold_split, read_folds, read_split
 
 log = logging.getLogger("kennen.kennen_o")
 ACC_KEYS = (*KEYS, "mean")
-
-
-def calibrate(
-    kp: KennenOParams, cp: CalibrationParams, outputs: np.ndarray, boxes: list[dict[str, Any]],
-    split: dict[str, list[int]], model: KennenO, seed: int,
-) -> Calibrated:  # fmt: skip
-    """The headline's calibration on its early-stopping carve (none without a carve: temperatures 1)."""
-    x, y = features(outputs, kp.n_queries, kp.output), targets(boxes).numpy()
-    train, test = split["train"], split["test"]
-    # the carve the headline (replica 0) held out, whole configurations
-    rows = kp.early_stop.carve(len(train), model_seed(seed), configs(boxes, train))
-    val = [train[i] for i in rows[1].tolist()] if rows is not None else []
-    return calibrate_scores(model, (x[val], y[val]), (x[test], y[test]), x[train], cp, seed, "kennen-o")
 
 
 def _training(curve: Curve) -> dict[str, float]:
@@ -48,8 +40,40 @@ def _training(curve: Curve) -> dict[str, float]:
 
 def _curve(curve: Curve) -> list[dict[str, float]]:
     """DVCLive steps: train loss per epoch, the validation mean accuracy where early stopping measured it."""
-    return [{"train/loss": loss} | ({"val/acc_mean": curve.val_acc[e]} if e < len(curve.val_acc) else {})
-            for e, loss in enumerate(curve.loss)]  # fmt: skip
+    return [
+        {"train/loss": loss} | ({"val/acc_mean": curve.val_acc[e]} if e < len(curve.val_acc) else {})
+        for e, loss in enumerate(curve.loss)
+    ]
+
+
+def cv_runs(kp: KennenOParams, folds: list[list[int]]) -> tuple[list[tuple[str, int, int]], list[Run]]:
+    """The cross-validation's trainings as ((setting, replica, fold) per run, runs).
+
+    Every fold trains ``kp.seeds`` replicas of the headline setting (with early stopping,
+    asking for the test rows' logits, which calibrate the saved metamodel) and one of every
+    other setting on its fixed schedule, as the R split does.
+    """
+    labels, runs = [], []
+    for name, opt in kp.optimisers.items():
+        headline = name == kp.optimiser
+        for k in range(kp.seeds if headline else 1):
+            for f in range(len(folds)):
+                labels.append((name, k, f))
+                split = fold_split(folds, f)
+                runs.append(Run(split, kp.n_queries, kp.output, opt, replica=k, early_stop=headline, logits=headline))
+    return labels, runs
+
+
+def baseline_rows(x: np.ndarray, y: np.ndarray, folds: list[list[int]]) -> dict[str, np.ndarray]:
+    """Out-of-fold predictions [N, 12] of every baseline (``kennen.metamodel.baselines``), in parallel."""
+    jobs = []
+    for kind in BASELINES:
+        for f in range(len(folds)):
+            split = fold_split(folds, f)
+            jobs.append((len(jobs), kind, x[split["train"]], y[split["train"]], x[split["test"]]))
+    done = {task[0]: pred for task, pred in run_tasks(baselines.task, jobs, len(jobs))}
+    k = len(folds)
+    return {kind: out_of_fold(folds, [done[i * k + f] for f in range(k)], len(x)) for i, kind in enumerate(BASELINES)}
 
 
 def run(params: dict[str, Any], data: Path, outputs_npz: Path, boxes_csv: Path, splits: Path, out: Outputs) -> None:
@@ -67,38 +91,88 @@ def run(params: dict[str, Any], data: Path, outputs_npz: Path, boxes_csv: Path, 
     boxes = read_boxes(boxes_csv)
     outputs, query_index = load_outputs(outputs_npz, boxes)
     split = read_split(splits, "r", boxes)
-    names, runs = stage_runs(kp, split)
-    results = evaluate_runs(runs, outputs, boxes, kp.hidden, seed, kp.early_stop)
-    replicas = [res for name, res in zip(names, results, strict=True) if name == kp.optimiser]
+    folds = read_folds(splits, boxes)
+    all_ids = [b["box"] for b in boxes]
+    r_names, r_runs = stage_runs(kp, split)
+    r_runs = [dataclasses.replace(r, keep_model=False) for r in r_runs]
+    cv_labels, c_runs = cv_runs(kp, folds)
+    final = Run({"train": all_ids, "test": []}, kp.n_queries, kp.output, kp.optimisers[kp.optimiser], keep_model=True)
+    results = evaluate_runs([*r_runs, *c_runs, final], outputs, boxes, kp.hidden, seed, kp.early_stop)
+    r_results, c_results, final_res = results[: len(r_runs)], results[len(r_runs) : -1], results[-1]
+
+    # The paper's protocol: the R split (Table 2's row), as before.
+    replicas = [res for name, res in zip(r_names, r_results, strict=True) if name == kp.optimiser]
     headline = replicas[0]
     metrics: dict[str, float] = {}
-    table = []
-    for name, res in zip(names, results, strict=True):
-        if res is not headline and name == kp.optimiser:
-            continue  # the other seeds enter through seed_metrics
-        log.info("kennen-o [%s]: mean %.2f [%.2f, %.2f], %d epochs", name, res.metrics["acc.mean"],
-                 res.metrics["acc.mean_low"], res.metrics["acc.mean_high"], res.curve.epochs)  # fmt: skip
-        accs = {k: res.metrics[f"acc.{k}"] for k in (*KEYS, "mean", "mean_low", "mean_high")}
-        table.append({"setting": name} | accs | {"epochs": res.curve.epochs})
-        metrics[f"{name}.acc.mean"] = res.metrics["acc.mean"]
-    spread = seed_metrics(replicas)
-    log.info("kennen-o over %d seeds: %s", len(replicas), {k: v for k, v in spread.items() if "mean" in k})
-    counts = {"n_train": len(split["train"]), "n_test": len(split["test"])}
-    cal = calibrate(kp, cp, outputs, boxes, split, headline.model, seed)
+    for name, res in zip(r_names, r_results, strict=True):
+        if res is headline or name != kp.optimiser:
+            metrics[f"{name}.acc.mean"] = res.metrics["acc.mean"]
     h = headline.metrics
+    metrics = h | {"n_train": len(split["train"]), "n_test": len(split["test"])} | seed_metrics(replicas) | metrics
+
+    # The headline protocol: every box predicted once, by the fold's metamodel that never saw its configuration.
+    y_all = targets(boxes).numpy()
+    units = units_of(boxes)
+    oof: dict[tuple[str, int], np.ndarray] = {}
+    oof_logits: list[list[np.ndarray]] = []
+    for (name, k, f), res in zip(cv_labels, c_results, strict=True):
+        oof.setdefault((name, k), [None] * len(folds))[f] = res.y_pred
+        if name == kp.optimiser and k == 0:
+            oof_logits.append(res.logits)
+    preds = {key: out_of_fold(folds, per_fold, len(boxes)) for key, per_fold in oof.items()}
+    cv_pred = preds[kp.optimiser, 0]
+    metrics |= cv.metrics(y_all, cv_pred, units, seed) | {"cv.k": len(folds)}
+    metrics |= cv.seed_metrics(y_all, [preds[kp.optimiser, k] for k in range(kp.seeds)], units)
+    x_all = features(outputs, kp.n_queries, kp.output)
+    base = baseline_rows(x_all.numpy(), y_all, folds)
+    table = []
+    methods = {f"kennen-o ({name})": preds[name, 0] for name in kp.optimisers} | {
+        f"{kind} (baseline)": p for kind, p in base.items()
+    }
+    for method, pred in methods.items():
+        m = cv.metrics(y_all, pred, units, seed, prefix="m")
+        table.append({"method": method} | {k[2:]: v for k, v in m.items()})
+        tag = method.split(" ")[0] if "baseline" in method else method[len("kennen-o (") : -1]
+        metrics |= {f"cv.{tag}.{k}": m[f"m.{k}"] for k in ("acc.mean", "acc_config.mean")}
+        metrics |= {
+            f"cv.{tag}.{k}_{b}": m[f"m.{k}_{b}"] for k in ("acc.mean", "acc_config.mean") for b in ("low", "high")
+        }
+    for kind, pred in base.items():
+        metrics |= cv.paired(y_all, cv_pred, pred, units, seed, f"cv.vs_{kind}")
+    for (name, k, f), res in zip(cv_labels, c_results, strict=True):
+        if name == kp.optimiser and k == 0 and res.curve is not None:
+            metrics[f"cv.fold{f}.epochs"] = res.curve.epochs
+    log.info(
+        "kennen-o CV (%d folds, %d boxes, %d configurations): mean over boxes %.2f [%.2f, %.2f], over "
+        "configurations %.2f [%.2f, %.2f]; R split %.2f",
+        len(folds), len(boxes), metrics["cv.n_configs"], metrics["cv.acc.mean"], metrics["cv.acc.mean_low"],
+        metrics["cv.acc.mean_high"], metrics["cv.acc_config.mean"], metrics["cv.acc_config.mean_low"],
+        metrics["cv.acc_config.mean_high"], h["acc.mean"],
+    )  # fmt: skip
+
+    # The saved metamodel learns from every box; calibrated on the out-of-fold predictions of every box.
+    model = final_res.model
+    fold_of = np.zeros(len(boxes), dtype=np.int64)
+    for f, fold in enumerate(folds):
+        fold_of[fold] = f
+    logits = [out_of_fold(folds, [fl[i] for fl in oof_logits], len(boxes)) for i in range(len(KEYS))]
+    cal = calibrate_out_of_fold(logits, y_all, fold_of, units, standardise(model, x_all), cp, seed, "kennen-o")
+    metrics |= _training(final_res.curve) | cal.metrics
     images = mnist_data.load(data).test_images[query_index[: kp.n_queries]]
-    tensors = {f"mlp.{k}": v for k, v in headline.model.state_dict().items()}
+    tensors = {f"mlp.{k}": v for k, v in model.state_dict().items()}
     tensors["queries"] = torch.from_numpy(images[:, None].astype("float32") / 255.0)  # pixels in [0, 1]
+    test_accuracy = {f"acc.{k}": metrics[f"cv.acc.{k}"] for k in ACC_KEYS}
+    test_accuracy |= {f"acc.{k}_{b}": metrics[f"cv.acc.{k}_{b}"] for k in ACC_KEYS for b in ("low", "high")}
     report = Report(
         method="kennen-o",
-        metrics=h | counts | _training(headline.curve) | spread | metrics | cal.metrics,
-        y_true=headline.y_true,
-        y_pred=headline.y_pred,
-        confusion_title=f"kennen-o ({kp.output}, {kp.n_queries} queries)",
+        metrics=metrics,
+        y_true=y_all,
+        y_pred=cv_pred,
+        confusion_title=f"kennen-o ({kp.output}, {kp.n_queries} queries), out-of-fold",
         calibration=cal,
         calibration_method="temperature scaling per attribute",
-        n_val=int(cal.metrics["calibration.n_val"]),
-        curve=_curve(headline.curve),
+        n_val=len(boxes),
+        curve=_curve(final_res.curve),
         tensors=tensors,
         meta={
             "method": "kennen-o",
@@ -107,15 +181,29 @@ def run(params: dict[str, Any], data: Path, outputs_npz: Path, boxes_csv: Path, 
             "hidden": kp.hidden,
             "optimiser": kp.optimiser,
             "attributes": ATTRIBUTE_KEYS,
+            "trained_on": f"all {len(boxes)} boxes; test_accuracy: {len(folds)}-fold cross-validation over "
+            f"{metrics['cv.n_configs']} configurations",
             "query_index": query_index[: kp.n_queries].tolist(),
             "image_space": "pixels in [0, 1], [Q, 1, 28, 28]; normalise with MNIST mean/std before querying",
         },
-        test_accuracy={f"acc.{k}": h[f"acc.{k}"] for k in ACC_KEYS}
-        | {f"acc.{k}_{b}": h[f"acc.{k}_{b}"] for k in ACC_KEYS for b in ("low", "high")},
+        test_accuracy=test_accuracy,
         inputs=[outputs_npz, boxes_csv, splits],
-        n_train=len(split["train"]),
-        n_test=len(split["test"]),
-        tables={"optimisers": table},
+        n_train=len(boxes),
+        n_test=0,
+        tables={"optimisers": _optimiser_rows(kp, r_names, r_results), "methods": table},
     )
     finish(report, out, params, cp)
     write_predictions(out.plots / "predictions.csv", headline.test_ids, headline.y_true, headline.y_pred)
+    write_predictions(out.plots / "cv_predictions.csv", all_ids, y_all, cv_pred)
+
+
+def _optimiser_rows(kp: KennenOParams, names: list[str], results: list) -> list[dict[str, Any]]:
+    """The R split's row per optimiser setting (its first seed), as Table 2 reports one."""
+    rows, seen = [], set()
+    for name, res in zip(names, results, strict=True):
+        if name in seen:
+            continue
+        seen.add(name)
+        accs = {k: res.metrics[f"acc.{k}"] for k in (*KEYS, "mean", "mean_low", "mean_high")}
+        rows.append({"setting": name} | accs | {"epochs": res.curve.epochs})
+    return rows

@@ -11,7 +11,8 @@ on a batch of 100 boxes already fills the matrix units, and stacking three model
 saved about 10% per model-step.
 
 Each run is ``train_and_evaluate`` of its arguments (replica 0), the same training on
-one thread; ``Result.metrics`` add 95% bootstrap intervals over the test boxes.
+one thread; ``Result.metrics`` add 95% intervals that resample the test boxes'
+configurations (``kennen.stats``).
 """
 
 from __future__ import annotations
@@ -41,13 +42,16 @@ from kennen.metamodel.kennen_o import (
     targets,
     train_ids,
 )
-from kennen.metamodel.uncertainty import bootstrap, seed_interval
 from kennen.parallel import run_tasks
+from kennen.stats import bootstrap, seed_interval
 
 
-def scored(y_true: np.ndarray, y_pred: np.ndarray, keys: list[str] | None = None) -> dict[str, float]:
-    """``accuracies`` plus their 95% bootstrap intervals over the test boxes (``acc.<key>_low``/``_high``)."""
-    return accuracies(y_true, y_pred) | bootstrap(y_true, y_pred, keys)
+def scored(
+    y_true: np.ndarray, y_pred: np.ndarray, units: list[Any], seed: int, keys: list[str] | None = None
+) -> dict[str, float]:
+    """``accuracies`` over the test boxes plus their 95% intervals over resampled configurations ``units``
+    (``acc.<key>_low``/``_high``)."""
+    return accuracies(y_true, y_pred) | bootstrap(y_true, y_pred, units, keys, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class Job:
     stop: EarlyStop | None = None
     keep_model: bool = False
     groups: tuple | None = None  # the training rows' configurations: the carve holds them out whole
+    logits: bool = False  # also return the logits on the test rows (calibration on out-of-fold predictions)
 
     @property
     def cost(self) -> float:
@@ -82,7 +87,11 @@ def run_job(job: Job, threads: int | None = 1) -> dict[str, Any]:
     try:
         model, curve = fit_curve(job.x, job.y, job.hidden, job.opt, job.seed, stop=job.stop, groups=job.groups)
         state = model.state_dict() if job.keep_model else None
-        return {"y_pred": predict(model, job.x_test), "state": state, "curve": curve}
+        out = {"y_pred": predict(model, job.x_test), "state": state, "curve": curve}
+        if job.logits:
+            with torch.inference_mode():
+                out["logits"] = [z.double().numpy() for z in model.eval()(job.x_test).values()]
+        return out
     finally:
         torch.set_num_threads(before)
 
@@ -109,6 +118,7 @@ class Run:
     replica: int = 0  # 0: the headline seed
     keep_model: bool = False
     early_stop: bool = True  # False: the fixed schedule whatever ``stop`` evaluate_runs is given
+    logits: bool = False  # keep the test rows' logits (``Result.logits``)
 
 
 def stage_runs(kp: KennenOParams, split: dict[str, list[int]]) -> tuple[list[str], list[Run]]:
@@ -147,7 +157,7 @@ def evaluate_runs(
         outputs: log-probabilities [N_boxes, Q, 10] (``queries.load_outputs``).
         boxes: the box table; row i of ``outputs`` is box i.
         hidden: kennen-o's width.
-        seed: the base seed (subset: ``seed``; model: ``model_seed(seed, replica)``).
+        seed: the base seed (subset: ``seed``; model: ``model_seed(seed, replica)``; the bootstrap's).
         stop: early stopping (None: the fixed schedule).
         max_workers: cap on local workers.
     """
@@ -161,8 +171,20 @@ def evaluate_runs(
         train = train_ids(r.split, r.n_train, seed)
         seed_r = model_seed(seed, r.replica)
         job_stop = stop if r.early_stop else None
-        jobs.append(Job(x[train], y[train], x[r.split["test"]], hidden, r.opt, seed_r, job_stop, r.keep_model,
-                        configs(boxes, train)))  # fmt: skip
+        jobs.append(
+            Job(
+                x[train],
+                y[train],
+                x[r.split["test"]],
+                hidden,
+                r.opt,
+                seed_r,
+                stop=job_stop,
+                keep_model=r.keep_model,
+                groups=configs(boxes, train),
+                logits=r.logits,
+            )
+        )
     results = []
     for r, job, out in zip(runs, jobs, run_jobs(jobs, max_workers), strict=True):
         model = None
@@ -170,9 +192,10 @@ def evaluate_runs(
             model = KennenO(job.x.shape[1], hidden)
             model.load_state_dict(out["state"])
             model.eval()
-        y_true = y[r.split["test"]].numpy()
-        metrics = scored(y_true, out["y_pred"])
-        results.append(Result(model, y_true, out["y_pred"], metrics, out["curve"], tuple(r.split["test"])))
+        test = r.split["test"]
+        y_true = y[test].numpy()
+        metrics = scored(y_true, out["y_pred"], list(configs(boxes, test)), seed) if test else {}
+        results.append(Result(model, y_true, out["y_pred"], metrics, out["curve"], tuple(test), out.get("logits")))
     return results
 
 
