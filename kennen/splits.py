@@ -36,8 +36,8 @@ from kennen.config import require
 from kennen.errors import KennenError
 from kennen.seeds import Purpose, StableRng
 
-# StableRng ids under Purpose.SPLITS: the R split uses none, an E split (len(held),) = (1,) or (2,),
-# the folds (0, k): no stream is shared.
+# StableRng ids under Purpose.SPLITS: the R split uses none, an E split (len(held),), the folds (0, k),
+# a training subset (0, *labels, len(ids)) with at least two labels: no stream is shared.
 FOLDS_ID = 0
 
 # Paper Table 3: the held-out (test) values of each extrapolation split.
@@ -146,6 +146,12 @@ def config_folds(boxes: list[dict[str, Any]], k: int, seed: int) -> list[list[in
         smallest = min(range(k), key=lambda f: len(folds[f]))
         folds[smallest] += per_config[configs[i]]
     return [sorted(f) for f in folds]
+
+
+def subset(ids: list[int], n: int, seed: int, *labels: int) -> list[int]:
+    """A seeded random subset of ``n`` of ``ids`` (sorted), one stream per ``labels`` (e.g. size, replica, fold)."""
+    order = list(StableRng(seed, Purpose.SPLITS, FOLDS_ID, *labels, len(ids)).permutation_prefix(len(ids)))
+    return sorted(ids[i] for i in order[:n])
 
 
 def fold_split(folds: list[list[int]], f: int) -> dict[str, list[int]]:

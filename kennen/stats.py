@@ -78,7 +78,10 @@ def _balanced(w: np.ndarray, y_true: np.ndarray, correct: np.ndarray) -> np.ndar
     return 100.0 * recall.sum(1) / np.maximum(present.sum(1), 1)
 
 
-def _scores(w: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, keys: Sequence[str]) -> dict[str, np.ndarray]:
+def balanced_scores(
+    w: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, keys: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Balanced accuracy per attribute in ``keys`` and their ``mean`` under each row of box weights ``w`` [B, N]."""
     out = {k: _balanced(w, y_true[:, _INDEX[k]], y_true[:, _INDEX[k]] == y_pred[:, _INDEX[k]]) for k in keys}
     out["mean"] = np.mean([out[k] for k in keys], axis=0)
     return out
@@ -109,7 +112,7 @@ def accuracies(
     """
     keys = list(keys or KEYS)
     w = _box_weights(units, len(y_true), per_config)[None, :]
-    return {k: round(float(v[0]), 2) for k, v in _scores(w, y_true, y_pred, keys).items()}
+    return {k: round(float(v[0]), 2) for k, v in balanced_scores(w, y_true, y_pred, keys).items()}
 
 
 def _percentiles(samples: np.ndarray) -> tuple[float, float]:
@@ -129,7 +132,7 @@ def resampled(
     """Per-attribute balanced accuracy under each resample of the units ``{key: [n_boot]}``, plus ``mean``."""
     keys = list(keys or KEYS)
     w = resample(units, n_boot, seed) * _box_weights(units, len(y_true), per_config)[None, :]
-    return _scores(w, y_true, y_pred, keys)
+    return balanced_scores(w, y_true, y_pred, keys)
 
 
 def bootstrap(

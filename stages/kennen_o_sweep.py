@@ -1,8 +1,10 @@
 """Stage ``kennen_o_sweep@<sweep>``: one Figure 4 / Table 3 analogue as plot data and PNG.
 
-Rows carry the 95% bootstrap interval of their mean (``acc_mean_low``, ``acc_mean_high``).
-The sweep point that is the ``kennen_o`` headline's own training is read from its
-``--predictions`` instead of being trained again (``kennen.metamodel.sweep``).
+The first three sweeps run in the cross-validation folds; rows carry the mean over boxes and over
+configurations with 95% intervals over resampled configurations. The sweep point that is the
+``kennen_o`` headline's own training is read from its out-of-fold ``--predictions`` instead of
+being trained again (``kennen.metamodel.sweep``). ``--metrics``: the learning curve's fit
+(``n_train``; ``{}`` for the other sweeps).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from kennen.metamodel.sweep import SWEEPS, run_stage
 from stages._common import parser, run
 
 log = logging.getLogger("kennen.kennen_o_sweep")
-FILES = ("outputs", "boxes", "splits", "r-metrics", "predictions", "plots", "figures")
+FILES = ("outputs", "boxes", "splits", "r-metrics", "predictions", "plots", "figures", "metrics")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,8 +124,14 @@ def test_kennen_o_sweep_stage(tiny_zoo, monkeypatch, name):
     rows = read_csv(tiny_zoo / f"reports/plots/kennen_o/sweep_{name}.csv")
     assert rows and {"acc_mean", "acc_mean_low", "acc_mean_high"} <= set(rows[0])
     m = json.loads((tiny_zoo / "reports/metrics/kennen_o.json").read_text())
-    if name == "output":  # the headline's own point, read from its predictions
-        assert float(next(r for r in rows if r["output"] == "prob")["acc_mean"]) == m["acc.mean"]
+    if name == "output":  # the headline's own point, read from its out-of-fold predictions
+        assert float(next(r for r in rows if r["output"] == "prob")["acc_mean"]) == m["cv.acc.mean"]
+    fit = json.loads((tiny_zoo / f"reports/metrics/kennen_o_sweep/{name}.json").read_text())
+    if name == "n_train":
+        assert {"subsets", "acc_config_sd"} <= set(rows[0]) and int(rows[0]["subsets"]) == 2
+        assert fit["fit.points"] == len(rows)
+    else:
+        assert fit == {}
     assert (tiny_zoo / f"reports/figures/kennen_o/sweep_{name}.png").is_file()
 
 

@@ -36,10 +36,10 @@ def out_of_fold(folds: Sequence[Sequence[int]], per_fold: Sequence[np.ndarray], 
     return out
 
 
-def units_of(boxes: Sequence[dict[str, Any]], ids: Sequence[int] | None = None) -> list[int]:
+def units_of(boxes: Sequence[dict[str, Any]], ids: Sequence[int] | None = None) -> list[Any]:
     """The configuration of each box (of ``ids``, or of every box): the bootstrap's unit."""
     rows = boxes if ids is None else [boxes[i] for i in ids]
-    return [int(b["config"]) for b in rows]
+    return [b["config"] for b in rows]
 
 
 def metrics(

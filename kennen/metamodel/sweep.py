@@ -1,4 +1,20 @@
-"""Figure 4 and Table 3 analogues: kennen-o against training-set size, query count, output type, and E splits."""
+"""Figure 4 and Table 3 analogues: kennen-o against training-set size, query count, output type, and E splits.
+
+The first three sweeps run in the cross-validation folds (``data/splits/folds.json``), as the
+``kennen_o`` headline does: every point predicts every box once, out of fold, and its accuracy
+is reported over boxes and over configurations with intervals that resample configurations
+(``kennen.stats``). The point that is the headline's own training (all training boxes of each
+fold, ``kennen_o.n_queries`` queries, ``kennen_o.output``) is read from the headline's
+out-of-fold predictions instead of being trained again.
+
+- ``n_train``: a learning curve. Each point draws ``subsets`` random subsets of n training boxes
+  in every fold (the same subsets' seeds for every fold), so its spread shows the subset
+  noise the one-subset curve of the paper's Figure 4 hides. A power law
+  ``acc(n) = c - a * n^(-b)`` is fitted to the points' means over configurations, and refitted
+  on configuration-bootstrap resamples to say how many boxes would reach given accuracies.
+- ``n_queries``, ``output``: one training per fold and point.
+- ``extrapolation``: the paper's E splits (Table 3), one training each.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +27,18 @@ import numpy as np
 from kennen.attributes import ATTRIBUTES, BY_KEY
 from kennen.config import base_seed, require, section
 from kennen.errors import KennenError
-from kennen.io import read_json
+from kennen.io import read_json, write_json
+from kennen.metamodel.cv import out_of_fold, units_of
 from kennen.metamodel.encode import OUTPUT_TYPES
-from kennen.metamodel.kennen_o import KennenOParams, Result
+from kennen.metamodel.kennen_o import KennenOParams, targets
 from kennen.metamodel.metrics import relative
 from kennen.metamodel.report import plot_bars, plot_curve, write_table
-from kennen.metamodel.runs import Run, evaluate_runs, read_predictions, scored
-from kennen.metamodel.uncertainty import bootstrap
+from kennen.metamodel.runs import Run, evaluate_runs, read_predictions
 from kennen.paper import KENNEN_O_BY_OUTPUT, TABLE3_KENNEN_IO
 from kennen.queries import load_outputs, read_boxes
-from kennen.splits import SplitParams, read_split
+from kennen.splits import SplitParams, fold_split, read_folds, read_split, subset
+from kennen.stats import accuracies as box_accuracies
+from kennen.stats import bootstrap, resample
 
 SWEEPS = ("n_train", "n_queries", "output", "extrapolation")
 # Attributes whose test values an E split never shows in training cannot be predicted: leave them out of
@@ -35,12 +53,15 @@ class SweepParams:
     n_train: tuple[int, ...] = (50, 100, 200, 500, 1000, 2000, 5000)
     n_queries: tuple[int, ...] = (1, 10, 100, 1000)
     outputs: tuple[str, ...] = OUTPUT_TYPES
+    subsets: int = 5  # random training subsets per learning-curve point (and fold)
+    targets: tuple[float, ...] = (65.0, 73.4)  # accuracies the fitted curve is asked about (73.4: the paper's)
 
     def check(self, where: str) -> None:
         for key in ("n_train", "n_queries", "outputs"):
             require(len(getattr(self, key)) > 0, f"{where}.{key}", "needs at least one value")
         require(all(n >= 1 for n in self.n_train), f"{where}.n_train", "values must be at least 1")
         require(all(n >= 1 for n in self.n_queries), f"{where}.n_queries", "values must be at least 1")
+        require(self.subsets >= 1, f"{where}.subsets", f"must be at least 1, got {self.subsets}")
         for o in self.outputs:
             require(o in OUTPUT_TYPES, f"{where}.outputs", f"{o!r} is not one of {', '.join(OUTPUT_TYPES)}")
 
@@ -50,17 +71,28 @@ def scaled(metrics: dict[str, float], keys: list[str]) -> float:
     return float(np.mean([relative(metrics[f"acc.{k}"], BY_KEY[k].chance, 100.0) for k in keys]))
 
 
-def _row(x_name: str, x: Any, metrics: dict[str, float], n_train: int, per_attribute: bool = False) -> dict[str, Any]:
+def _row(
+    x_name: str, x: Any, y_true: np.ndarray, y_pred: np.ndarray, units: list[Any], seed: int, n_train: float
+) -> dict[str, Any]:
+    """A sweep point's row from its out-of-fold predictions: means over boxes and over configurations with
+    their intervals, the chance-scaled mean, and every attribute's accuracy over boxes."""
     keys = [a.key for a in ATTRIBUTES]
+    acc = box_accuracies(y_true, y_pred)
+    acc_config = box_accuracies(y_true, y_pred, units=units, per_config=True)
+    ci = bootstrap(y_true, y_pred, units, seed=seed)
+    ci_config = bootstrap(y_true, y_pred, units, per_config=True, seed=seed)
     row = {
         x_name: x,
-        "n_train": n_train,
-        "acc_mean": metrics["acc.mean"],
-        "acc_mean_low": metrics["acc.mean_low"],  # 95% bootstrap interval over the test boxes
-        "acc_mean_high": metrics["acc.mean_high"],
-        "acc_scaled": round(scaled(metrics, keys), 2),
+        "n_train": round(float(n_train), 1),
+        "acc_mean": acc["mean"],
+        "acc_mean_low": ci["acc.mean_low"],  # 95% interval over resampled configurations
+        "acc_mean_high": ci["acc.mean_high"],
+        "acc_config_mean": acc_config["mean"],
+        "acc_config_mean_low": ci_config["acc.mean_low"],
+        "acc_config_mean_high": ci_config["acc.mean_high"],
+        "acc_scaled": round(scaled({f"acc.{k}": acc[k] for k in keys}, keys), 2),
     }
-    return row | ({k: metrics[f"acc.{k}"] for k in keys} if per_attribute else {})
+    return row | {k: acc[k] for k in keys}
 
 
 def extrapolation_keys(held: dict[str, Any]) -> list[str]:
@@ -98,48 +130,7 @@ def _empty_row(name: str, split: dict[str, list[int]]) -> dict[str, Any]:
     )
 
 
-def run_sweep(
-    name: str,
-    sp: SweepParams,
-    kp: KennenOParams,
-    outputs: np.ndarray,
-    boxes: list[dict[str, Any]],
-    splits: dict[str, dict[str, list[int]]],
-    held: dict[str, dict[str, Any]],
-    seed: int,
-    r_metrics: dict[str, float] | None = None,
-    headline: tuple[list[int], np.ndarray, np.ndarray] | None = None,
-) -> list[dict[str, Any]]:
-    """Rows of one sweep; every point is a full kennen-o training with the headline settings (headline seed).
-
-    The points run in parallel (``runs.evaluate_runs``). ``headline`` = (test box ids, y_true,
-    y_pred) of the ``kennen_o`` stage's headline (``runs.read_predictions``): the point that is
-    the headline's own training (R split, all its boxes, ``kennen_o.n_queries`` and
-    ``kennen_o.output``) is read from it instead of being trained again, the same
-    training with the same seed. Every row carries the 95% bootstrap interval of its mean
-    over the test boxes (``acc_mean_low``, ``acc_mean_high``; for E splits over the kept attributes).
-    """
-    r = splits["r"]
-    points = sweep_points(name, sp, kp, outputs, splits, held)
-    scores = evaluate_points(points, kp, outputs, boxes, seed, r, headline if name != "extrapolation" else None)
-    if name == "n_train":
-        return [_row("n_train", n, scores[n].metrics, n) for n, _ in points]
-    if name == "n_queries":
-        return [_row("n_queries", q, scores[q].metrics, len(r["train"])) for q in sp.n_queries]
-    if name == "output":
-        # Per attribute too: Table 2 has a row per output type.
-        return [_row("output", o, scores[o].metrics, len(r["train"]), per_attribute=True) for o in sp.outputs]
-    assert r_metrics is not None
-    rows = []
-    for split_name, held_values in held.items():
-        if split_name not in scores:
-            rows.append(_empty_row(split_name, splits[split_name]))
-            continue
-        res = scores[split_name]
-        row = extrapolation_row(split_name, splits[split_name], held_values, res.metrics, r_metrics)
-        ci = bootstrap(res.y_true, res.y_pred, extrapolation_keys(held_values))  # the interval of the row's own mean
-        rows.append(row | {"acc_mean_low": ci["acc.mean_low"], "acc_mean_high": ci["acc.mean_high"]})
-    return rows
+Point = tuple[Any, int]  # (the swept value, the subset or seed replica)
 
 
 def sweep_points(
@@ -148,75 +139,262 @@ def sweep_points(
     kp: KennenOParams,
     outputs: np.ndarray,
     splits: dict[str, dict[str, list[int]]],
+    folds: list[list[int]],
     held: dict[str, dict[str, Any]],
-) -> list[tuple[Any, Run]]:
-    """The trainings of one sweep as (label, run): label = the swept value, or the E split's name."""
+    seed: int,
+) -> list[tuple[Point, int, Run]]:
+    """The trainings of one sweep as ((value, replica), fold, run); fold -1 for an E split's single training.
+
+    Learning-curve subsets are seeded by (value, replica, fold) and the metamodel seed by the replica, so
+    a point's replicas differ in both. A value at least a fold's training size takes all of them.
+    """
     opt = kp.optimisers[kp.optimiser]
-    r = splits["r"]
+    k = range(len(folds))
     if name == "n_train":
-        return [
-            (n, Run(r, kp.n_queries, kp.output, opt, n_train=n))
-            for n in sorted({min(n, len(r["train"])) for n in sp.n_train})
-        ]
+        smallest = min(len(fold_split(folds, f)["train"]) for f in k)
+        values = sorted({min(n, smallest) for n in sp.n_train})
+        out = []
+        for n in values:
+            full = n >= smallest
+            for r in range(sp.subsets):
+                for f in k:
+                    split = fold_split(folds, f)
+                    if not full:
+                        split = {"train": subset(split["train"], n, seed, n, r, f), "test": split["test"]}
+                    out.append(((n if not full else "all", r), f, Run(split, kp.n_queries, kp.output, opt, replica=r)))
+        return out
     if name == "n_queries":
         too_many = [q for q in sp.n_queries if q > outputs.shape[1]]
         if too_many:
             raise KennenError(
                 f"kennen_o_sweep.n_queries: {too_many} exceed the {outputs.shape[1]} stored queries (queries.n_max)"
             )
-        return [(q, Run(r, q, kp.output, opt)) for q in sp.n_queries]
+        return [((q, 0), f, Run(fold_split(folds, f), q, kp.output, opt)) for q in sp.n_queries for f in k]
     if name == "output":
-        return [(o, Run(r, kp.n_queries, o, opt)) for o in sp.outputs]
+        return [((o, 0), f, Run(fold_split(folds, f), kp.n_queries, o, opt)) for o in sp.outputs for f in k]
     if name == "extrapolation":
         return [
-            (s, Run(splits[s], kp.n_queries, kp.output, opt)) for s in held if splits[s]["train"] and splits[s]["test"]
+            ((s, 0), -1, Run(splits[s], kp.n_queries, kp.output, opt))
+            for s in held
+            if splits[s]["train"] and splits[s]["test"]
         ]
     raise ValueError(f"unknown sweep {name!r}")
 
 
+def _is_headline(name: str, point: Point, kp: KennenOParams) -> bool:
+    value, replica = point
+    return replica == 0 and (
+        (name == "n_train" and value == "all")
+        or (name == "n_queries" and value == kp.n_queries)
+        or (name == "output" and value == kp.output)
+    )
+
+
 def evaluate_points(
-    points: list[tuple[Any, Run]],
+    name: str,
+    points: list[tuple[Point, int, Run]],
     kp: KennenOParams,
     outputs: np.ndarray,
     boxes: list[dict[str, Any]],
+    folds: list[list[int]],
     seed: int,
-    r: dict[str, list[int]],
-    headline: tuple[list[int], np.ndarray, np.ndarray] | None,
-) -> dict[Any, Result]:
-    """The result of each point, keyed by its label; the headline's own point read from ``headline`` (curve None)."""
-    out = {}
-    if headline is not None and list(headline[0]) == list(r["test"]):
-        ids, y_true, y_pred = headline
-        for label, run in points:
-            all_boxes = run.n_train is None or run.n_train >= len(r["train"])
-            if all_boxes and (run.n_queries, run.output) == (kp.n_queries, kp.output):
-                out[label] = Result(None, y_true, y_pred, scored(y_true, y_pred), None, tuple(ids))
-    todo = [(label, run) for label, run in points if label not in out]
-    results = evaluate_runs([run for _, run in todo], outputs, boxes, kp.hidden, seed, kp.early_stop)
-    return out | {label: res for (label, _), res in zip(todo, results, strict=True)}
+    headline: np.ndarray | None,
+) -> dict[Point, np.ndarray]:
+    """Out-of-fold predictions [N, 12] of every point (E splits: the test boxes' predictions), by point.
+
+    ``headline``: the ``kennen_o`` stage's out-of-fold predictions, which stand for the point that is
+    its own training (not trained again; None: every point is trained).
+    """
+    known = {p for p, _, _ in points if headline is not None and _is_headline(name, p, kp)}
+    todo = [(p, f, run) for p, f, run in points if p not in known]
+    results = evaluate_runs([run for _, _, run in todo], outputs, boxes, kp.hidden, seed, kp.early_stop)
+    per_fold: dict[Point, list[np.ndarray]] = {}
+    out: dict[Point, np.ndarray] = dict.fromkeys(known, headline)
+    for (p, f, _), res in zip(todo, results, strict=True):
+        if f < 0:
+            out[p] = res.y_pred
+        else:
+            per_fold.setdefault(p, [None] * len(folds))[f] = res.y_pred
+    return out | {p: out_of_fold(folds, preds, len(boxes)) for p, preds in per_fold.items()}
+
+
+def power_law(n: np.ndarray, c: float, a: float, b: float) -> np.ndarray:
+    """The learning curve's model: accuracy c - a * n^(-b) (c: the plateau)."""
+    return c - a * np.power(n, -b)
+
+
+def _fit(ns: np.ndarray, accs: np.ndarray) -> tuple[float, float, float] | None:
+    import warnings
+
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)  # few points: no covariance, the bootstrap gives one
+            (c, a, b), _ = curve_fit(
+                power_law, ns, accs, p0=(accs.max() + 5, 50.0, 0.5), bounds=([0, 0, 0.01], [100, 1e4, 3]), maxfev=5000
+            )
+    except (RuntimeError, ValueError):
+        return None
+    return float(c), float(a), float(b)
+
+
+def boxes_for(target: float, c: float, a: float, b: float) -> float:
+    """Training boxes at which the fitted curve reaches ``target`` (inf when its plateau is below)."""
+    return float((a / (c - target)) ** (1.0 / b)) if c > target else float("inf")
+
+
+def fit_learning_curve(
+    y_true: np.ndarray,
+    preds: dict[Point, np.ndarray],
+    sizes: dict[Any, float],
+    units: list[Any],
+    targets_: tuple[float, ...],
+    seed: int,
+    n_boot: int = 200,
+) -> dict[str, float]:
+    """Fit ``power_law`` to the points' mean accuracy over configurations (mean over subsets), and refit it on
+    ``n_boot`` configuration-bootstrap resamples: the parameters and the boxes needed for each target, with
+    95% intervals (None: the curve's plateau stays below the target, so no number of boxes reaches it).
+
+    ``sizes``: the mean number of training boxes of each swept value (``all`` included).
+    """
+    from kennen.stats import balanced_scores, per_config_weights
+
+    values = sorted(sizes, key=lambda v: sizes[v])
+    ns = np.array([sizes[v] for v in values], dtype=float)
+    weights = resample(units, n_boot, seed) * per_config_weights(units)[None, :]
+    keys = [a.key for a in ATTRIBUTES]
+
+    def curve(w: np.ndarray) -> np.ndarray:  # [B, points]: mean over subsets of the mean accuracy
+        per_value = {v: [] for v in values}
+        for (v, _), pred in preds.items():
+            per_value[v].append(balanced_scores(w, y_true, pred, keys)["mean"])
+        return np.stack([np.mean(per_value[v], axis=0) for v in values], axis=1)
+
+    point = curve(per_config_weights(units)[None, :])[0]
+    fit = _fit(ns, point)
+    out: dict[str, float] = {"fit.points": len(values)}
+    if fit is None:
+        return out | {"fit.ok": 0.0}
+    out |= {"fit.ok": 1.0, "fit.c": round(fit[0], 2), "fit.a": round(fit[1], 2), "fit.b": round(fit[2], 3)}
+    boot = [f for f in (_fit(ns, row) for row in curve(weights)) if f is not None]
+    for name, i in (("c", 0), ("b", 2)):
+        lo, hi = np.percentile([f[i] for f in boot], [2.5, 97.5])
+        out[f"fit.{name}_low"], out[f"fit.{name}_high"] = round(float(lo), 3), round(float(hi), 3)
+    for t in targets_:
+        need = np.array([boxes_for(t, *f) for f in boot])
+        lo, hi = np.quantile(need, [0.025, 0.975], method="inverted_cdf")  # order statistics: inf stays inf
+        key = f"fit.boxes_for_{t:g}"
+        out[key], out[f"{key}_low"], out[f"{key}_high"] = (_finite(v) for v in (boxes_for(t, *fit), lo, hi))
+    out["fit.n_boot"] = len(boot)
+    return out
+
+
+def _finite(v: float) -> float | None:
+    return round(float(v), 0) if np.isfinite(v) else None
+
+
+def run_sweep(
+    name: str,
+    sp: SweepParams,
+    kp: KennenOParams,
+    outputs: np.ndarray,
+    boxes: list[dict[str, Any]],
+    splits: dict[str, dict[str, list[int]]],
+    folds: list[list[int]],
+    held: dict[str, dict[str, Any]],
+    seed: int,
+    r_metrics: dict[str, float] | None = None,
+    headline: np.ndarray | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Rows of one sweep, and its summary metrics (the learning curve's fit; empty for the other sweeps).
+
+    Every point is a full kennen-o training per fold with the headline settings, in parallel
+    (``runs.evaluate_runs``); ``headline``: the ``kennen_o`` stage's out-of-fold predictions.
+    """
+    points = sweep_points(name, sp, kp, outputs, splits, folds, held, seed)
+    preds = evaluate_points(name, points, kp, outputs, boxes, folds, seed, headline)
+    y = targets(boxes).numpy()
+    units = units_of(boxes)
+    if name == "extrapolation":
+        assert r_metrics is not None
+        rows = []
+        for split_name, held_values in held.items():
+            if (split_name, 0) not in preds:
+                rows.append(_empty_row(split_name, splits[split_name]))
+                continue
+            test = splits[split_name]["test"]
+            y_test, pred = y[test], preds[split_name, 0]
+            metrics = {f"acc.{k}": v for k, v in box_accuracies(y_test, pred).items()}
+            row = extrapolation_row(split_name, splits[split_name], held_values, metrics, r_metrics)
+            ci = bootstrap(y_test, pred, units_of(boxes, test), extrapolation_keys(held_values), seed=seed)
+            rows.append(row | {"acc_mean_low": ci["acc.mean_low"], "acc_mean_high": ci["acc.mean_high"]})
+        return rows, {}
+    sizes = {}
+    for (value, _), _fold, run in points:
+        sizes.setdefault(value, []).append(len(run.split["train"]))
+    size = {v: float(np.mean(s)) for v, s in sizes.items()}
+    if name != "n_train":
+        return [
+            _row(name, v, y, preds[v, 0], units, seed, size[v]) for (v, _) in dict.fromkeys(p for p, _, _ in points)
+        ], {}
+    rows = []
+    for value in sorted(size, key=lambda v: size[v]):
+        reps = [preds[p] for p in preds if p[0] == value]
+        per_rep = [box_accuracies(y, p, units=units, per_config=True)["mean"] for p in reps]
+        per_rep_box = [box_accuracies(y, p)["mean"] for p in reps]
+        row = _row("n_train", value, y, reps[0], units, seed, size[value])
+        row |= {
+            "subsets": len(reps),
+            "acc_config_mean": round(float(np.mean(per_rep)), 2),
+            "acc_config_sd": round(float(np.std(per_rep, ddof=1)), 2) if len(reps) > 1 else 0.0,
+            "acc_mean": round(float(np.mean(per_rep_box)), 2),
+            "acc_sd": round(float(np.std(per_rep_box, ddof=1)), 2) if len(reps) > 1 else 0.0,
+        }
+        rows.append(row)
+    return rows, fit_learning_curve(y, preds, size, units, sp.targets, seed)
 
 
 # How the curve sweeps are drawn: (x column, x label, title); the bar sweeps carry the paper's values.
 _CURVES = {
-    "n_train": ("n_train", "training boxes", "kennen-o vs. number of training models"),
-    "n_queries": ("n_queries", "queries", "kennen-o vs. number of queries"),
+    "n_train": ("n_train", "training boxes (mean over folds)", "kennen-o vs. number of training boxes (CV)"),
+    "n_queries": ("n_queries", "queries", "kennen-o vs. number of queries (CV)"),
 }
 
 
-def run_stage(name: str, params: dict[str, Any], outputs: Path, boxes_csv: Path, splits_dir: Path, r_metrics: Path,
-              predictions: Path, plots: Path, figures: Path) -> list[dict[str, Any]]:  # fmt: skip
-    """The ``kennen_o_sweep@<name>`` stage: run one sweep, write its table and figure, return its rows."""
+def run_stage(
+    name: str,
+    params: dict[str, Any],
+    outputs: Path,
+    boxes_csv: Path,
+    splits_dir: Path,
+    r_metrics: Path,
+    predictions: Path,
+    plots: Path,
+    figures: Path,
+    metrics: Path,
+) -> list[dict[str, Any]]:
+    """The ``kennen_o_sweep@<name>`` stage: run one sweep, write its table, figure and summary metrics (the
+    learning curve's fit; ``{}`` for the other sweeps)."""
     kp = section(KennenOParams, params, "kennen_o")
     sp = section(SweepParams, params, "kennen_o_sweep")
     held = section(SplitParams, params, "splits").extrapolation
     boxes = read_boxes(boxes_csv)
     out, _ = load_outputs(outputs, boxes)
     splits = {s: read_split(splits_dir, s, boxes) for s in ("r", *held)}
-    headline = read_predictions(predictions)
-    rows = run_sweep(name, sp, kp, out, boxes, splits, held, base_seed(params), read_json(r_metrics), headline)
+    folds = read_folds(splits_dir, boxes)
+    ids, _, headline = read_predictions(predictions)
+    if ids != [b["box"] for b in boxes]:
+        raise KennenError(f"{predictions}: not the out-of-fold predictions of every box of {boxes_csv}")
+    seed = base_seed(params)
+    rows, fit = run_sweep(name, sp, kp, out, boxes, splits, folds, held, seed, read_json(r_metrics), headline)
     write_table(plots / f"sweep_{name}.csv", rows)
+    write_json(metrics, fit)
     figure = figures / f"sweep_{name}.png"
-    if name in _CURVES:
+    if name == "n_train":
+        plot_learning_curve(rows, fit, figure)
+    elif name in _CURVES:
         x, label, title = _CURVES[name]
         plot_curve(rows, x, label, title, figure, log_x=True)
     elif name == "output":
@@ -225,3 +403,32 @@ def run_stage(name: str, params: dict[str, Any], outputs: Path, boxes_csv: Path,
         title = "kennen-o on E splits, relative to R (R = 100, chance = 0)"
         plot_bars(rows, "split", "relative", title, figure, TABLE3_KENNEN_IO)
     return rows
+
+
+def plot_learning_curve(rows: list[dict[str, Any]], fit: dict[str, float], path: Path) -> None:
+    """Mean accuracy over configurations against training boxes, +-1 sd over subsets, and the fitted power law."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kennen.io import atomic_path
+
+    n = np.array([r["n_train"] for r in rows], dtype=float)
+    acc = np.array([r["acc_config_mean"] for r in rows])
+    sd = np.array([r.get("acc_config_sd", 0.0) for r in rows])
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.errorbar(n, acc, yerr=sd, fmt="o", capsize=3, label="CV, mean over configurations (+-1 sd over subsets)")
+    if fit.get("fit.ok"):
+        grid = np.geomspace(max(n.min() / 2, 1), n.max() * 30, 200)
+        ax.plot(grid, power_law(grid, fit["fit.c"], fit["fit.a"], fit["fit.b"]), "--", label="c - a n^-b")
+    ax.axhline(73.4, color="grey", lw=0.8, ls=":", label="paper kennen-o (5,000 boxes)")
+    ax.set_xscale("log")
+    ax.set_xlabel("training boxes per fold")
+    ax.set_ylabel("mean balanced accuracy (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
