@@ -175,10 +175,11 @@ rounding, top-k probabilities, label only, Gaussian noise, temperature, reverse 
 ART), adaptive misinformation (Kariyappa & Qureshi 2020, with an untrained stand-in for their misinformation
 network)). Utility is measured on the defended box itself over all {d["utility_queries"]} stored query images:
 top-1 agreement with the undefended box, change of its top-1 accuracy, mean KL divergence from the undefended
-answer. kennen-o ({d["n_queries"]} queries, headline settings) attacks each setting twice on the R split
-({d["n_train"]} training, {d["n_test"]} test boxes): **non-adaptive**, trained on clean answers and tested on
-defended ones; **adaptive**, trained and tested on defended answers. Mean class-balanced accuracy with 95%
-bootstrap intervals over test boxes; chance {d["chance"]:.1f}. The paper's only comparable figure is its
+answer. kennen-o ({d["n_queries"]} queries, headline settings) attacks each setting twice in the
+{d["n_folds"]} cross-validation folds ({d["n_boxes"]} boxes of {d["n_configs"]} configurations, each tested
+once): **non-adaptive**, trained on clean answers and tested on defended ones; **adaptive**, trained and
+tested on defended answers. Mean class-balanced accuracy over boxes with 95% intervals over resampled
+configurations; chance {d["chance"]:.1f}. The paper's only comparable figure is its
 output-type ablation: kennen-o on top-1 labels {KENNEN_O_BY_OUTPUT["top1"]} against
 {KENNEN_O_BY_OUTPUT["prob"]} on probabilities (chance {TABLE2["chance"]["mean"]}). The white-box row reads
 the weights instead (Unterthiner et al. 2020 statistics per layer slot, `kennen/metamodel/weights.py`); the

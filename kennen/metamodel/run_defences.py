@@ -10,12 +10,12 @@ from kennen import data as mnist_data
 from kennen.config import base_seed, section
 from kennen.io import read_json, write_json
 from kennen.metamodel import ladder
+from kennen.metamodel.cv import out_of_fold, units_of
 from kennen.metamodel.kennen_o import KennenOParams
 from kennen.metamodel.report import plot_privacy_utility, write_table
-from kennen.metamodel.runs import scored
 from kennen.metamodel.weights import whitebox, zoo_features
 from kennen.queries import load_outputs, read_boxes
-from kennen.splits import read_split
+from kennen.splits import fold_split, read_folds
 
 log = logging.getLogger("kennen.defences")
 
@@ -36,13 +36,15 @@ def run(
     seed = base_seed(params)
     boxes = read_boxes(boxes_csv)
     outputs, query_index = load_outputs(outputs_npz, boxes)
-    split = read_split(splits, "r", boxes)
+    folds = read_folds(splits, boxes)
     labels = mnist_data.load(data).test_labels[query_index]
-    y_true, settings = ladder.evaluate(dp.defences(), kp, outputs, boxes, split, labels, seed)
+    y_true, settings = ladder.evaluate(dp.defences(), kp, outputs, boxes, folds, labels, seed)
     wx = zoo_features(boxes, models, shards)
-    wb = scored(*whitebox(wx, boxes, split, seed, dp.whitebox_iter))
-    n = (len(split["train"]), len(split["test"]), kp.n_queries, outputs.shape[1])
-    crafted = ladder.crafted_row(read_json(kennen_i), len(split["test"]))
+    per_fold = [whitebox(wx, boxes, fold_split(folds, f), seed, dp.whitebox_iter)[1] for f in range(len(folds))]
+    units = units_of(boxes)
+    wb = ladder.score(y_true, out_of_fold(folds, per_fold, len(boxes)), units, seed)
+    n = (len(boxes), len(set(units)), len(folds), kp.n_queries, outputs.shape[1])
+    crafted = ladder.crafted_row(read_json(kennen_i), len(boxes))
     write_json(metrics, ladder.metrics(settings, wb, crafted, *n))
     rows = ladder.curve_rows(settings)
     write_table(plots / "privacy_utility.csv", rows)
