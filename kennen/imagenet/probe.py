@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from kennen import stats
 from kennen.attributes import Attribute
 from kennen.errors import KennenError
 from kennen.io import read_csv
 from kennen.metamodel.kennen_o import Optimiser, new_model, predict, train_epochs
-from kennen.seeds import Purpose, StableRng, derive, generator
+from kennen.seeds import Purpose, StableRng, derive
 
 
 def load_zoo(zoo: Path) -> tuple[np.ndarray, list[dict[str, str]]]:
@@ -122,20 +123,20 @@ def run_probe_task(
             "pred": pred.tolist()}  # fmt: skip
 
 
-def _try_interval(per_try: list[float], n_boot: int = 1000) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean accuracy over tries (folds x draws), resampling whole tries.
+def _try_interval(per_try: list[float], seed: int) -> tuple[float, float]:
+    """95% interval of the mean accuracy over tries (folds x draws), resampling whole tries (``kennen.stats``).
 
     Every try holds out one model per family, so its test models are few; the tries share the zoo,
     so this is an interval over the protocol's own repetitions, not over new zoos.
     """
-    rng = generator(len(per_try), Purpose.BOOTSTRAP)
-    a = np.asarray(per_try)
-    means = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return round(float(lo), 2), round(float(hi), 2)
+    a = np.asarray(per_try, dtype=float)
+    lo, hi = stats.interval(lambda w: float((w * a).sum() / w.sum()), list(range(len(a))), seed=seed)
+    return round(lo, 2), round(hi, 2)
 
 
-def summarise(results: list[dict[str, Any]], families: list[str]) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
+def summarise(
+    results: list[dict[str, Any]], families: list[str], seed: int = 0
+) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
     """Per query count: overall and per-family accuracy (%) and a confusion matrix (rows: true family)."""
     rows, confusions = [], {}
     for n in sorted({r["n"] for r in results}):
@@ -145,7 +146,7 @@ def summarise(results: list[dict[str, Any]], families: list[str]) -> tuple[list[
         cm = np.zeros((len(families), len(families)), dtype=np.int64)
         np.add.at(cm, (true, pred), 1)
         per_try = [100.0 * float(np.mean(np.array(r["true"]) == np.array(r["pred"]))) for r in rs]
-        low, high = _try_interval(per_try)
+        low, high = _try_interval(per_try, seed)
         row = {"n_queries": n, "acc": round(float(np.mean(true == pred)) * 100, 2), "acc_low": low, "acc_high": high,
                "acc_std_over_tries": round(float(np.std(per_try)), 2), "tries": len(rs)}  # fmt: skip
         for i, f in enumerate(families):

@@ -81,7 +81,7 @@ def run(params: dict[str, Any], zoo: Path, metrics: Path, plots: Path, figures: 
     done = train_tasks(job, tasks, desc="probe fits")
     results = [done[t] for t in tasks]
     head = pp.features[0]
-    by_feature = {k: summarise([r for r in results if r["feature"] == k], families) for k in pp.features}
+    by_feature = {k: summarise([r for r in results if r["feature"] == k], families, seed) for k in pp.features}
     rows, confusions = by_feature[head]
     for k, (krows, _) in by_feature.items():
         for r in krows:

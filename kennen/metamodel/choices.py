@@ -30,14 +30,15 @@ from kennen.config import base_seed, section
 from kennen.errors import KennenError
 from kennen.io import write_csv, write_json
 from kennen.metamodel.crafted import ZooSource, draw_images
+from kennen.metamodel.cv import units_of
 from kennen.metamodel.kennen_i import KennenIParams, run_target
 from kennen.metamodel.kennen_io import KennenIOParams, Phase, run_split
 from kennen.metamodel.kennen_o import KennenOParams, Optimiser, accuracies, train_and_evaluate
-from kennen.metamodel.uncertainty import bootstrap
 from kennen.parallel import run_tasks
 from kennen.queries import load_outputs, read_boxes
 from kennen.seeds import Purpose, derive
 from kennen.splits import SplitParams, random_split, read_split
+from kennen.stats import bootstrap
 
 log = logging.getLogger("kennen.choices")
 
@@ -123,12 +124,12 @@ def _score(
     return [{"setting": n} | done[n] | {"is_default": is_default(c)} for n, c in candidates.items()]
 
 
-def _validation(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """The validation mean with its 95% bootstrap interval over the validation boxes.
+def _validation(y_true: np.ndarray, y_pred: np.ndarray, units: list[Any], seed: int) -> dict[str, float]:
+    """The validation mean with its 95% interval over the validation boxes' resampled configurations ``units``.
 
     Every candidate is resampled with the same seed, so their intervals come from the same resamples.
     """
-    interval = bootstrap(y_true, y_pred)
+    interval = bootstrap(y_true, y_pred, units, seed=seed)
     return {
         "validation_mean": round(accuracies(y_true, y_pred)["acc.mean"], 2),
         "validation_low": round(interval["acc.mean_low"], 2),
@@ -142,7 +143,7 @@ def _o_job(
 ) -> dict[str, Any]:  # fmt: skip
     torch.set_num_threads(1)  # the same arithmetic on every executor, as kennen-i's and kennen-io's tasks
     r = train_and_evaluate(outputs, boxes, val, kp.n_queries, kp.output, kp.hidden, opt, base)
-    return _validation(r.y_true, r.y_pred)
+    return _validation(r.y_true, r.y_pred, units_of(boxes, val["test"]), base)
 
 
 def kennen_o_rows(
@@ -166,7 +167,7 @@ def _i_job(
 ) -> dict[str, Any]:  # fmt: skip
     cand = dataclasses.replace(kp, step=dataclasses.replace(kp.step, rule=step[0], lr=step[1]))
     r = run_target(kp.target, source, val["train"], val["test"], init, cand, seed)
-    return _validation(r["y_true"], r["y_pred"])
+    return _validation(r["y_true"], r["y_pred"], units_of(source.boxes, val["test"]), seed)
 
 
 def kennen_i_rows(
@@ -195,7 +196,8 @@ def _io_job(
     r = run_split("val", source, {"val": val}, init, cand, ko.hidden, ko.optimisers[ko.optimiser], seed)
     start = (init[: kp.n_queries] * mnist_data.STD + mnist_data.MEAN).clip(0, 1)
     moved = float(np.abs(r["queries"] - start).mean())
-    return _validation(r["y_true"], r["y_pred"]) | {"mean_pixel_change": round(moved, 4)}
+    units = units_of(source.boxes, val["test"])
+    return _validation(r["y_true"], r["y_pred"], units, seed) | {"mean_pixel_change": round(moved, 4)}
 
 
 def kennen_io_rows(

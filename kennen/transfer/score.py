@@ -17,8 +17,8 @@ a box was trained on. Left out of the score:
 - ``ens``: every foreign box is a single model.
 
 Metric keys, flat: ``<regime>.<method>.acc.<attribute>``, ``.acc.mean`` and their
-``_low``/``_high`` bounds, ``.in_zoo_mean`` (the same ten attributes' mean on the
-zoo's R split, from the method's own metrics), ``.split.*``; per regime
+``_low``/``_high`` bounds (95%, resampling configurations: the foreign boxes' own), ``.in_zoo_mean``
+(the same ten attributes' cross-validated mean over the zoo's boxes, from the method's own metrics), ``.split.*``; per regime
 ``n_boxes``, ``n_scored``, ``box_acc_median``; and ``chance_mean`` over the ten.
 Per method and regime also ``ood_rate``, ``answered``, ``answered_acc``, ``all_acc`` and ``ece``
 (``confidence_metrics``). ``<method>`` is the file name: ``kennen_o``, ``kennen_io``, ``kennen_i``.
@@ -39,7 +39,7 @@ from kennen.errors import KennenError
 from kennen.io import read_json
 from kennen.metamodel.calibration import ece
 from kennen.metamodel.metrics import balanced_accuracy
-from kennen.metamodel.uncertainty import bootstrap
+from kennen.stats import bootstrap
 from kennen.whiten import FILES, BlackBox, Report, load_target, whiten
 
 log = logging.getLogger("kennen.transfer")
@@ -85,7 +85,8 @@ def method_metrics(y_true: np.ndarray, y_pred: np.ndarray, seed: int) -> dict[st
     acc = {k: balanced_accuracy(y_true[:, _INDEX[k]], y_pred[:, _INDEX[k]]) for k in SCORABLE}
     out = {f"acc.{k}": round(v, 2) for k, v in acc.items()}
     out["acc.mean"] = round(float(np.mean(list(acc.values()))), 2)
-    out |= bootstrap(y_true, y_pred, keys=SCORABLE, seed=seed)
+    units = [tuple(row) for row in y_true]  # the box's configuration: boxes of one configuration resample together
+    out |= bootstrap(y_true, y_pred, units, keys=SCORABLE, seed=seed)
     split, size = BY_KEY["split"], BY_KEY["size"]
     predicted = y_pred[:, _INDEX["split"]]
     for i, value in enumerate(SPLITS):
@@ -122,11 +123,12 @@ def confidence_metrics(reports: Sequence[Report], y_true: np.ndarray, y_pred: np
 
 
 def in_zoo_mean(metrics: Mapping[str, Any], source: str) -> float:
-    """The mean of ``acc.<attribute>`` over the ten scored attributes in a metamodel stage's metrics."""
-    missing = [k for k in SCORABLE if f"acc.{k}" not in metrics]
+    """The mean of ``cv.acc.<attribute>`` (cross-validated, over boxes) over the ten scored attributes in a
+    metamodel stage's metrics."""
+    missing = [k for k in SCORABLE if f"cv.acc.{k}" not in metrics]
     if missing:
-        raise KennenError(f"{source}: no acc.{missing[0]}; rerun the stage that writes it")
-    return round(float(np.mean([metrics[f"acc.{k}"] for k in SCORABLE])), 2)
+        raise KennenError(f"{source}: no cv.acc.{missing[0]}; rerun the stage that writes it")
+    return round(float(np.mean([metrics[f"cv.acc.{k}"] for k in SCORABLE])), 2)
 
 
 def score_boxes(
@@ -145,7 +147,7 @@ def score_boxes(
         box_dir: the folder the rows' ``file`` paths are relative to.
         models_dir: the folder of the trained metamodels (``models/``).
         methods: ``kennen-o``, ``kennen-io``, ``kennen-i``.
-        in_zoo: method -> its stage's metrics JSON (the R-split figures).
+        in_zoo: method -> its stage's metrics JSON (the cross-validated figures).
         seed: the bootstrap's seed.
         min_acc: boxes below this test accuracy (or diverged) are counted but not whitened.
 
