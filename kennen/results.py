@@ -68,6 +68,8 @@ def zoo_rows(zoo: dict[str, Any], kennen_o: dict[str, Any], params: dict[str, An
         ["`n_par` classes present", f"{zoo['n_par_classes']} of {n_par}", n_par],
         ["meta-train / meta-test boxes (R split)", f"{kennen_o['n_train']} / {kennen_o['n_test']}",
          f"{p['n_train']:,} / {p['n_test']:,}"],
+        ["boxes / configurations tested (cross-validation)",
+         f"{kennen_o.get('cv.n_boxes', '–')} / {kennen_o.get('cv.n_configs', '–')}", "–"],
     ]  # fmt: skip
 
 
@@ -349,4 +351,104 @@ def attack_verdict(attack: dict[str, Any]) -> str:
         f"probe's family {t5['predicted_family']:.1f}% against {t5['all_families']:.1f}% for one model of every "
         f"family ({gap:+.1f} points), so the paper's conclusion (knowing the family makes the black-box attack "
         f"stronger) {holds}."
+    )
+
+
+def cv_rows(kennen_o: dict[str, Any], kennen_i: dict[str, Any], kennen_io: dict[str, Any]) -> list[Row]:
+    """The headline table: every method in the cross-validation folds, mean over configurations and over boxes
+    with their 95% intervals (configurations resampled), then the paper's R-split means for reference."""
+
+    def row(name: str, m: dict[str, Any], prefix: str = "cv") -> Row:
+        return [name, ci(m, f"{prefix}.acc_config.mean"), ci(m, f"{prefix}.acc.mean")]
+
+    rows = [row("kennen-o (prob; ours: adam, early stopping)", kennen_o)]
+    if "cv.official.acc_config.mean" in kennen_o:
+        rows.append(row("kennen-o (prob; official optimiser settings)", kennen_o, "cv.official"))
+    for kind, label in (("logreg", "logistic regression (baseline)"), ("knn", "5-nearest neighbours (baseline)")):
+        if f"cv.{kind}.acc_config.mean" in kennen_o:
+            rows.append(row(label, kennen_o, f"cv.{kind}"))
+    if "cv.acc.mean" in kennen_i:
+        rows.append(row("kennen-i (top-1 label of crafted queries)", kennen_i))
+    if "cv.acc.mean" in kennen_io:
+        rows.append(row("kennen-io (prob, learned queries)", kennen_io))
+    for name in ("kennen-o", "kennen-i", "kennen-io"):
+        rows.append([f"paper: {name} (R split, 5,000 training boxes)", "–", METHOD_MEANS[name]])
+    return rows
+
+
+def cv_attribute_rows(methods: dict[str, dict[str, Any]], kind: str = "acc_config") -> list[Row]:
+    """Per attribute, each method's cross-validated accuracy (``kind``: ``acc_config`` or ``acc``) with its interval."""
+    return [
+        [name, *(ci(m, f"cv.{kind}.{k}") for k in REPORT_ORDER), ci(m, f"cv.{kind}.mean")]
+        for name, m in methods.items()
+        if f"cv.{kind}.mean" in m
+    ]
+
+
+def _gap_text(m: dict[str, Any], prefix: str) -> str:
+    g = {k.removeprefix(f"{prefix}."): v for k, v in m.items() if k.startswith(f"{prefix}.")}
+    if "diff" not in g:
+        return "–"
+    called = "beyond noise" if g.get("beyond_noise") else "within noise"
+    return f"{g['diff']:+.1f} [{g['low']:+.1f}, {g['high']:+.1f}], {called}"
+
+
+def cv_notes(kennen_o: dict[str, Any], kennen_io: dict[str, Any]) -> list[str]:
+    """Bullet lines: what the MLP adds over the baselines, io - o, and the spread over metamodel seeds."""
+    lines = []
+    for kind, label in (("logreg", "logistic regression"), ("knn", "5-nearest neighbours")):
+        if f"cv.vs_{kind}.acc_config.diff" in kennen_o:
+            lines.append(
+                f"- kennen-o's MLP − {label}, same boxes, over configurations: "
+                f"{_gap_text(kennen_o, f'cv.vs_{kind}.acc_config')} (over boxes: "
+                f"{_gap_text(kennen_o, f'cv.vs_{kind}.acc')})."
+            )
+    if "cv.gap_vs_o.acc_config.diff" in kennen_io:
+        paper = METHOD_MEANS["kennen-io"] - METHOD_MEANS["kennen-o"]
+        lines.append(
+            f"- kennen-io − its warm start (kennen-o on the initial queries, same seed and folds), over "
+            f"configurations: {_gap_text(kennen_io, 'cv.gap_vs_o.acc_config')} (over boxes: "
+            f"{_gap_text(kennen_io, 'cv.gap_vs_o.acc')}). The paper: {paper:+.1f}."
+        )
+    if "cv.seeds.acc_config.mean_sd" in kennen_o:
+        lines.append(
+            f"- kennen-o over {int(kennen_o['cv.seeds.n'])} metamodel seeds (every seed cross-validated): mean over "
+            f"configurations {ci(kennen_o, 'cv.seeds.acc_config.mean')} (t-interval over seeds; sd "
+            f"{kennen_o['cv.seeds.acc_config.mean_sd']:.2f})."
+        )
+    return lines
+
+
+def learning_curve_rows(sweep: list[dict[str, Any]]) -> list[Row]:
+    """The learning curve: training boxes, subsets, mean over configurations +- sd over subsets, over boxes."""
+    return [
+        [
+            r["n_train"],
+            r.get("subsets", 1),
+            f"{r['acc_config_mean']:.1f} ± {r.get('acc_config_sd', 0.0):.1f}",
+            f"{r['acc_mean']:.1f} ± {r.get('acc_sd', 0.0):.1f}",
+        ]
+        for r in sweep
+    ]
+
+
+def learning_curve_text(fit: dict[str, Any]) -> str:
+    """The fitted power law and the boxes it says each target needs (with configuration-bootstrap intervals)."""
+    if not fit.get("fit.ok"):
+        return "The power law could not be fitted to these points."
+
+    def boxes(key: str) -> str:
+        v = fit.get(key)
+        return "never (the fitted plateau is below)" if v is None else f"{v:,.0f}"
+
+    parts = []
+    for key in sorted(k for k in fit if k.startswith("fit.boxes_for_") and not k.endswith(("_low", "_high"))):
+        target = key.removeprefix("fit.boxes_for_")
+        parts.append(f"{target}%: {boxes(key)} boxes (95% interval {boxes(key + '_low')} to {boxes(key + '_high')})")
+    return (
+        f"Fitted acc(n) = c − a·n^(−b) to the means over configurations: plateau c = {fit['fit.c']:.1f} "
+        f"[{fit.get('fit.c_low', NAN):.1f}, {fit.get('fit.c_high', NAN):.1f}], exponent b = {fit['fit.b']:.2f} "
+        f"[{fit.get('fit.b_low', NAN):.2f}, {fit.get('fit.b_high', NAN):.2f}] (intervals: the fit repeated on "
+        f"{int(fit.get('fit.n_boot', 0))} resamples of the configurations). Training boxes per fold the curve "
+        f"needs to reach " + "; ".join(parts) + ". An extrapolation of a few points: read it as an order of magnitude."
     )

@@ -26,9 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     for name in (*METRICS.values(), "plots", "out"):
         p.add_argument(f"--{name.replace('_', '-')}", required=True)
+    p.add_argument("--learning-curve", required=True, help="the kennen_o_sweep@n_train stage's fit (metrics JSON)")
 
     def body(args) -> None:
         metrics = {arg: read_json(getattr(args, name)) for arg, name in METRICS.items()}
+        metrics["learning_curve"] = read_json(args.learning_curve)
         params = page_params(load_params(args.params))
         write_text(args.out, render(**metrics, params=params, **read_plots(Path(args.plots))))
 

@@ -22,6 +22,41 @@ def _metamodel(mean: float, width: float = 4.0) -> dict:
     return m
 
 
+def _cv(mean: float, width: float = 5.0) -> dict:
+    m = {"cv.k": 5, "cv.n_boxes": 300, "cv.n_configs": 200}
+    for kind, shift in (("acc", 0.0), ("acc_config", -2.0)):
+        for k in (*KEYS, "mean"):
+            v = mean + shift
+            m[f"cv.{kind}.{k}"], m[f"cv.{kind}.{k}_low"], m[f"cv.{kind}.{k}_high"] = v, v - width, v + width
+    return m
+
+
+def test_cv_section_leads_with_configurations_and_calls_gaps_by_their_paired_intervals():
+    from kennen.results_page import cv_section
+
+    o = _cv(60.0) | {"cv.logreg.acc_config.mean": 57.0, "cv.logreg.acc.mean": 58.0,
+                     "cv.vs_logreg.acc_config.diff": 1.0, "cv.vs_logreg.acc_config.low": -1.5,
+                     "cv.vs_logreg.acc_config.high": 3.5, "cv.vs_logreg.acc_config.beyond_noise": 0.0}  # fmt: skip
+    io = _cv(63.0) | {"cv.gap_vs_o.acc_config.diff": 3.0, "cv.gap_vs_o.acc_config.low": 0.5,
+                      "cv.gap_vs_o.acc_config.high": 5.5, "cv.gap_vs_o.acc_config.beyond_noise": 1.0}  # fmt: skip
+    curve = [{"n_train": 25.0, "subsets": 5, "acc_config_mean": 45.0, "acc_config_sd": 2.0, "acc_mean": 46.0,
+              "acc_sd": 2.5}]  # fmt: skip
+    fit = {"fit.ok": 1.0, "fit.c": 66.0, "fit.c_low": 60.0, "fit.c_high": 80.0, "fit.b": 0.5, "fit.b_low": 0.2,
+           "fit.b_high": 1.0, "fit.n_boot": 200, "fit.boxes_for_65": 4000.0, "fit.boxes_for_65_low": 900.0,
+           "fit.boxes_for_65_high": None, "fit.boxes_for_73.4": None, "fit.boxes_for_73.4_low": 20000.0,
+           "fit.boxes_for_73.4_high": None}  # fmt: skip
+    page = cv_section(o, _cv(45.0), io, curve, fit)
+    assert "300 boxes of 200 configurations" in page
+    assert "| kennen-o (prob; ours: adam, early stopping) | 58.0 [53.0, 63.0] | 60.0 [55.0, 65.0] |" in page
+    assert "| logistic regression (baseline) | 57.0 | 58.0 |" in page
+    assert "logistic regression, same boxes, over configurations: +1.0 [-1.5, +3.5], within noise" in page
+    assert "kennen-io − its warm start" in page and "+3.0 [+0.5, +5.5], beyond noise" in page
+    assert "| 25.0 | 5 | 45.0 ± 2.0 | 46.0 ± 2.5 |" in page
+    assert "65%: 4,000 boxes (95% interval 900 to never (the fitted plateau is below))" in page
+    assert "| paper: kennen-o (R split, 5,000 training boxes) | – | 73.4 |" in page
+    assert cv_section(_metamodel(60.0), {}, {}, [], {}) == ""  # no cross-validation: no section
+
+
 def test_uncertainty_section_calls_the_gap_by_its_interval():
     io = _metamodel(62.0) | {
         "gap_vs_o.diff": 3.0,
@@ -60,28 +95,33 @@ def _acc(mean: float, width: float = 4.0) -> dict:
 def test_defences_section_builds_the_ladder_and_calls_defences_by_their_intervals():
     from kennen.results_page import defences_section
 
-    def setting(name: str, value, agreement: float, nonadaptive: float, adaptive: float) -> dict:
+    def setting(name: str, value, agreement: float, nonadaptive: float, adaptive: float, gap=(0.0, -3.0, 3.0)) -> dict:
+        diff, lo, hi = gap
         return {"defence": name, "value": value, "utility": {"agreement": agreement, "acc_change": 0.0, "kl": 0.1},
-                "nonadaptive": _acc(nonadaptive), "adaptive": _acc(adaptive)}  # fmt: skip
+                "nonadaptive": _acc(nonadaptive), "adaptive": _acc(adaptive) | {"config_mean": adaptive},
+                "adaptive_vs_none": {"diff": diff, "low": lo, "high": hi, "beyond_noise": float(hi < 0 or lo > 0)}}  # fmt: skip
 
     d = {
-        "n_train": 200, "n_test": 60, "n_queries": 100, "utility_queries": 1000, "chance": 34.9,
+        "n_boxes": 260, "n_configs": 200, "n_folds": 5, "n_queries": 100, "utility_queries": 1000, "chance": 34.9,
         "whitebox": _acc(80.0), "label_kennen_i": _acc(45.0),
         "settings": {
             "none": setting("none", None, 100.0, 60.0, 60.0),
             "round:2": setting("round", 2, 99.9, 58.0, 59.0),
-            "round:1": setting("round", 1, 99.0, 50.0, 57.0),  # the strongest round: within noise of 60
-            "label": setting("label", None, 100.0, 35.0, 44.0),  # beyond noise
+            # the strongest round: within noise of 60 when paired, though its interval is apart from the clean one
+            "round:1": setting("round", 1, 99.0, 50.0, 51.0, (-9.0, -20.0, 1.0)),
+            "label": setting("label", None, 100.0, 35.0, 44.0, (-16.0, -20.0, -12.0)),  # beyond noise
         },
     }  # fmt: skip
     sweep = [{"output": "prob", "acc_mean": 60.0}, {"output": "top3", "acc_mean": 52.0, "acc_mean_low": 48.0,
                                                     "acc_mean_high": 56.0}]  # fmt: skip
     page = defences_section(d, sweep)
     assert "| weights (white box) |" in page and "80.0 [76.0, 84.0]" in page
-    assert "| defended scores | `round:1` | 99.0 | 0.0 | 0.1 | 50.0 [46.0, 54.0] | 57.0 [53.0, 61.0] |" in page
+    assert "| defended scores | `round:1` | 99.0 | 0.0 | 0.1 | 50.0 [46.0, 54.0] | 51.0 [47.0, 55.0] |" in page
     assert "| ranking | `top3` (kennen-o sweep) |" in page and "52.0 [48.0, 56.0]" in page
     assert "| labels | crafted queries (kennen-i) |" in page
     assert "strongest setting of 1 of 2 defences" in page and "`label`; within noise: `round:1`" in page
+    assert "(the two intervals apart) it would be 2; the verdict differs for `round:1`" in page
+    assert "5 cross-validation folds (260 boxes of 200 configurations" in page
     assert "| `round:1` |" in page and "| `round:2` |" not in page.split("Per attribute")[1]  # strongest only
     assert "more, beyond noise" in page and "54.4" in page and "73.4" in page  # the paper's ablation, from paper.py
 
@@ -126,11 +166,11 @@ def test_render_lays_out_every_section_from_small_metrics():
     headings = [line for line in page.splitlines() if line.startswith("## ")]
     assert headings == [
         "## The zoo",
-        "## Table 2: the random split (100 queries; kennen-i: one per attribute)",
-        "## Output types (paper §4, Figure 4 right)",
-        "## Training-set size and number of queries (Figure 4 left and middle)",
+        "## Table 2: the paper's protocol, one random split (100 queries; kennen-i: one per attribute)",
+        "## Output types (paper §4, Figure 4 right, in the folds)",
+        "## Number of queries (Figure 4 middle, in the folds)",
         "## Table 3 analogue: extrapolation splits",
-        "## Uncertainty of the headline figures",
+        "## Uncertainty of the R split's figures",
         "## ImageNet model families (paper §7)",
         "## Figures",
     ]  # no calibration, transfer, defences or attack metrics: no such sections
@@ -138,7 +178,7 @@ def test_render_lays_out_every_section_from_small_metrics():
     assert "| kennen-o, `default` optimiser (headline) | prob | 55.0 |" in page
     assert "| paper: kennen-io | prob | 88.4 |" in page
     assert "Mean accuracy here: kennen-io (65.0) > kennen-o (60.0) > kennen-i (40.0); the paper:" in page
-    assert "| prob | 60.0 | 38.6 | 73.4 |" in page and "| 8 | 50.0 | 23.3 |" in page
+    assert "| prob | 60.0 | 38.6 | 73.4 |" in page and "| 10 | 45.0 | 15.6 |" in page
     assert "| e_alg | 10 | 4 | 50.0 | 60.0 | 61.5 | 70.0 | 88.5 |" in page
     assert "| `prob` (headline) | 100 | 75.0 | 50.0 | 100.0 | 90.4 |" in page
     assert "against the paper's 11,282 trained for 100 epochs on up to 60,000," in page
@@ -168,10 +208,14 @@ def test_report_stage_renders_the_committed_metrics(tmp_path):
         f"--{name.replace('_', '-')}={root / 'reports' / 'metrics' / name}.json" for name in report.METRICS.values()
     ]
     out = tmp_path / "README.md"
+    curve = root / "reports" / "metrics" / "kennen_o_sweep" / "n_train.json"
     rc = report.main(
-        [*args, f"--params={root / 'params.yaml'}", f"--plots={root / 'reports' / 'plots'}", f"--out={out}"]
-    )
+        [*args, f"--params={root / 'params.yaml'}", f"--plots={root / 'reports' / 'plots'}", f"--out={out}",
+         f"--learning-curve={curve}"]
+    )  # fmt: skip
     assert rc == 0
     page = out.read_text(encoding="utf-8")
-    for heading in ("## The zoo", "## Black boxes the zoo never saw", "## Output defences", "## Family-aware"):
+    for heading in ("## The zoo", "## Headline: cross-validation", "## Black boxes the zoo never saw",
+                    "## Output defences", "## Family-aware"):  # fmt: skip
         assert heading in page
+    assert page == (root / "reports" / "README.md").read_text(encoding="utf-8")  # the committed page is this one
