@@ -200,17 +200,20 @@ def calibration_section(kennen_o: dict[str, Any], kennen_i: dict[str, Any], kenn
     rows = res.calibration_rows({"kennen-o": kennen_o, "kennen-i": kennen_i, "kennen-io": kennen_io})
     if not rows:
         return ""
-    header = ["method", "validation boxes", "ECE before", "ECE after", "min confidence", "answered (%)",
-              "accuracy answered (%)", "accuracy all (%)", "R test boxes out of the zoo (%)"]  # fmt: skip
+    header = ["method", "boxes fitted on", "ECE before", "ECE after", "min confidence", "answered (%)",
+              "accuracy answered (%)", "accuracy all (%)", "boxes out of the zoo (%)"]  # fmt: skip
     return f"""## Calibration and abstention (ours)
 
-What `kennen whiten` prints as a probability. Fitted on a validation carve of the training boxes, evaluated
-on the R test boxes: expected calibration error over all 12 attributes' top answers (10 equal-width bins;
-95% bootstrap interval over test boxes), before and after calibration (kennen-o, kennen-io: a temperature per
-attribute; kennen-i: validation accuracy per attribute and label, its "before" is certainty). The default
-`--min-confidence` is the lowest threshold answering at >= 90% on validation; its share of answers given and
-their plain accuracy on the test boxes, against the accuracy of all answers. The last column: test boxes the
-out-of-zoo check flags (99th-percentile threshold, so about 1% is expected for boxes like the zoo's).
+What `kennen whiten` prints as a probability. The saved metamodels learn from every box; their calibrators
+(kennen-o, kennen-io: a temperature per attribute; kennen-i: accuracy per attribute and label, its "before" is
+certainty) are fitted on the out-of-fold predictions of every box (the cross-validation's). What is reported is
+cross-fitted, so that no box is scored by a calibrator fitted on itself: the boxes of each fold are scaled,
+answered or not, and checked for being out of the zoo with what was fitted on the other folds. Expected
+calibration error over all 12 attributes' top answers (10 equal-width bins; 95% interval over resampled
+configurations), before and after calibration. The default `--min-confidence` is the lowest threshold answering at
+>= 90% on the other folds; its share of answers given and their plain accuracy, against the accuracy of all answers.
+The last column: boxes the out-of-zoo check flags against the other folds' boxes (99th-percentile threshold, so
+about 1% is expected for boxes like the zoo's; a fold's configurations are new to the others, so more is).
 Reliability diagrams: `reports/figures/<method>/reliability.png`; accuracy against coverage:
 `reports/plots/<method>/risk_coverage.csv` (DVC plots `reliability`, `abstention`).
 

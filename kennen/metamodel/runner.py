@@ -158,7 +158,8 @@ def finish(report: Report, out: Outputs, params: dict[str, Any], cp: Calibration
     """Write everything a metamodel stage outputs besides its own figures (module docstring)."""
     r, cal = report, report.calibration
     log_calibration(r.method, cal)
-    write_json(out.metrics, r.metrics)
+    # the cross-validated block first: `dvc exp show` and `dvc metrics diff` list keys in file order
+    write_json(out.metrics, dict(sorted(r.metrics.items(), key=lambda kv: not kv[0].startswith("cv."))))
     for name, rows in r.tables.items():
         write_table(out.plots / f"{name}.csv", rows)
     write_table(out.plots / "reliability.csv", cal.reliability)
