@@ -18,6 +18,10 @@ gradient reaching kennen-io's queries through a warm-started MLP averages
 3e-4 per pixel (2.5e-5 after 200 MLP epochs), far below the +-1/512 noise, so
 with a few hundred steps instead of the official tens of thousands the
 official rule leaves the queries where they started.
+
+Both stages also share their cross-validation's task names: one task per fold of
+``data/splits/folds.json`` (``fold_name``) and one that trains on every box (``ALL_BOXES``),
+whose crafted queries are the ones saved for ``kennen whiten``.
 """
 
 from __future__ import annotations
@@ -153,3 +157,23 @@ class ZooSource:
 
     def load(self, box_ids: Sequence[int]) -> BoxZoo:
         return load_box_zoo(Path(self.shards), Path(self.models_csv), list(self.boxes), box_ids)
+
+
+# --- cross-validation tasks --------------------------------------------------------------------
+
+ALL_BOXES = "all-boxes"  # the saved metamodel's task: every box of the zoo trains it, none tests it
+
+
+def fold_name(f: int) -> str:
+    """The task (split) name of fold ``f``: with a hyphen, which no E split's name (an identifier) holds."""
+    return f"cv-{f}"
+
+
+def fold_of(folds: Sequence[Sequence[int]], n_boxes: int) -> np.ndarray:
+    """The fold of every box [n_boxes] (int64), from the folds' box ids."""
+    out = np.full(n_boxes, -1, dtype=np.int64)
+    for f, fold in enumerate(folds):
+        out[list(fold)] = f
+    if (out < 0).any():
+        raise ValueError(f"fold_of: {int((out < 0).sum())} boxes are in no fold")
+    return out

@@ -46,6 +46,17 @@ boxes that isolates what learning the queries adds. It is kennen-o as
 and the first phase's epochs: not the ``kennen_o`` stage's headline model, which
 has its own seeds (and whatever else ``kennen_o`` sets), so the two kennen-o
 accuracies differ by seed-to-seed noise.
+
+Cross-validation (ours, the headline): kennen-io is trained once per fold of
+``data/splits/folds.json`` on the other folds' boxes, with the R split's schedule, and
+predicts its own fold's boxes with its own learned queries, so every box of the zoo is
+predicted once by a kennen-io that never saw its configuration (``kennen.metamodel.cv``);
+the warm start of each fold gives kennen-o's out-of-fold predictions on the same boxes,
+and ``cv_metrics`` pairs the two. The metamodel saved for ``kennen whiten`` is one more
+task, trained on every box (``crafted.ALL_BOXES``): it learns from the most boxes, and the
+folds measure how a kennen-io trained that way does on configurations it has not seen
+(with a fifth fewer boxes, so if anything they understate it). An ensemble of the fold
+models would be no better measured and would ask K times the queries of a black box.
 """
 
 from __future__ import annotations
@@ -58,24 +69,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from kennen.attributes import ATTRIBUTES
+from kennen import stats
 from kennen.config import require
 from kennen.data import STD
-from kennen.metamodel.calibration import carve
+from kennen.metamodel import cv
+from kennen.metamodel.calibration import logits_of
 from kennen.metamodel.crafted import BoxZoo, QueryStep, ZooSource, to_pixels
-from kennen.metamodel.kennen_o import (
-    KennenO,
-    Optimiser,
-    accuracies,
-    configs,
-    loss_fn,
-    new_model,
-    predict,
-    targets,
-    train_epochs,
-)
+from kennen.metamodel.kennen_o import KennenO, Optimiser, loss_fn, new_model, predict, targets, train_epochs
 from kennen.metamodel.sweep import extrapolation_keys, extrapolation_row
-from kennen.metamodel.uncertainty import bootstrap, paired_difference, resampled_point, seed_interval
 from kennen.seeds import Purpose, derive
 
 PHASES = ("metamodel", "queries")
@@ -93,8 +94,13 @@ class Phase:
         require(self.epochs >= 1, f"{where}.epochs", f"must be at least 1, got {self.epochs}")
 
 
-PAPER_SCHEDULE = (Phase("metamodel", 200), Phase("queries", 50), Phase("metamodel", 50), Phase("queries", 50),
-                  Phase("metamodel", 50))  # fmt: skip
+PAPER_SCHEDULE = (
+    Phase("metamodel", 200),
+    Phase("queries", 50),
+    Phase("metamodel", 50),
+    Phase("queries", 50),
+    Phase("metamodel", 50),
+)
 
 
 def _check_schedule(schedule: tuple[Phase, ...], key: str) -> None:
@@ -112,7 +118,7 @@ class KennenIOParams:
 
     n_queries: int = 100
     schedule: tuple[Phase, ...] = PAPER_SCHEDULE  # the R split's
-    e_schedule: tuple[Phase, ...] | None = None  # the E splits'; None: the R split's
+    e_schedule: tuple[Phase, ...] | None = None  # the E splits'; None: the R split's (the folds run the R split's)
     query_boxes: int | None = None  # training boxes per query epoch (fresh draw each epoch); None: all (official)
     step: QueryStep = field(default_factory=QueryStep)
     splits: tuple[str, ...] = ("r",)  # the R split and any E splits of ``splits.extrapolation`` (Table 3)
@@ -132,8 +138,10 @@ class KennenIOParams:
         self.step.check(f"{where}.step")
 
     def schedule_for(self, split: str) -> tuple[Phase, ...]:
-        """The R split's schedule for ``r``, the E splits' for any other split."""
-        return self.schedule if split == "r" or self.e_schedule is None else self.e_schedule
+        """The E splits' schedule for an E split (a name of ``splits`` other than ``r``), the R split's for
+        anything else: the R split, the cross-validation's folds and the all-box model."""
+        e_split = split != "r" and split in self.splits
+        return self.e_schedule if e_split and self.e_schedule is not None else self.schedule
 
 
 def flat(log_probs: torch.Tensor) -> torch.Tensor:
@@ -214,8 +222,9 @@ def train(
             x = _train_queries(zoo, boxes, y, x, model, params, phase.epochs, gen, on_epoch)
             feats = flat(zoo.outputs(x, boxes))
         moved = round(float((x - x_before).abs().mean()) * STD, 5)
-        logs.append(PhaseLog(phase.train, phase.epochs, before, _loss(model, feats, y), moved,
-                             round(time.perf_counter() - start, 2)))  # fmt: skip
+        after = _loss(model, feats, y)
+        seconds = round(time.perf_counter() - start, 2)
+        logs.append(PhaseLog(phase.train, phase.epochs, before, loss_after=after, moved=moved, seconds=seconds))
         if on_phase is not None:
             on_phase(phase.train, model, x)
     return Trained(model, x, logs)
@@ -260,6 +269,11 @@ def evaluate(trained: Trained, zoo: BoxZoo, boxes: Sequence[int]) -> np.ndarray:
     return predict(trained.model, flat(zoo.outputs(trained.queries, list(boxes))))
 
 
+def _features(zoo: BoxZoo, queries: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """The metamodel's input [len(rows), Q * 10] for ``rows`` of ``zoo`` (none: an empty batch)."""
+    return flat(zoo.outputs(queries, rows)) if rows else torch.zeros(0, len(queries) * 10)
+
+
 def run_split(
     name: str,
     source: ZooSource,
@@ -270,29 +284,23 @@ def run_split(
     opt: Optimiser,
     seed: int,
     schedule: Sequence[Phase] | None = None,
-    val_fraction: float = 0.0,
 ) -> dict[str, Any]:
     """Executor entry point: kennen-io trained on split ``name``'s training boxes, evaluated on its test boxes.
 
-    With ``val_fraction`` > 0 a seeded share of the training boxes is held out of the whole training
-    (queries and MLP) as a validation carve for calibration (ours; the paper trains on all of them).
-
-    Returns the MLP's weights, the learned queries (pixels), the test labels and predictions of kennen-io
-    (``y_pred``) and of its warm start, i.e. kennen-o with this seed (``o_pred``), the loss curve and the
-    per-phase log. ``schedule`` defaults to ``params.schedule``.
+    Returns the MLP's weights, the learned queries (pixels), the test box ids with their labels and the
+    predictions of kennen-io (``y_pred``, and its ``logits`` per attribute [N_test, K_a], which calibrate the
+    saved metamodel) and of its warm start, i.e. kennen-o with this seed (``o_pred``); the training boxes'
+    features on the learned queries (``train_features`` [N_train, Q * 10], the out-of-zoo reference), the
+    loss curve and the per-phase log. A split without test boxes (the all-box model) returns empty
+    predictions. ``schedule`` defaults to ``params.schedule``.
     """
     torch.set_num_threads(1)  # the same arithmetic on every executor (in-process, process pool, Dask)
-    fit_ids, val_ids = splits[name]["train"], []
-    if val_fraction > 0:  # held out of everything kennen-io trains, for calibration (calibration.py)
-        fit_ids, val_ids = carve(
-            list(fit_ids), val_fraction, derive(seed, Purpose.CARVE), configs(source.boxes, fit_ids)
-        )
-    test_ids = splits[name]["test"]
-    ids = [*fit_ids, *val_ids, *test_ids]
+    train_ids, test_ids = list(splits[name]["train"]), list(splits[name]["test"])
+    ids = [*train_ids, *test_ids]
     zoo = source.load(ids)
     y = targets([source.boxes[i] for i in ids])
-    n, n_val = len(fit_ids), len(val_ids)
-    val, test = list(range(n, n + n_val)), list(range(n + n_val, len(ids)))
+    n = len(train_ids)
+    test = list(range(n, len(ids)))
     curve: list[dict[str, Any]] = []
     warm: dict[str, np.ndarray] = {}
 
@@ -301,24 +309,34 @@ def run_split(
 
     def on_phase(phase: str, model: KennenO, queries: torch.Tensor) -> None:
         if not warm:  # the warm start, before any query has moved: kennen-o
-            warm["o_pred"] = predict(model, flat(zoo.outputs(queries, test)))
+            warm["o_pred"] = predict(model, _features(zoo, queries, test))
 
-    trained = train(zoo, range(n), y[:n], torch.from_numpy(init), params, hidden, opt, seed, on_epoch, on_phase,
-                    schedule)  # fmt: skip
-    feats = {part: flat(zoo.outputs(trained.queries, rows)) if rows else torch.zeros(0, params.n_queries * 10)
-             for part, rows in (("train", list(range(n + n_val))), ("val", val), ("test", test))}  # fmt: skip
+    trained = train(
+        zoo,
+        range(n),
+        y[:n],
+        init=torch.from_numpy(init),
+        params=params,
+        hidden=hidden,
+        opt=opt,
+        seed=seed,
+        on_epoch=on_epoch,
+        on_phase=on_phase,
+        schedule=schedule,
+    )
+    x_test = _features(zoo, trained.queries, test)
     return {
         "split": name,
         "seed": seed,
         "model": {k: v.detach().clone() for k, v in trained.model.state_dict().items()},
         "queries": to_pixels(trained.queries),
         "moved": round(float((trained.queries - torch.from_numpy(init[: params.n_queries])).abs().mean()) * STD, 5),
-        "y_true": y[n + n_val :].numpy(),
-        "y_pred": predict(trained.model, feats["test"]),
-        "y_val": y[n : n + n_val].numpy(),
-        "features": feats,  # the boxes' inputs on the learned queries: training (fit + val), validation, test
-        "n_fit": n,
+        "test": test_ids,
+        "y_true": y[n:].numpy(),
+        "y_pred": predict(trained.model, x_test),
+        "logits": logits_of(trained.model, x_test),
         "o_pred": warm["o_pred"],
+        "train_features": _features(zoo, trained.queries, list(range(n))),
         "curve": curve,
         "phases": [asdict(p) for p in trained.phases],
     }
@@ -333,37 +351,72 @@ def run_task(
     hidden: int,
     opt: Optimiser,
     seed: int,
-    val_fraction: float = 0.0,
 ) -> dict[str, Any]:
     """Executor entry point of the stage: ``task`` = (split, k), the k-th metamodel seed on that split.
 
-    The R split runs ``params.schedule``, the E splits ``params.e_schedule``; every split holds out
-    ``val_fraction`` of its training boxes (``run_split``).
+    Every split runs ``params.schedule_for`` its name: the E splits ``e_schedule``, the others the R split's.
     """
     name, k = task
-    out = run_split(name, source, splits, init, params, hidden, opt, derive(seed, Purpose.KENNEN_IO, k),
-                    params.schedule_for(name),
-                    val_fraction)  # fmt: skip
+    out = run_split(
+        name,
+        source,
+        splits,
+        init=init,
+        params=params,
+        hidden=hidden,
+        opt=opt,
+        seed=derive(seed, Purpose.KENNEN_IO, k),
+        schedule=params.schedule_for(name),
+    )
     return out | {"replicate": k}
 
 
-def tasks(params: KennenIOParams, runnable: Sequence[str]) -> list[tuple[str, int]]:
-    """The stage's tasks, the R split's first (the longest, so it starts at once on a pool)."""
-    return [("r", k) for k in range(params.seeds)] + [(s, 0) for s in runnable if s != "r"]
+# An MLP epoch's cost per box, in query epochs' (forward and backward through the zoo) per box:
+# 0.08 s for 168 boxes against 0.074 s per box (module docstring), about 1 / 150.
+MLP_PER_QUERY = 1 / 150
 
 
-def r_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """The R split's metrics: accuracies with 95% bootstrap intervals, the gap to kennen-o, how far the queries moved.
+def cost(params: KennenIOParams, split: str, n_train: int) -> float:
+    """Relative cost of one task (boxes passed through the zoo), to start the longest first: every query
+    epoch's ``query_boxes`` forward and backward, a forward of every training box after each query phase,
+    and the MLP's epochs."""
+    total = 0.0
+    for phase in params.schedule_for(split):
+        if phase.train == "queries":
+            total += phase.epochs * min(params.query_boxes or n_train, n_train) + n_train / 3
+        else:
+            total += phase.epochs * n_train * MLP_PER_QUERY
+    return total
 
-    ``gap_vs_o``: kennen-io's mean minus that of its warm start (kennen-o with kennen-io's seed) on the same
-    test boxes, with the paired bootstrap interval; ``query_phase<i>.*``: the training loss before and after
-    the i-th query phase and the queries' mean pixel change in it; ``queries.moved``: start to end.
+
+def tasks(
+    params: KennenIOParams, splits: dict[str, dict[str, list[int]]], runnable: Sequence[str]
+) -> list[tuple[str, int]]:
+    """The stage's tasks (split, metamodel seed), the longest first (``cost``), so that on a pool of two workers
+    the last to finish idles least: every seed of the R split, one task for every other split in
+    ``runnable`` (E splits, folds, the all-box model). ``splits`` gives each split's training boxes."""
+    todo = [("r", k) for k in range(params.seeds)] + [(s, 0) for s in runnable if s != "r"]
+    return sorted(todo, key=lambda t: -cost(params, t[0], len(splits[t[0]]["train"])))  # stable on ties
+
+
+def r_metrics(result: dict[str, Any], units: Sequence[Any], seed: int) -> dict[str, float]:
+    """The R split's metrics: accuracies with 95% intervals, the gap to kennen-o, how far the queries moved.
+
+    The intervals resample the test boxes' configurations ``units`` with the bootstrap seed ``seed``
+    (``kennen.stats``). ``gap_vs_o``: kennen-io's mean minus that of its warm start (kennen-o with
+    kennen-io's seed) on the same test boxes, with the paired interval; ``query_phase<i>.*``: the training
+    loss before and after the i-th query phase and the queries' mean pixel change in it; ``queries.moved``:
+    start to end.
     """
     y, io, o = result["y_true"], result["y_pred"], result["o_pred"]
-    m = accuracies(y, io) | bootstrap(y, io)
-    m |= {f"gap_vs_o.{k}": v for k, v in paired_difference(y, io, o).items()}
-    m |= {"gap_vs_o.o_mean": accuracies(y, o)["acc.mean"]}
-    m |= {f"gap_vs_o.o_mean_{k}": v for k, v in _mean_interval(y, o).items()}
+    m = stats.scored(y, io, units, seed=seed)
+    m |= {f"gap_vs_o.{k}": v for k, v in stats.paired_difference(y, io, o, units, seed=seed).items()}
+    warm = stats.scored(y, o, units, keys=None, seed=seed)
+    m |= {
+        "gap_vs_o.o_mean": warm["acc.mean"],
+        "gap_vs_o.o_mean_low": warm["acc.mean_low"],
+        "gap_vs_o.o_mean_high": warm["acc.mean_high"],
+    }
     m["queries.moved"] = result["moved"]
     queries = [p for p in result["phases"] if p["train"] == "queries"]
     for i, p in enumerate(queries, 1):
@@ -378,15 +431,39 @@ def seed_metrics(results: Sequence[dict[str, Any]]) -> dict[str, float]:
     """
     if len(results) < 2:
         return {}
-    keys = [a.key for a in ATTRIBUTES]
-    means = [resampled_point(r["y_true"], r["y_pred"], keys) for r in results]
-    gaps = [resampled_point(r["y_true"], r["y_pred"], keys) - resampled_point(r["y_true"], r["o_pred"], keys)
-            for r in results]  # fmt: skip
+    means = [stats.accuracies(r["y_true"], r["y_pred"])["mean"] for r in results]
+    gaps = [means[i] - stats.accuracies(r["y_true"], r["o_pred"])["mean"] for i, r in enumerate(results)]
     out = {"seeds.n": len(results)}
     for name, values in (("seeds.acc.mean", means), ("seeds.gap_vs_o.diff", gaps)):
-        s = seed_interval(values)
+        s = stats.seed_interval(values)
         out |= {name: s["mean"], f"{name}_sd": s["sd"], f"{name}_low": s["low"], f"{name}_high": s["high"]}
     return out
+
+
+def out_of_fold(folds: Sequence[Sequence[int]], results: Sequence[dict[str, Any]], n_boxes: int) -> dict[str, Any]:
+    """The folds' predictions put back in box order (``cv.out_of_fold``): kennen-io's (``y_pred`` [N, 12]),
+    its warm start's, kennen-o (``o_pred``), and kennen-io's ``logits`` (per attribute [N, K_a]);
+    ``results[f]`` is fold f's task."""
+
+    def put(rows: list[np.ndarray]) -> np.ndarray:
+        return cv.out_of_fold(folds, rows, n_boxes)
+
+    n_attributes = len(results[0]["logits"])
+    return {
+        "y_pred": put([r["y_pred"] for r in results]),
+        "o_pred": put([r["o_pred"] for r in results]),
+        "logits": [put([r["logits"][i] for r in results]) for i in range(n_attributes)],
+    }
+
+
+def cv_metrics(y_true: np.ndarray, io: np.ndarray, o: np.ndarray, units: Sequence[Any], seed: int) -> dict[str, float]:
+    """The ``cv`` block of kennen-io's out-of-fold predictions ``io`` (``cv.metrics``), the means of its warm
+    start's ``o`` (``cv.o.acc.mean``, ``cv.o.acc_config.mean``, with intervals) and the paired gap between
+    them over the same resampled configurations (``cv.gap_vs_o.acc.*``, ``cv.gap_vs_o.acc_config.*``)."""
+    m = cv.metrics(y_true, io, units, seed)
+    warm = cv.metrics(y_true, o, units, seed, prefix="cv.o")
+    m |= {k: v for k, v in warm.items() if k.startswith(("cv.o.acc.mean", "cv.o.acc_config.mean"))}
+    return m | cv.paired(y_true, io, o, units, seed, "cv.gap_vs_o")
 
 
 def phase_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -397,14 +474,20 @@ def phase_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def e_row(
-    name: str, split: dict[str, list[int]], held: dict[str, Any], result: dict[str, Any], r: dict[str, float]
+    name: str,
+    split: dict[str, list[int]],
+    held: dict[str, Any],
+    result: dict[str, Any],
+    r: dict[str, float],
+    units: Sequence[Any],
+    seed: int,
 ) -> dict[str, Any]:
-    """Table 3 row of an E split (``sweep.extrapolation_row``) plus the 95% bootstrap interval of its mean."""
-    row = extrapolation_row(name, split, held, accuracies(result["y_true"], result["y_pred"]), r)
-    interval = _mean_interval(result["y_true"], result["y_pred"], extrapolation_keys(held))
-    return row | {f"acc_mean_{k}": v for k, v in interval.items()}
-
-
-def _mean_interval(y_true: np.ndarray, y_pred: np.ndarray, keys: Sequence[str] | None = None) -> dict[str, float]:
-    b = bootstrap(y_true, y_pred, keys)
-    return {"low": b["acc.mean_low"], "high": b["acc.mean_high"]}
+    """Table 3 row of an E split (``sweep.extrapolation_row``) plus the 95% interval of its mean, over its test
+    boxes' configurations ``units``."""
+    y, pred, keys = result["y_true"], result["y_pred"], extrapolation_keys(held)
+    acc = {f"acc.{k}": v for k, v in stats.accuracies(y, pred).items()}
+    interval = stats.bootstrap(y, pred, units, keys, seed=seed)
+    return extrapolation_row(name, split, held, acc, r) | {
+        "acc_mean_low": interval["acc.mean_low"],
+        "acc_mean_high": interval["acc.mean_high"],
+    }
