@@ -1,14 +1,20 @@
-"""Stage ``kennen_i``: craft kennen-i's queries on the R split's training boxes; evaluate by top-1 label on its test boxes.
+"""Stage ``kennen_i``: craft kennen-i's queries, cross-validated over configurations (the headline) and on the
+R split, read out by top-1 label.
 
-The headline target (``kennen_i.target``) and every variant run as parallel tasks
-on the executor (``KENNEN_EXECUTOR``). Writes the headline metrics
-(``acc.<attribute>``, ``acc.mean``, each with its 95% bootstrap interval over the
-test boxes, ``_low``/``_high``; ``in_range``; plus ``<target>.acc.mean`` and its
-interval for every target), a per-target table, confusion matrices, the crafted images as
-arrays (``models/kennen_i.safetensors``) and as a PNG grid, and DVCLive loss curves. Crafting holds out
-``calibration.val_fraction`` of the training boxes (ours); the headline's answers are calibrated on them
-(``ece_before``/``ece_after``, abstention and out-of-zoo figures, ``reliability.csv``,
-``risk_coverage.csv``, ``reliability.png``; ``kennen.metamodel.calibration``).
+Every target (``kennen_i.target`` and the variants) is crafted once per fold of
+``data/splits/folds.json``, once on every box and once on the R split's training boxes, as parallel
+tasks on the executor (``KENNEN_EXECUTOR``), the longest first. Writes, first, the headline target's
+``cv`` block: every box read on the images crafted without its configuration, accuracies over boxes
+(``cv.acc.*``) and over configurations (``cv.acc_config.*``) with 95% intervals that resample
+configurations, ``cv.n_boxes``, ``cv.n_configs``, ``cv.k``, ``cv.in_range``, and every target's means
+(``cv.<target>.acc.mean``, ``cv.<target>.acc_config.mean``); then the R split's metrics
+(``acc.<attribute>``, ``acc.mean`` with intervals over the test boxes' configurations, ``in_range``,
+``<target>.acc.mean`` for every target), a per-target table, the out-of-fold predictions
+(``cv_predictions.csv``) and their confusion matrices. The saved images (``models/kennen_i.safetensors``,
+and a PNG grid) are crafted on every box, their ``test_accuracy`` the cross-validated figures; the
+headline's answers are calibrated on the out-of-fold answers of every box (``ece_before``/``ece_after``,
+abstention and out-of-zoo figures, ``reliability.csv``, ``risk_coverage.csv``, ``reliability.png``;
+``kennen.metamodel.calibration``). Also DVCLive loss curves of the saved images' crafting.
 
 The logic is ``kennen.metamodel.run_kennen_i.run``, written out by ``kennen.metamodel.runner``.
 """

@@ -1,5 +1,5 @@
 """The zoo forward (both strategies), the projected query step, kennen-i's top-1 read-out, kennen-io's schedule,
-its gap to its warm start (kennen-o) and the intervals both report."""
+its gap to its warm start (kennen-o), the intervals both report, and the tasks both order longest first."""
 
 import copy
 import dataclasses
@@ -14,9 +14,10 @@ from kennen.config import from_dict
 from kennen.data import MEAN, STD
 from kennen.errors import KennenError
 from kennen.metamodel import kennen_i, kennen_io
-from kennen.metamodel.crafted import HIGH, LOW, BoxZoo, QueryStep, to_pixels
-from kennen.metamodel.kennen_o import Optimiser, accuracies, fit, predict
+from kennen.metamodel.crafted import ALL_BOXES, HIGH, LOW, BoxZoo, QueryStep, fold_name, fold_of, to_pixels
+from kennen.metamodel.kennen_o import Optimiser, fit, predict
 from kennen.seeds import Purpose, derive
+from kennen.stats import accuracies
 from kennen.zoo.forward import STRATEGIES, ZooForward
 from kennen.zoo.net import MnistNet, NetConfig
 
@@ -190,9 +191,16 @@ def test_kennen_io_schedule_trains_only_what_each_phase_names(nets):
 
     init = torch.randn(5, 1, 28, 28).clamp(LOW, HIGH)
     trained = kennen_io.train(
-        boxes, range(len(nets)), labels_for(len(nets)), init, params, 16, Optimiser("adam", 1e-3, batch=5), 0,
+        boxes,
+        range(len(nets)),
+        labels_for(len(nets)),
+        init,
+        params,
+        16,
+        Optimiser("adam", 1e-3, batch=5),
+        0,
         on_phase=on_phase,
-    )  # fmt: skip
+    )
     previous_model, previous_x = None, init[:3]
     for phase, model, x in snapshots:
         same_model = previous_model is not None and all(torch.equal(model[k], previous_model[k]) for k in model)
@@ -297,13 +305,19 @@ def test_kennen_io_query_epochs_visit_query_boxes_boxes(nets):
         assert sum(visited) == SHORT[1].epochs * per_epoch and max(visited) <= 4
 
 
+UNITS = [0, 0, 1, 2]  # the io_run test boxes' configurations: two siblings and two of their own
+
+
 def test_kennen_io_r_metrics_gap_and_intervals(io_run):
     r = io_run["result"]
-    m = kennen_io.r_metrics(r)
+    assert r["test"] == [10, 11, 12, 13] and len(r["train_features"]) == 10
+    assert [z.shape for z in r["logits"]] == [(4, a.n_classes) for a in ATTRIBUTES]
+    assert np.array_equal(np.stack([z.argmax(1) for z in r["logits"]], 1), r["y_pred"])
+    m = kennen_io.r_metrics(r, UNITS, seed=5)
     o = accuracies(r["y_true"], r["o_pred"])
-    # diff is kennen-io's mean minus its warm start's (to the rounding of the per-attribute accuracies)
-    assert m["gap_vs_o.diff"] == pytest.approx(m["acc.mean"] - o["acc.mean"], abs=0.02)
-    assert m["gap_vs_o.o_mean"] == o["acc.mean"]
+    # diff is kennen-io's mean minus its warm start's
+    assert m["gap_vs_o.diff"] == pytest.approx(m["acc.mean"] - o["mean"], abs=1e-9)
+    assert m["gap_vs_o.o_mean"] == o["mean"]
     assert m["gap_vs_o.low"] <= m["gap_vs_o.diff"] <= m["gap_vs_o.high"]
     assert m["gap_vs_o.beyond_noise"] == float(m["gap_vs_o.low"] > 0 or m["gap_vs_o.high"] < 0)
     for a in [*(a.key for a in ATTRIBUTES), "mean"]:
@@ -319,39 +333,101 @@ def test_kennen_io_gap_is_zero_without_query_phases(io_run):
     splits = {"r": {"train": list(range(10)), "test": list(range(10, 14))}}
     r = kennen_io.run_task(("r", 0), io_run["source"], splits, io_run["init"], params, 16, io_run["opt"], seed=3)
     assert np.array_equal(r["y_pred"], r["o_pred"]) and r["moved"] == 0
-    m = kennen_io.r_metrics(r)
+    m = kennen_io.r_metrics(r, UNITS, seed=5)
     assert m["gap_vs_o.diff"] == 0 and m["gap_vs_o.low"] == 0 == m["gap_vs_o.high"] and m["gap_vs_o.beyond_noise"] == 0
 
 
-def test_kennen_io_seeds_and_e_rows():
-    rng = np.random.default_rng(0)
-    y = np.stack([rng.integers(0, a.n_classes, 60) for a in ATTRIBUTES], 1)
+def test_kennen_io_trains_without_test_boxes(io_run):
+    """The all-box metamodel: every box trains it, the test entries are empty."""
+    splits = {ALL_BOXES: {"train": list(range(14)), "test": []}}
+    r = kennen_io.run_task(
+        (ALL_BOXES, 0), io_run["source"], splits, io_run["init"], io_run["params"], 16, io_run["opt"], seed=3
+    )
+    assert (
+        r["y_pred"].shape == (0, 12)
+        and r["o_pred"].shape == (0, 12)
+        and r["logits"][0].shape == (0, ATTRIBUTES[0].n_classes)
+    )
+    assert r["train_features"].shape == (14, 3 * 10) and r["moved"] > 0
+
+
+def _noisy_results(n: int, n_results: int, seed: int = 0) -> tuple[np.ndarray, list[dict]]:
+    """Truths [n, 12] and results whose kennen-io is right with probability 0.7, its warm start 0.5."""
+    rng = np.random.default_rng(seed)
+    y = np.stack([rng.integers(0, a.n_classes, n) for a in ATTRIBUTES], 1)
 
     def noisy(p):  # a prediction right with probability p
-        return np.where(rng.random(y.shape) < p, y, np.stack([rng.integers(0, a.n_classes, 60) for a in ATTRIBUTES], 1))
+        return np.where(rng.random(y.shape) < p, y, np.stack([rng.integers(0, a.n_classes, n) for a in ATTRIBUTES], 1))
 
-    results = [{"y_true": y, "y_pred": noisy(0.7), "o_pred": noisy(0.5)} for _ in range(3)]
+    return y, [{"y_true": y, "y_pred": noisy(0.7), "o_pred": noisy(0.5)} for _ in range(n_results)]
+
+
+def test_kennen_io_seeds_and_e_rows():
+    y, results = _noisy_results(60, 3)
     s = kennen_io.seed_metrics(results)
     assert s["seeds.n"] == 3 and s["seeds.acc.mean_low"] <= s["seeds.acc.mean"] <= s["seeds.acc.mean_high"]
     assert s["seeds.gap_vs_o.diff"] > 0 and s["seeds.gap_vs_o.diff_low"] <= s["seeds.gap_vs_o.diff"]
     assert kennen_io.seed_metrics(results[:1]) == {}  # one seed: no spread (and no NaN in the metrics)
     held = {"n_conv": [4]}
-    r_acc = accuracies(y, results[0]["y_pred"])
-    row = kennen_io.e_row("e_conv", {"train": [0] * 5, "test": [0] * 60}, held, results[1], r_acc)
+    r_acc = {f"acc.{k}": v for k, v in accuracies(y, results[0]["y_pred"]).items()}
+    units = [i // 3 for i in range(60)]  # 20 configurations of 3 boxes
+    row = kennen_io.e_row("e_conv", {"train": [0] * 5, "test": [0] * 60}, held, results[1], r_acc, units, seed=0)
     assert row["acc_mean_low"] <= row["acc_mean"] <= row["acc_mean_high"]
     # acc_mean (and so its interval) is over the attributes the E split can show: all but the held-out n_conv
     acc = accuracies(y, results[1]["y_pred"])
-    assert row["acc_mean"] == pytest.approx(
-        np.mean([acc[f"acc.{a.key}"] for a in ATTRIBUTES if a.key != "n_conv"]), abs=0.01
-    )
+    assert row["acc_mean"] == pytest.approx(np.mean([acc[a.key] for a in ATTRIBUTES if a.key != "n_conv"]), abs=0.01)
+
+
+def test_kennen_io_out_of_fold_and_cv_metrics():
+    """Fold results put back in box order; the cv block, the warm start's means and the paired gap."""
+    y, results = _noisy_results(30, 1)
+    folds = [
+        [0, 3, 4, 7, 8, 11, 12, 15, 16, 19],
+        [1, 5, 9, 13, 17, 21, 23, 25, 27, 29],
+        [2, 6, 10, 14, 18, 20, 22, 24, 26, 28],
+    ]
+    io, o = results[0]["y_pred"], results[0]["o_pred"]
+    logits = [np.eye(a.n_classes)[io[:, i]] for i, a in enumerate(ATTRIBUTES)]
+    per_fold = [{"y_pred": io[f], "o_pred": o[f], "logits": [z[f] for z in logits]} for f in folds]
+    oof = kennen_io.out_of_fold(folds, per_fold, 30)
+    assert np.array_equal(oof["y_pred"], io) and np.array_equal(oof["o_pred"], o)
+    assert all(np.array_equal(a, b) for a, b in zip(oof["logits"], logits, strict=True))
+    units = [i // 2 for i in range(30)]
+    m = kennen_io.cv_metrics(y, io, o, units, seed=1)
+    assert m["cv.n_boxes"] == 30 and m["cv.n_configs"] == 15
+    assert m["cv.acc.mean"] == accuracies(y, io)["mean"] and m["cv.o.acc.mean"] == accuracies(y, o)["mean"]
+    assert m["cv.o.acc_config.mean_low"] <= m["cv.o.acc_config.mean"] <= m["cv.o.acc_config.mean_high"]
+    assert "cv.o.acc.act" not in m  # the warm start's means only
+    for kind in ("acc", "acc_config"):
+        gap = m[f"cv.gap_vs_o.{kind}.diff"]
+        assert gap == pytest.approx(m[f"cv.{kind}.mean"] - m[f"cv.o.{kind}.mean"], abs=1e-9)
+        assert m[f"cv.gap_vs_o.{kind}.low"] <= gap <= m[f"cv.gap_vs_o.{kind}.high"] and gap > 0
 
 
 def test_kennen_io_tasks_and_schedules():
     e = (kennen_io.Phase("metamodel", 5),)
-    params = kennen_io.KennenIOParams(e_schedule=e, seeds=2, splits=("r", "e_alg"))
-    assert kennen_io.tasks(params, ["r", "e_alg"]) == [("r", 0), ("r", 1), ("e_alg", 0)]
+    params = kennen_io.KennenIOParams(e_schedule=e, seeds=2, splits=("r", "e_alg"), query_boxes=50)
+    splits = {
+        "r": {"train": list(range(200))},
+        "e_alg": {"train": list(range(150))},
+        ALL_BOXES: {"train": list(range(320))},
+    } | {fold_name(f): {"train": list(range(256))} for f in range(2)}
+    todo = kennen_io.tasks(params, splits, ["r", "e_alg", fold_name(0), fold_name(1), ALL_BOXES])
+    # the R schedule's tasks by their training boxes (the MLP's epochs), then the short E schedule's
+    assert todo == [(ALL_BOXES, 0), ("cv-0", 0), ("cv-1", 0), ("r", 0), ("r", 1), ("e_alg", 0)]
     assert params.schedule_for("r") == kennen_io.PAPER_SCHEDULE and params.schedule_for("e_alg") == e
+    assert params.schedule_for("cv-0") == params.schedule_for(ALL_BOXES) == kennen_io.PAPER_SCHEDULE
     assert kennen_io.KennenIOParams().schedule_for("e_alg") == kennen_io.PAPER_SCHEDULE  # no e_schedule: R's
+    # query epochs dominate: a task of the paper's schedule costs several times one of the E schedule
+    assert kennen_io.cost(params, "r", 200) > 3 * kennen_io.cost(params, "e_alg", 200) > 0
+
+
+def test_fold_names_never_clash_with_e_splits():
+    assert not fold_name(0).isidentifier() and not ALL_BOXES.isidentifier()  # E split names are identifiers
+    assert kennen_io.KennenIOParams(splits=("r", "e_alg")).schedule_for(fold_name(3)) == kennen_io.PAPER_SCHEDULE
+    assert fold_of([[2, 0], [1]], 3).tolist() == [0, 1, 0]
+    with pytest.raises(ValueError, match="in no fold"):
+        fold_of([[0]], 2)
 
 
 @pytest.mark.parametrize(
@@ -388,6 +464,64 @@ def test_kennen_i_scores_carry_intervals():
     rng = np.random.default_rng(1)
     y = np.stack([rng.integers(0, a.n_classes, 40) for a in ATTRIBUTES], 1)
     pred = np.where(rng.random(y.shape) < 0.6, y, 0)
-    m = kennen_i.scores({"y_true": y, "y_pred": pred})
+    m = kennen_i.scores({"y_true": y, "y_pred": pred}, [i // 4 for i in range(40)], seed=0)
     for a in [*(a.key for a in ATTRIBUTES), "mean"]:
         assert m[f"acc.{a}_low"] <= m[f"acc.{a}"] <= m[f"acc.{a}_high"]
+
+
+def test_kennen_i_tasks_longest_first():
+    splits = {"r": {"train": list(range(200))}, ALL_BOXES: {"train": list(range(320))}, "cv-0": {"train": [0] * 256}}
+    todo = kennen_i.tasks(["all", "each"], splits, ["r", "cv-0", ALL_BOXES])
+    assert todo == [
+        ("each", ALL_BOXES),
+        ("each", "cv-0"),
+        ("each", "r"),
+        ("all", ALL_BOXES),
+        ("all", "cv-0"),
+        ("all", "r"),
+    ]
+
+
+def test_kennen_i_runs_without_test_boxes(nets):
+    y = labels_for(len(nets), seed=2)
+    source = InMemorySource(nets, box_rows(y))
+    params = kennen_i.KennenIParams(epochs=1, step=QueryStep(batch=4))
+    splits = {ALL_BOXES: {"train": list(range(14)), "test": []}, "cv-0": {"train": list(range(10)), "test": [10, 11]}}
+    init = torch.zeros(12, 1, 28, 28).numpy()
+    full = kennen_i.run_task(("each", ALL_BOXES), source, splits, init, params, seed=0)
+    assert (
+        full["labels"].shape == (0, 12) and full["y_pred"].shape == (0, 12) and full["train_labels"].shape == (14, 12)
+    )
+    fold = kennen_i.run_task(("all", "cv-0"), source, splits, init, params, seed=0)
+    assert fold["labels"].shape == (2, 1) and fold["test"] == [10, 11] and fold["y_true"].tolist() == y[10:12].tolist()
+
+
+def test_kennen_i_out_of_fold_calibration_is_cross_fitted():
+    """Each fold's confidence comes from the other folds' table; what is saved is fitted on every box."""
+    from kennen.metamodel.calibration import CalibrationParams, ece, label_table, table_confidence
+
+    rng = np.random.default_rng(3)
+    n = 60
+    y = np.stack([rng.integers(0, a.n_classes, n) for a in ATTRIBUTES], 1)
+    labels = np.where(rng.random(y.shape) < 0.7, y, rng.integers(0, 10, y.shape))
+    pred = kennen_i.predict(labels, np.zeros(12, dtype=np.int64), "each")
+    folds = [list(range(f, n, 3)) for f in range(3)]
+    which = fold_of(folds, n)
+    units = [i // 2 for i in range(n)]
+    cp = CalibrationParams()
+    cal = kennen_i.calibrate_out_of_fold(labels, pred, y, which, units, labels, cp, seed=0, name="kennen-i")
+    ok = pred == y
+    assert np.allclose(cal.tensors["calibration.table"].numpy(), label_table(labels, ok), atol=1e-6)
+    m = cal.metrics
+    assert m["calibration.n_val"] == n and m["ece_before"] == pytest.approx(1 - ok.mean(), abs=1e-4)
+    assert m["ece_before_low"] <= m["ece_before"] <= m["ece_before_high"]
+    assert m["ece_after_low"] <= m["ece_after"] <= m["ece_after_high"] and m["ece_after"] < m["ece_before"]
+    # fold f's reported confidence comes from the other folds' table, not from the saved one
+    expected = np.zeros(ok.shape)
+    for f in range(3):
+        inside = which == f
+        expected[inside] = table_confidence(label_table(labels[~inside], ok[~inside]), labels[inside])
+    assert m["ece_after"] == pytest.approx(ece(expected, ok, cp.bins), abs=1e-4)
+    assert sum(r["count"] for r in cal.reliability if r["calibration"] == "kennen-i after") == n * 12
+    assert cal.tensors["ood.reference"].shape == (n, 120) and "out-of-fold" in cal.fitted_on
+    assert 0 <= m["ood.test_rate"] <= 100 and len(cal.risk_coverage) == 20

@@ -21,6 +21,16 @@ Options (``params.yaml``, ``kennen_i``):
 - ``target: each`` (default) is the paper's one query per attribute;
   ``all`` is the official ``run.py``'s single query optimised for all 12
   attributes at once, every attribute reading the same label.
+
+Cross-validation (ours, the headline): every target is crafted once per fold of
+``data/splits/folds.json`` on the other folds' boxes and read on its own fold's boxes, so
+every box is predicted once by crafted images that never saw its configuration
+(``kennen.metamodel.cv``). The images saved for ``kennen whiten`` are crafted on every box
+(``crafted.ALL_BOXES``): they learn from the most boxes, and the folds measure how images
+crafted that way do on configurations they have not seen. Their confidence is the label
+table of ``calibration.label_table`` fitted on the out-of-fold answers of every box
+(:func:`calibrate_out_of_fold`): the digit ``j`` names value ``j`` in every fold's images,
+so a table learnt from the folds' answers reads the all-box images' answers.
 """
 
 from __future__ import annotations
@@ -33,13 +43,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kennen import stats
 from kennen.attributes import ATTRIBUTES
 from kennen.config import require
-from kennen.metamodel.calibration import carve
+from kennen.metamodel.calibration import (
+    Calibrated,
+    CalibrationParams,
+    choose_threshold,
+    ece,
+    ece_interval,
+    label_table,
+    nn_distance,
+    one_hot,
+    ood_threshold,
+    reliability,
+    risk_coverage,
+    selective,
+    table_confidence,
+)
 from kennen.metamodel.crafted import BoxZoo, QueryStep, ZooSource, to_pixels
-from kennen.metamodel.kennen_o import accuracies, configs, targets
-from kennen.metamodel.uncertainty import bootstrap
-from kennen.seeds import Purpose, derive
+from kennen.metamodel.kennen_o import targets
 
 TARGETS = ("each", "all")
 LOSSES = ("digits", "first_k")
@@ -141,7 +164,10 @@ def in_range(labels: np.ndarray, target: str) -> float:
 
 def evaluate_labels(zoo: BoxZoo, x: torch.Tensor, boxes: Sequence[int]) -> np.ndarray:
     """Top-1 labels [B, A] of ``boxes`` on the crafted images (all the boxes reveal to kennen-i)."""
-    return zoo.outputs(x, list(boxes)).argmax(-1).numpy()
+    boxes = list(boxes)
+    if not boxes:
+        return np.zeros((0, len(x)), dtype=np.int64)
+    return zoo.outputs(x, boxes).argmax(-1).numpy()
 
 
 def run_target(
@@ -152,44 +178,145 @@ def run_target(
     init: np.ndarray,
     params: KennenIParams,
     seed: int,
-    val_fraction: float = 0.0,
 ) -> dict[str, Any]:
     """Executor entry point: craft for ``target`` on the training boxes, answer with the test boxes' top-1 labels.
 
-    With ``val_fraction`` > 0 a seeded share of the training boxes is held out of the crafting as a
-    validation carve for calibration (ours; the paper crafts on all of them): their labels come back
-    as ``val_labels``/``y_val``/``val_pred``, every training box's as ``train_labels``.
+    Returns the images (pixels), the fallback values, the test boxes' labels, truths and predictions,
+    every training box's labels (``train_labels``, the out-of-zoo reference of the all-box images) and
+    the loss per epoch. Without test boxes (the all-box images) the test entries are empty.
     """
     torch.set_num_threads(1)  # the same arithmetic on every executor (in-process, process pool, Dask)
-    fit_ids, val_ids = list(train_ids), []
-    if val_fraction > 0:
-        fit_ids, val_ids = carve(fit_ids, val_fraction, derive(seed, Purpose.CARVE), configs(source.boxes, fit_ids))
-    ids = [*fit_ids, *val_ids, *test_ids]
+    ids = [*train_ids, *test_ids]
     zoo = source.load(ids)
     y = targets([source.boxes[i] for i in ids])
-    n, n_train = len(fit_ids), len(fit_ids) + len(val_ids)
+    n = len(train_ids)
     losses: list[float] = []
-    x = craft(zoo, range(n), y[:n], torch.from_numpy(init), params, seed, target, lambda _, loss: losses.append(loss))
-    train_labels = evaluate_labels(zoo, x, range(n_train))
-    labels = evaluate_labels(zoo, x, range(n_train, len(ids)))
+    x = craft(
+        zoo,
+        range(n),
+        y[:n],
+        init=torch.from_numpy(init),
+        params=params,
+        seed=seed,
+        target=target,
+        on_epoch=lambda _, loss: losses.append(loss),
+    )
+    labels = evaluate_labels(zoo, x, range(n, len(ids)))
     fallback = fallback_values(y[:n].numpy())
     return {
         "target": target,
         "images": to_pixels(x),
         "fallback": fallback,
+        "test": list(test_ids),
         "labels": labels,
-        "y_true": y[n_train:].numpy(),
+        "y_true": y[n:].numpy(),
         "y_pred": predict(labels, fallback, target),
-        "train_labels": train_labels,
-        "val_labels": train_labels[n:],
-        "y_val": y[n:n_train].numpy(),
-        "val_pred": predict(train_labels[n:], fallback, target),
-        "n_fit": n,
+        "train_labels": evaluate_labels(zoo, x, range(n)),
         "losses": losses,
     }
 
 
-def scores(result: dict[str, Any]) -> dict[str, float]:
-    """A target's balanced accuracies (``acc.<attribute>``, ``acc.mean``) with their 95% bootstrap intervals
-    over the test boxes (``_low``/``_high``)."""
-    return accuracies(result["y_true"], result["y_pred"]) | bootstrap(result["y_true"], result["y_pred"])
+def run_task(
+    task: tuple[str, str],
+    source: ZooSource,
+    splits: dict[str, dict[str, list[int]]],
+    init: np.ndarray,
+    params: KennenIParams,
+    seed: int,
+) -> dict[str, Any]:
+    """Executor entry point of the stage: ``task`` = (target, split), ``run_target`` on that split."""
+    target, name = task
+    split = splits[name]
+    return run_target(target, source, split["train"], split["test"], init=init, params=params, seed=seed)
+
+
+def cost(target: str, n_train: int) -> int:
+    """Relative cost of crafting (images times training boxes: every epoch passes each box on each image)."""
+    return n_images(target) * n_train
+
+
+def tasks(order: Sequence[str], splits: dict[str, dict[str, list[int]]], names: Sequence[str]) -> list[tuple[str, str]]:
+    """The stage's tasks (target, split) for every target in ``order`` and split in ``names``, the longest
+    first (``cost``), so that on a pool of two workers the last to finish idles least."""
+    todo = [(t, name) for t in order for name in names]
+    return sorted(todo, key=lambda t: -cost(t[0], len(splits[t[1]]["train"])))  # stable on ties
+
+
+def scores(result: dict[str, Any], units: Sequence[Any], seed: int) -> dict[str, float]:
+    """A target's balanced accuracies (``acc.<attribute>``, ``acc.mean``) with their 95% intervals over the test
+    boxes' configurations ``units`` (``_low``/``_high``; ``kennen.stats``, bootstrap seed ``seed``)."""
+    return stats.scored(result["y_true"], result["y_pred"], units, seed=seed)
+
+
+def per_attribute(labels: np.ndarray) -> np.ndarray:
+    """Labels [N, 12], one per attribute: a single query for all (target ``all``) is read by every attribute."""
+    labels = np.asarray(labels)
+    return labels if labels.shape[1] == len(ATTRIBUTES) else np.repeat(labels, len(ATTRIBUTES), axis=1)
+
+
+def calibrate_out_of_fold(
+    labels: np.ndarray,
+    y_pred: np.ndarray,
+    y_true: np.ndarray,
+    fold_of: np.ndarray,
+    units: Sequence[Any],
+    reference: np.ndarray,
+    params: CalibrationParams,
+    seed: int,
+    name: str,
+) -> Calibrated:
+    """kennen-i's label table fitted on the out-of-fold answers of every box, for the all-box images.
+
+    Args:
+        labels: each box's top-1 labels [N, A] on the images crafted without its fold; y_pred, y_true: the
+            values read from them and the truth [N, 12]; fold_of: each box's fold [N]; units: each box's
+            configuration (the ECE intervals' unit).
+        reference: every box's labels [N, A] on the all-box images: the out-of-zoo reference saved with them.
+        params, seed, name: as ``calibration.calibrate_labels``.
+
+    As ``calibration.calibrate_out_of_fold`` does for temperatures: what is saved (the table, the abstention
+    threshold, the out-of-zoo threshold) is fitted on all boxes; what is reported is cross-fitted, so that
+    no box scores a table fitted on itself: fold f's answers take their confidence from a table of the other
+    folds' answers, are answered or not by a threshold chosen on the other folds, and are flagged out of the
+    zoo against the other folds' boxes. Uncalibrated, every answer has confidence 1.
+    """
+    fold_of = np.asarray(fold_of)
+    per, ok = per_attribute(labels), np.asarray(y_pred) == np.asarray(y_true)
+    ref = one_hot(reference)
+    conf_before = np.ones(ok.shape)
+    conf_after = np.zeros(ok.shape)
+    judged_by = np.zeros(len(ok))  # the abstention threshold each box is judged by: its fold's
+    flagged = np.zeros(len(ok), dtype=bool)
+    for f in np.unique(fold_of):
+        inside, outside = fold_of == f, fold_of != f
+        table_f = label_table(per[outside], ok[outside])
+        conf_after[inside] = table_confidence(table_f, per[inside])
+        judged_by[inside] = choose_threshold(
+            table_confidence(table_f, per[outside]), ok[outside], params.target_accuracy
+        )
+        flagged[inside] = nn_distance(ref[inside], ref[outside]) > ood_threshold(ref[outside], params.ood_quantile)
+    take = conf_after >= judged_by[:, None]
+    table = label_table(per, ok)
+    threshold = choose_threshold(conf_after, ok, params.target_accuracy)
+    limit = ood_threshold(ref, params.ood_quantile)
+    m: dict[str, float] = {"calibration.n_val": len(ok)}
+    for key, conf in (("ece_before", conf_before), ("ece_after", conf_after)):
+        m[key] = round(ece(conf, ok, params.bins), 4)
+        m[f"{key}_low"], m[f"{key}_high"] = (round(v, 4) for v in ece_interval(conf, ok, params.bins, seed, units))
+    for i, a in enumerate(ATTRIBUTES):
+        m[f"ece_after.{a.key}"] = round(ece(conf_after[:, i], ok[:, i], params.bins), 4)
+    n_taken = int(take.sum())
+    m |= {
+        "abstain.min_confidence": threshold,
+        "abstain.coverage": round(100 * n_taken / take.size, 2),
+        "abstain.accuracy": round(100 * float(ok[take].mean()), 2) if n_taken else 0.0,
+        "abstain.accuracy_all": round(100 * float(ok.mean()), 2),
+        "abstain.val_coverage": round(100 * selective(conf_after, ok, threshold)[0], 2),
+        "ood.threshold": limit,
+        "ood.test_rate": round(100 * float(flagged.mean()), 2),
+    }
+    rows = reliability(conf_before, ok, params.bins, f"{name} before")
+    rows += reliability(conf_after, ok, params.bins, f"{name} after")
+    tensors = {"calibration.table": torch.tensor(table, dtype=torch.float32), "ood.reference": torch.from_numpy(ref)}
+    fitted_on = f"the out-of-fold answers of all {len(ok)} boxes ({len(np.unique(fold_of))} folds)"
+    return Calibrated(m, rows, risk_coverage(conf_after, ok), threshold, limit, tensors, fitted_on)
