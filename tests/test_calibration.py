@@ -157,7 +157,7 @@ def test_params_are_checked():
     from kennen.config import from_dict
     from kennen.errors import KennenError
 
-    with pytest.raises(KennenError, match="calibration.val_fraction"):
-        from_dict(cal.CalibrationParams, {"val_fraction": 1.5}, "calibration")
+    with pytest.raises(KennenError, match="calibration.val_fraction"):  # fitted on out-of-fold predictions: no carve
+        from_dict(cal.CalibrationParams, {"val_fraction": 0.2}, "calibration")
     with pytest.raises(KennenError, match="calibration.bins"):
         from_dict(cal.CalibrationParams, {"bins": 1}, "calibration")

@@ -1,8 +1,10 @@
 """Confidence that ``kennen whiten`` can be trusted with: calibration, abstention, an out-of-zoo check.
 
-Ours (issue 16); the paper and the official code report arg-max predictions only. Everything
-here is fitted on a **validation carve of the training boxes** (boxes the metamodel was not
-fitted on) and only *evaluated* on the test boxes:
+Ours; the paper and the official code report arg-max predictions only. Everything here is
+fitted on predictions of boxes the metamodel was not fitted on: the pipeline's metamodels are
+calibrated on the **out-of-fold predictions of every box** of the cross-validation
+(:func:`calibrate_out_of_fold`, cross-fitted for what it reports), and :func:`calibrate_scores`
+fits on any validation set and evaluates on a test set:
 
 - **Calibration.** kennen-o and kennen-io give logits: one temperature per attribute,
   ``softmax(logits / T)``, fitted by minimising the validation negative log-likelihood
@@ -52,13 +54,11 @@ GRID = tuple(round(0.05 * i, 2) for i in range(20))  # thresholds 0.00 .. 0.95
 class CalibrationParams:
     """``calibration`` section of params.yaml."""
 
-    val_fraction: float = 0.2  # kennen-i / kennen-io: training boxes held out (kennen-o: its early-stopping carve)
     bins: int = 10
     target_accuracy: float = 0.9
     ood_quantile: float = 0.99
 
     def check(self, where: str) -> None:
-        require(0 < self.val_fraction < 1, f"{where}.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         require(self.bins >= 2, f"{where}.bins", f"must be at least 2, got {self.bins}")
         require(
             0 < self.target_accuracy <= 1, f"{where}.target_accuracy", f"must be in (0, 1], got {self.target_accuracy}"
