@@ -2,6 +2,8 @@ import math
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kennen.config import from_dict
 from kennen.errors import KennenError
@@ -103,3 +105,32 @@ def test_rows_carry_derived_attributes_and_seeds():
 def test_bad_params_name_the_key(data, message):
     with pytest.raises(KennenError, match=message.replace("(", r"\(")):
         from_dict(SampleParams, data, "sample_zoo")
+
+
+def _paper_shaped(n_models: int) -> SampleParams:
+    """The default profile's groups: pairs, and 4-member groups only for the n_par classes pairs cannot reach."""
+    return SampleParams(n_models=n_models, groups=(Group(40, 2), Group(2, 4, 17), Group(2, 4, 21)))
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_a_paper_shaped_zoo_has_every_n_par_class_and_at_most_the_cap_per_configuration(seed):
+    """For any seed: the targeted groups land in their classes, all 8 n_par classes are present when every
+    model is kept, and no configuration contributes more boxes than ensembles.max_boxes_per_config."""
+    from kennen.attributes import BY_KEY
+    from kennen.zoo.ensembles import build_ensembles
+
+    rows = sample_zoo(_paper_shaped(250), seed)
+    per_config = Counter(r["config"] for r in rows)
+    ensembles = build_ensembles(rows, [r["model_id"] for r in rows], max_members=4, max_boxes_per_config=6)
+    boxes = per_config + Counter(e["config"] for e in ensembles)
+    assert max(boxes.values()) <= 6
+    classes = {r["n_par"] for r in rows} | {e["n_par"] for e in ensembles}
+    assert classes == set(BY_KEY["n_par"].values)
+    full = [e for e in ensembles if e["n_members"] == 4]
+    assert sorted(e["n_par"] for e in full) == [17, 17, 21, 21]
+
+
+def test_a_group_with_an_n_par_target_no_configuration_can_reach_is_refused():
+    with pytest.raises(KennenError, match=r"sample_zoo.groups\[0\].n_par: only 0 configurations"):
+        SampleParams(n_models=10, groups=(Group(1, 2, 21),)).check("sample_zoo")

@@ -1,6 +1,8 @@
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kennen.attributes import SAMPLED, size_of_split
 from kennen.config import from_dict
@@ -86,3 +88,51 @@ def test_split_files_round_trip_and_missing_file(tmp_path):
     assert read_split(tmp_path, "r") == {"train": [3, 1], "test": [2]}
     with pytest.raises(KennenError, match="e_conv.json: file not found"):
         read_split(tmp_path, "e_conv")
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(1, 15), min_size=5, max_size=60), k=st.integers(2, 5), seed=st.integers(0, 999))
+def test_folds_partition_the_boxes_and_never_split_a_configuration(sizes, k, seed):
+    from kennen.splits import config_folds, fold_split
+
+    configs = [c for c, n in enumerate(sizes) for _ in range(n)]
+    boxes = [{"box": i, "config": c} for i, c in enumerate(configs)]
+    if len(sizes) < k:
+        return
+    folds = config_folds(boxes, k, seed)
+    assert sorted(b for f in folds for b in f) == list(range(len(boxes)))
+    owner = {}
+    for f, fold in enumerate(folds):
+        for b in fold:
+            assert owner.setdefault(boxes[b]["config"], f) == f  # a configuration's boxes share a fold
+    sizes_f = [len(f) for f in folds]
+    assert max(sizes_f) - min(sizes_f) <= max(sizes)  # balanced up to one configuration
+    for f in range(k):
+        split = fold_split(folds, f)
+        assert not {boxes[b]["config"] for b in split["train"]} & {boxes[b]["config"] for b in split["test"]}
+    assert config_folds(boxes, k, seed) == folds  # seeded
+
+
+def test_read_folds_names_the_file_and_the_problem(tmp_path):
+    import json
+
+    from kennen.errors import KennenError
+    from kennen.splits import read_folds
+
+    boxes = [{"box": i, "config": i // 2} for i in range(6)]
+    cases = {
+        '{"folds": [[0, 1], [2, 3], [4, 5]]}': None,
+        '{"folds": [[0, 1], [2, 3]]}': "box 4 is in no fold",
+        '{"folds": [[0, 2], [1, 3], [4, 5]]}': "configuration 0 is in folds 0 and 1",
+        '{"folds": [[0, 1], [1, 2, 3], [4, 5]]}': "box 1 is in folds 0 and 1",
+        '{"folds": [[0, 1, 9], [2, 3], [4, 5]]}': "box 9 of fold 0 is not in the boxes table",
+        '{"folds": [[0, 1]]}': "not a list of at least two lists",
+        '{"k": 3}': "no key 'folds'",
+    }
+    for text, error in cases.items():
+        (tmp_path / "folds.json").write_text(text)
+        if error is None:
+            assert read_folds(tmp_path, boxes) == json.loads(text)["folds"]
+        else:
+            with pytest.raises(KennenError, match=f"folds.json: .*{error}"):
+                read_folds(tmp_path, boxes)
