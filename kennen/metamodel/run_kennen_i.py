@@ -115,6 +115,7 @@ def run(
         "in_range": in_range(r_head["labels"], kp.target),
         "n_train": len(split["train"]),
         "n_test": len(split["test"]),
+        "n_test_configs": len({boxes[i]["config"] for i in split["test"]}),
     }
     table = [_target_row(t, r_scores[t], in_range(results[t, "r"]["labels"], t), cv_block=blocks[t]) for t in order]
     log.info(

@@ -151,7 +151,9 @@ def run(
     # The paper's protocol: the R split (Table 2's row) and the E splits (Table 3).
     r = results["r", 0]
     r_metric = r_metrics(r, units_of(boxes, r["test"]), seed=boot)
-    metrics |= r_metric | {"n_train": len(splits["r"]["train"]), "n_test": len(splits["r"]["test"])}
+    r_test = splits["r"]["test"]
+    metrics |= r_metric | {"n_train": len(splits["r"]["train"]), "n_test": len(r_test)}
+    metrics["n_test_configs"] = len({boxes[i]["config"] for i in r_test})
     metrics |= seed_metrics([results["r", k] for k in range(kp.seeds)])
     firsts = {name: res for (name, k), res in results.items() if k == 0 and name in splits}
 

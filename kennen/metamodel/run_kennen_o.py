@@ -108,7 +108,9 @@ def run(params: dict[str, Any], data: Path, outputs_npz: Path, boxes_csv: Path, 
         if res is headline or name != kp.optimiser:
             metrics[f"{name}.acc.mean"] = res.metrics["acc.mean"]
     h = headline.metrics
-    metrics = h | {"n_train": len(split["train"]), "n_test": len(split["test"])} | seed_metrics(replicas) | metrics
+    counts = {"n_train": len(split["train"]), "n_test": len(split["test"])}
+    counts["n_test_configs"] = len({boxes[i]["config"] for i in split["test"]})
+    metrics = h | counts | seed_metrics(replicas) | metrics
 
     # The headline protocol: every box predicted once, by the fold's metamodel that never saw its configuration.
     y_all = targets(boxes).numpy()

@@ -22,6 +22,7 @@ def zoo_metrics(models: list[dict[str, Any]], kept: list[int], ensembles: list[d
     kept_set = set(kept)
     kept_acc = np.array([m["test_acc"] for m in models if m["model_id"] in kept_set])
     final = [m for m in models if m["model_id"] in kept_set] + ensembles
+    per_config = Counter(r["config"] for r in final)
     missing = [f"{a.key}={v}" for a in ATTRIBUTES for v in a.values if not any(r[a.key] == v for r in final)]
     return {
         "n_models": len(models),
@@ -36,6 +37,12 @@ def zoo_metrics(models: list[dict[str, Any]], kept: list[int], ensembles: list[d
         "kept_acc_mean": round(float(kept_acc.mean()), 3) if len(kept_acc) else 0.0,
         "n_par_classes": len({r["n_par"] for r in final}),
         "n_missing_values": len(missing),
+        # the unit the intervals resample, and how unevenly the boxes fall into it
+        "n_configs": len(per_config),
+        "max_boxes_per_config": max(per_config.values(), default=0),
+        "configs_with_siblings": sum(n > 1 for n in per_config.values()),
+        "ensemble_share": round(100.0 * len(ensembles) / max(len(final), 1), 2),
+        "models_per_box": round(len(models) / max(len(final), 1), 3),
     }
 
 
