@@ -65,7 +65,7 @@ def _sample_rows() -> list[dict]:
 
 def _build(root: Path) -> None:
     """A valid tiny zoo under ``root``, written by the library's writers and the stages themselves."""
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(root / "idx")))
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(root / "idx", splits={"folds": 2})))  # 2 configurations
     sample = _sample_rows()
     write_csv(root / "sample.csv", sample, SAMPLE_COLUMNS)
     for shard in (0, 1):
@@ -142,7 +142,7 @@ CASES = {
     "kept": (ensembles, _ensembles_args, "kept.json", ["ensembles.csv"]),
     "ensembles": (zoo_report, _zoo_report_args, "ensembles.csv", ["report"]),
     "boxes": (splits, _splits_args, "queries/boxes.csv", ["splits"]),
-    "split": (defences, _defences_args, "splits/r.json", ["def"]),
+    "split": (defences, _defences_args, "splits/folds.json", ["def"]),
 }
 # Inputs broken only by the explicit cases below.
 MORE_CASES = {"kept-report": (zoo_report, _zoo_report_args, "kept.json", ["report"])}
@@ -327,7 +327,7 @@ def test_kept_ids_missing_from_the_models_table(zoo, case, capsys):
         ("sample", _edit_csv("size", "all"), r"sample.csv: line 2, column size: 'all' does not match split 'half_1'"),
         ("boxes", _edit_csv("box", "4", 2), r"boxes.csv: line 3, column box: 4, expected 1"),
         ("boxes", _edit_csv("kind", "ensemble"), r"boxes.csv: line 2, column ens: 0 does not match kind 'ensemble'"),
-        ("split", lambda d: _json_flip(d, 1, [0, 2]), r"r.json: box \d is in both train and test"),
+        ("split", lambda d: _json_flip(d, 0, [[0, 1, 2], [0, 3]]), r"folds.json: box 0 is in folds 0 and 1"),
     ],
 )
 def test_row_checks(zoo, case, corrupt, message, capsys):
@@ -337,8 +337,8 @@ def test_row_checks(zoo, case, corrupt, message, capsys):
 
 
 def test_split_boxes_must_exist(zoo, capsys):
-    line = _run_broken(zoo, "split", lambda d: _json_flip(d, 1, [0, 99]), capsys)
-    assert re.search(r"r.json: box 99 is not in the boxes table", line), line
+    line = _run_broken(zoo, "split", lambda d: _json_flip(d, 0, [[0, 1, 99], [2, 3]]), capsys)
+    assert re.search(r"folds.json: box 99 of fold 0 is not in the boxes table", line), line
 
 
 @pytest.mark.parametrize(
