@@ -160,9 +160,11 @@ def test_transfer_rows():
     assert len(conf) == 1 and conf[0][:2] == ["long", "kennen-o (prob)"] and conf[0][5:] == [50.0, "0.100"]
 
 
-def _setting(name: str, agreement: float, nonadaptive: float, adaptive: float) -> dict:
+def _setting(name: str, agreement: float, nonadaptive: float, adaptive: float, gap=(0.0, -3.0, 3.0)) -> dict:
+    diff, lo, hi = gap
     return {"defence": name, "utility": {"agreement": agreement, "acc_change": 0.0, "kl": 0.1},
-            "nonadaptive": _acc(nonadaptive), "adaptive": _acc(adaptive)}  # fmt: skip
+            "nonadaptive": _acc(nonadaptive), "adaptive": _acc(adaptive) | {"config_mean": adaptive},
+            "adaptive_vs_none": {"diff": diff, "low": lo, "high": hi, "beyond_noise": float(hi < 0 or lo > 0)}}  # fmt: skip
 
 
 DEFENCES = {
@@ -171,8 +173,8 @@ DEFENCES = {
     "settings": {
         "none": _setting("none", 100.0, 60.0, 60.0),
         "round:2": _setting("round", 99.9, 58.0, 59.0),
-        "round:1": _setting("round", 99.0, 50.0, 57.0),  # the strongest round: within noise of 60
-        "label": _setting("label", 100.0, 35.0, 44.0),  # beyond noise
+        "round:1": _setting("round", 99.0, 50.0, 57.0, (-3.0, -6.0, 0.5)),  # the strongest round: within noise
+        "label": _setting("label", 100.0, 35.0, 44.0, (-16.0, -20.0, -12.0)),  # beyond noise
     },
 }
 
@@ -189,9 +191,10 @@ def test_defence_rows_and_verdict():
     assert [r[0] for r in per] == ["white box", "`none`", "`round:1`", "`label`"] and per[3][-1] == 44.0
     verdict = res.defence_verdict(DEFENCES)
     assert (
-        "the strongest setting of 1 of 2 defences" in verdict and "beyond noise (intervals apart): `label`;" in verdict
+        "the strongest setting of 1 of 2 defences" in verdict and "below 0): `label`; within noise: `round:1`." in verdict
     )
-    assert "within noise: `round:1`." in verdict and verdict.endswith("against 60.0 from scores: more, beyond noise.")
+    assert "(the two intervals apart) it would be 1, the same verdicts." in verdict
+    assert verdict.endswith("against 60.0 from scores (over boxes, intervals over configurations): more, beyond noise.")
 
 
 def test_family_probe_rows_and_the_papers_words():
