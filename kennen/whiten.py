@@ -152,7 +152,7 @@ class Finding:
     best_guess: str  # the most probable value, answered or not
     answered: bool
     raw_probability: float | None  # the metamodel's softmax before calibration (kennen-o, kennen-io)
-    held_out_accuracy: float | None  # class-balanced accuracy on the zoo's test boxes (%), with its 95% interval
+    held_out_accuracy: float | None  # class-balanced accuracy on boxes of configurations it never saw (%), 95% interval
     held_out_low: float | None = None
     held_out_high: float | None = None
 
@@ -208,7 +208,7 @@ class Report:
         zoo = ", ".join(f"{k} {v}" for k, v in self.zoo.items())
         cal = self.calibration
         if cal:
-            calibration = (f"calibrated probabilities ({cal.get('method')}; ECE on the zoo's test boxes "
+            calibration = (f"calibrated probabilities ({cal.get('method')}; ECE on the zoo's boxes out of fold "
                            f"{cal.get('ece_before', float('nan')):.3f} -> {cal.get('ece_after', float('nan')):.3f}); "
                            f"below {100 * self.min_confidence:.0f}% the answer is unknown (--min-confidence)")  # fmt: skip
         else:
