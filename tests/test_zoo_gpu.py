@@ -9,6 +9,7 @@ import torch
 from kennen import data as mnist_data
 from kennen.config import base_seed, load_params, section
 from kennen.zoo.fused import fusion_groups
+from kennen.zoo.net import NetConfig
 from kennen.zoo.sample import SampleParams, sample_zoo
 from kennen.zoo.train import TrainParams, TrainSpec
 from tests.conftest import REPO
@@ -67,11 +68,33 @@ def test_every_trainer_trained_its_models_and_its_rates_are_positive(report):
 def test_projections_follow_from_the_measured_rates(report):
     pr = report["projections"]
     assert pr["models"] == 10_000 and pr["paper_reported_hours"] == 960
+    steps = pr["zoo_steps_per_epoch"]
+    assert steps["loop"] > steps["fused_small"] > steps["fused"] > 0  # bigger groups, fewer steps
     for name, m in report["trainers"].items():
-        hours = pr["hours"][name]
-        assert hours["paper_zoo"] == pytest.approx(10_000 / m["paper_models_per_hour"], rel=1e-2)
-        assert hours["default_zoo"] == pytest.approx(10_000 / m["models_per_hour"], rel=1e-2)
-        assert hours["paper_zoo"] > hours["default_zoo"]
+        hours, by_steps = pr["hours"][name], pr["hours_by_steps"][name]
+        assert hours["paper_zoo"] == pytest.approx(10_000 / m["paper_models_per_hour"], rel=1e-3)
+        assert hours["default_zoo"] == pytest.approx(10_000 / m["models_per_hour"], rel=1e-3)
+        assert hours["paper_zoo"] > hours["default_zoo"] and by_steps["paper_zoo"] > by_steps["default_zoo"]
+        assert m["ms_per_step"] == pytest.approx(1000 * (m["wall_s"] - m["fixed_s"]) / m["steps"], rel=1e-3)
+        fixed = 10_000 * m["fixed_s"] / m["models"]
+        expected = (fixed + 100 * steps[name] * m["ms_per_step"] / 1000) / 3600
+        assert by_steps["paper_zoo"] == pytest.approx(expected, rel=1e-3)
+
+
+def test_steps_of_a_loop_model_and_of_a_fused_group():
+    bench = _bench()
+    net = NetConfig("relu", False, True, 5, 2, 2)
+    a, b = TrainSpec(0, net, "sgd", 64, "all", 1, 1), TrainSpec(1, net, "adam", 256, "quarter_2", 2, 1)
+    assert bench.steps_per_epoch((a,), 60_000) == 938 and bench.steps_per_epoch((b,), 60_000) == 59
+    assert bench.steps_per_epoch((a, b), 60_000) == 938  # a group steps until its longest member is done
+
+
+def test_reproject_recomputes_the_same_projections(report, tmp_path):
+    src, out = tmp_path / "in.json", tmp_path / "out.json"
+    src.write_text(json.dumps(report))
+    assert _bench().main(["--reproject", str(src), "--out", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert again["projections"] == report["projections"] and again["reprojected"].endswith(str(out))
 
 
 def test_paper_regime_is_fixed_cost_plus_100_epochs():
@@ -85,9 +108,9 @@ def test_paper_regime_is_fixed_cost_plus_100_epochs():
 def test_render_names_every_trainer_and_the_command(report, tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps(report))
-    text = _bench().render(report)
+    text = _bench().render(report, str(path))
     assert all(f"| `{name}` |" in text for name in TRAINERS)
-    assert report["command"] in text and "960 GPU-hours" in text
+    assert report["command"] in text and "960 GPU-hours" in text and str(path) in text
 
 
 def test_paper_profile_trains_fused_on_cuda_in_shards_that_fill_the_groups():
