@@ -1,13 +1,17 @@
 """Zoo training throughput: the official code's per-model loop against the pipeline's trainers.
 
-Trains the same configurations of the default profile (a spread of ``--models``
-rows of its ``sample_zoo`` table, with their seeds, subsets and the profile's
-epochs and pool) with each method, each in its own process tree, one after the
-other, and prints model-epochs per core-hour, the ratio to the reference measured
-in the same command, peak memory and the mean test accuracy. Usage:
+Trains the same configurations of the default profile in its own regime (a
+spread of ``--models`` rows of ``params.yaml``'s ``sample_zoo`` table, with their
+seeds and subsets, ``train_zoo.epochs`` epochs on the first ``train_zoo.pool_size``
+images: today 2 epochs on all 60,000) with each method, each in its own process
+tree, one after the other, and prints model-epochs per core-hour, the ratio to
+the reference measured in the same command, peak memory and the test accuracy of
+every method, paired model by model with the reference's. Usage:
 
-    python benchmarks/zoo_throughput.py [--models 60] [--out reports/bench/zoo_throughput.json]
-    python benchmarks/zoo_throughput.py --device cuda --pool 60000 --epochs 2   # on a GPU machine
+    python benchmarks/zoo_throughput.py [--models 24] [--out reports/bench/zoo_throughput.json]
+    python benchmarks/zoo_throughput.py --methods reference,loop_nchw,loop,fused   # with the layout before channels-last
+    python benchmarks/zoo_throughput.py --render reports/bench/zoo_throughput.json   # the markdown table of the docs
+    python benchmarks/zoo_throughput.py --device cuda --methods reference,loop   # on a GPU (benchmarks/zoo_gpu.py)
 
 Needs ``data/mnist.npz`` (``dvc repro data``). The methods:
 
@@ -70,6 +74,7 @@ LABELS = {
     "loop": "pipeline per-model loop, channels-last (train_zoo.trainer: loop)",
     "fused": "fused trainer, grouped by structure (train_zoo.trainer: fused)",
 }
+DEFAULT_METHODS = ("reference", "loop", "fused")  # loop_nchw, the layout before channels-last, on request
 QUALITY_POINTS = 0.5  # the mean test accuracy of every method must be this close to the reference's
 
 
@@ -241,15 +246,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--params", default="params.yaml", help="the profile whose configurations are trained")
     p.add_argument("--data", default="data/mnist.npz")
-    p.add_argument("--models", type=int, default=60)
+    p.add_argument("--models", type=int, default=24, help="rows of the profile's sample table, spread evenly")
     p.add_argument("--epochs", type=int, default=0, help="default: the profile's train_zoo.epochs")
     p.add_argument("--pool", type=int, default=0, help="default: the profile's train_zoo.pool_size")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"a subset of {','.join(METHODS)}")
     p.add_argument("--out", default="reports/bench/zoo_throughput.json")
     p.add_argument("--run", choices=METHODS, help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
+    p.add_argument("--render", metavar="JSON", help="print the markdown table of a written report and exit")
     args = p.parse_args()
+    if args.render:
+        return print(render(json.loads(Path(args.render).read_text()), args.render))
     if args.run:
         return child(args)
     methods = args.methods.split(",")
@@ -312,11 +320,13 @@ def main() -> None:
         {
             "machine": f"{platform.processor() or platform.machine()}, {cores} cores",
             "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d"),
             "command": " ".join(["python", "benchmarks/zoo_throughput.py", *sys.argv[1:]]),
             "profile": args.params,
             "models": len(specs),
             "epochs": epochs,
             "pool_size": pool,
+            "regime": "the profile's train_zoo" if not (args.epochs or args.pool) else "overridden on the command line",
             "device": args.device,
             "fused_groups": [len(g) for g in groups],
             "quality_within_points": QUALITY_POINTS,
@@ -324,6 +334,33 @@ def main() -> None:
             "methods": rows,
         },
     )
+
+
+def render(report: dict, path: str) -> str:
+    """The markdown table of a report, stamped with its command, machine and regime."""
+    lines = [
+        "| method | wall | CPU time | model-epochs / core-hour | ratio to reference | peak memory | mean test acc "
+        "| paired difference to the reference (mean ± s.e.; models within 1 point; largest) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["methods"]:
+        d = r["paired_diff"]
+        pair = (
+            "–"
+            if r["method"] == "reference"
+            else f"{d['mean']:+.2f} ± {d['sem']}; {d['models_within_1_point']}/{report['models']}; {d['max_abs']}"
+        )
+        mem = "–" if r["peak_rss_mib"] is None else f"{r['peak_rss_mib']:,} MiB"
+        lines.append(
+            f"| `{r['method']}` | {r['wall_s']:,.1f} s | {r['cpu_s']:,.1f} s | {r['model_epochs_per_core_hour']:,.1f} "
+            f"| {r['ratio_to_reference']:.2f}× | {mem} | {r['mean_test_acc']:.2f}% | {pair} |"
+        )
+    gpu = next((f", {r['device']}" for r in report["methods"] if "device" in r), "")
+    lines.append(
+        f"\n(`{report['command']}`: {report['models']} models of `{report['profile']}` x {report['epochs']} epoch(s) on the "
+        f"{report['pool_size']:,}-image pool, {report['device']}{gpu}; {report['machine']}, torch {report['torch']}, {report.get('date', 'undated')}; `{path}`.)"
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
