@@ -372,7 +372,7 @@ def cv_rows(kennen_o: dict[str, Any], kennen_i: dict[str, Any], kennen_io: dict[
     if "cv.acc.mean" in kennen_io:
         rows.append(row("kennen-io (prob, learned queries)", kennen_io))
     for name in ("kennen-o", "kennen-i", "kennen-io"):
-        rows.append([f"paper: {name} (R split, 5,000 training boxes)", "–", METHOD_MEANS[name]])
+        rows.append([f"paper: {name} (R split, {PAPER_ZOO['n_train']:,} training boxes)", "–", METHOD_MEANS[name]])
     return rows
 
 

@@ -18,7 +18,7 @@
 - **Folds** (ours, the headline protocol): K folds of whole configurations. Every box
   of the zoo is a test box of exactly one fold, and a configuration's seed-siblings and
   ensembles always share a fold, so a box is predicted by a metamodel that never saw its
-  configuration. The paper's single R split tests 1,000 of its 11,282 boxes, enough at
+  configuration. The paper's single R split tests 1,000 of its 11 thousand boxes, enough at
   its scale; at a few hundred boxes one split tests a few dozen configurations, and
   cross-validation tests them all. The folds are one file, shared by every metamodel,
   sweep and the defences stage, so their figures are paired.
