@@ -30,7 +30,7 @@ TINY = {
     },
     "train_zoo": {"shards": [0, 1], "epochs": 1, "pool_size": 400},
     "prune": {"min_acc": 0},
-    "ensembles": {"max_members": 3},
+    "ensembles": {"max_members": 3, "max_boxes_per_config": None},  # every subset: 3 pairs + 1 triple
     "queries": {"n_max": 20},
     "splits": {"test_fraction": 0.3},
     "kennen_o": {"n_queries": 5, "hidden": 16, "optimisers": {"default": {"epochs": 3}, "official": {"epochs": 3}}},

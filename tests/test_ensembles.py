@@ -113,3 +113,14 @@ def test_ensemble_mean_is_the_members_mean_and_differentiable():
     got.sum().backward()
     torch.testing.assert_close(out.grad[:, 0, 0], torch.tensor([0.5, 1 / 3, 0.5 + 1 / 3, 1 / 3 + 1.0]))
     assert ensemble_mean(out, []).shape == (0, 3, 10)
+
+
+def test_the_cap_keeps_every_single_model_and_the_largest_ensembles_first():
+    models = [_model(i, 0 if i < 4 else 1, LARGEST) for i in range(6)]  # 4 seeds of one configuration, 2 of another
+    rows = build_ensembles(models, list(range(6)), max_members=4, max_boxes_per_config=6)
+    by_config = {c: [r["members"] for r in rows if r["config"] == c] for c in (0, 1)}
+    assert by_config[0] == ["0;1;2", "0;1;2;3"]  # 4 singles + 2 ensembles: the 4-member one, then the first triple
+    assert by_config[1] == ["4;5"]  # under the cap: every subset
+    assert [r["n_par"] for r in rows if r["n_members"] == 4] == [21]  # the class only a 4-member ensemble reaches
+    assert len(build_ensembles(models, list(range(6)), 4, max_boxes_per_config=4)) == 1  # room for pairs only: 4;5
+    assert len(build_ensembles(models, list(range(6)), 4)) == 11 + 1  # no cap: every subset
