@@ -445,10 +445,15 @@ def learning_curve_text(fit: dict[str, Any]) -> str:
     for key in sorted(k for k in fit if k.startswith("fit.boxes_for_") and not k.endswith(("_low", "_high"))):
         target = key.removeprefix("fit.boxes_for_")
         parts.append(f"{target}%: {boxes(key)} boxes (95% interval {boxes(key + '_low')} to {boxes(key + '_high')})")
+    plateau = (
+        f"plateau c = {fit['fit.c']:.1f} [{fit.get('fit.c_low', NAN):.1f}, {fit.get('fit.c_high', NAN):.1f}]"
+        if fit.get("fit.c_low", 0.0) < 99.9
+        else "no plateau below 100 in reach of these points (c runs to its bound of 100 in every resample, so the "
+        "box counts below assume the curve keeps rising; a plateau would make them larger)"
+    )
     return (
-        f"Fitted acc(n) = c − a·n^(−b) to the means over configurations: plateau c = {fit['fit.c']:.1f} "
-        f"[{fit.get('fit.c_low', NAN):.1f}, {fit.get('fit.c_high', NAN):.1f}], exponent b = {fit['fit.b']:.2f} "
+        f"Fitted acc(n) = c − a·n^(−b) to the means over configurations: {plateau}; exponent b = {fit['fit.b']:.2f} "
         f"[{fit.get('fit.b_low', NAN):.2f}, {fit.get('fit.b_high', NAN):.2f}] (intervals: the fit repeated on "
-        f"{int(fit.get('fit.n_boot', 0))} resamples of the configurations). Training boxes per fold the curve "
-        f"needs to reach " + "; ".join(parts) + ". An extrapolation of a few points: read it as an order of magnitude."
+        f"{int(fit.get('fit.n_boot', 0))} resamples of the configurations). Training boxes the curve needs to "
+        "reach " + "; ".join(parts) + ". An extrapolation of a few points: read it as an order of magnitude."
     )

@@ -55,6 +55,8 @@ def test_cv_section_leads_with_configurations_and_calls_gaps_by_their_paired_int
     assert "65%: 4,000 boxes (95% interval 900 to never (the fitted plateau is below))" in page
     assert "| paper: kennen-o (R split, 5,000 training boxes) | – | 73.4 |" in page
     assert cv_section(_metamodel(60.0), {}, {}, [], {}) == ""  # no cross-validation: no section
+    at_bound = fit | {"fit.c": 100.0, "fit.c_low": 100.0, "fit.c_high": 100.0}
+    assert "no plateau below 100 in reach of these points" in cv_section(o, _cv(45.0), io, curve, at_bound)
 
 
 def test_uncertainty_section_calls_the_gap_by_its_interval():
