@@ -285,10 +285,10 @@ The paper: {res.paper_family_probe()}.
 
 
 def transfer_section(t: dict[str, Any], params: dict[str, Any]) -> str:
-    """Metamodels on black boxes of a trainer the zoo never saw, next to their in-zoo R-split figures."""
+    """Metamodels on black boxes of a trainer the zoo never saw, next to their in-zoo cross-validated figures."""
     regimes = params.get("transfer", {}).get("regimes", {})
-    header = ["regime", "boxes scored", "median box test acc.", "metamodel", "mean acc. [95% CI]", "in-zoo R split",
-              "verdict"]  # fmt: skip
+    header = ["regime", "boxes scored", "median box test acc.", "metamodel", "mean acc. [95% CI]",
+              "in-zoo (cross-validated)", "verdict"]  # fmt: skip
     keys = [k for k in REPORT_ORDER if k not in ("split", "ens")]
     per = table(["regime", "metamodel", *_titles(keys)], res.transfer_attribute_rows(t, regimes, keys))
     conf = table(["regime", "metamodel", "flagged out of the zoo (%)", "answered (%)", "accuracy answered (%)",
@@ -302,8 +302,9 @@ and whitened through `kennen whiten`'s own code path. Scored on the 10 attribute
 scored on (chance {t.get("chance_mean", float("nan")):.1f}%): `split` names images of the zoo's own
 permutation, which the foreign boxes never saw, and every foreign box is a single model (`ens`). `size`
 is scored as the fraction (all / half / quarter) of the foreign pool. Boxes below `transfer.min_acc`
-are trained but not whitened, as the zoo is pruned. Intervals: bootstrap over the foreign boxes; the
-verdict compares the interval with the in-zoo figure (the mean over the same 10 attributes on the R split).
+are trained but not whitened, as the zoo is pruned. Intervals resample the foreign boxes' configurations
+(every foreign box is a configuration of its own here); the verdict compares the interval with the in-zoo
+figure (the mean over the same 10 attributes of the cross-validated predictions, over boxes).
 
 {table(header, res.transfer_rows(t, regimes))}
 

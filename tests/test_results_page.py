@@ -88,6 +88,7 @@ def test_transfer_section_compares_foreign_boxes_with_the_zoo():
         in page
     )
     assert "(chance 35.4%)" in page and "| act |" in page and "| split |" not in page.split("Per attribute")[1]
+    assert "| in-zoo (cross-validated) |" in page
 
 
 def _acc(mean: float, width: float = 4.0) -> dict:
