@@ -191,7 +191,8 @@ def test_defence_rows_and_verdict():
     assert [r[0] for r in per] == ["white box", "`none`", "`round:1`", "`label`"] and per[3][-1] == 44.0
     verdict = res.defence_verdict(DEFENCES)
     assert (
-        "the strongest setting of 1 of 2 defences" in verdict and "below 0): `label`; within noise: `round:1`." in verdict
+        "the strongest setting of 1 of 2 defences" in verdict
+        and "below 0): `label`; within noise: `round:1`." in verdict
     )
     assert "(the two intervals apart) it would be 1, the same verdicts." in verdict
     assert verdict.endswith("against 60.0 from scores (over boxes, intervals over configurations): more, beyond noise.")

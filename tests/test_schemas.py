@@ -65,7 +65,9 @@ def _sample_rows() -> list[dict]:
 
 def _build(root: Path) -> None:
     """A valid tiny zoo under ``root``, written by the library's writers and the stages themselves."""
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(root / "idx", splits={"folds": 2})))  # 2 configurations
+    (root / "params.yaml").write_text(
+        yaml.safe_dump(tiny_params(root / "idx", splits={"folds": 2}))
+    )  # 2 configurations
     sample = _sample_rows()
     write_csv(root / "sample.csv", sample, SAMPLE_COLUMNS)
     for shard in (0, 1):
