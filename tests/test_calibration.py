@@ -110,39 +110,40 @@ def test_grouped_carve_leaves_something_to_fit_and_singletons_match_the_plain_ca
         cal.carve_rows(3, 1, 0, groups=["a"])
 
 
-def test_calibrate_scores_lowers_the_ece_of_an_overconfident_metamodel():
-    """A metamodel whose heads are the true logits scaled 4x: calibration on validation boxes undoes the 4."""
+def test_out_of_fold_calibration_lowers_the_ece_of_an_overconfident_metamodel():
+    """A metamodel whose heads are the true logits scaled 4x: temperatures fitted out of fold undo the 4."""
     torch.manual_seed(0)
     n_in = 8
     model = KennenO(n_in, 16)
     # heads read the input directly through a fixed body: sharp, but right on average
     rng = np.random.default_rng(0)
-
-    def data(n: int) -> tuple[torch.Tensor, np.ndarray]:
-        x = torch.randn(n, n_in)
-        with torch.no_grad():
-            out = model(x)
-        y = []
-        for a in ATTRIBUTES:
-            p = torch.softmax(out[a.key] / 4.0, 1).double().numpy()  # the truth is 4x softer than the logits
-            y.append(np.minimum((p.cumsum(1) < rng.random((n, 1))).sum(1), a.n_classes - 1))  # inverse CDF
-        return x, np.array(y).T
-
     with torch.no_grad():
         for head in model.heads.values():
             head.weight.mul_(20.0)
-    val, test, ref = data(400), data(400), data(50)[0]
-    result = cal.calibrate_scores(model, val, test, ref, cal.CalibrationParams(), seed=0, name="test")
+    n = 800
+    x = torch.randn(n, n_in)
+    with torch.no_grad():
+        out = model(x)
+    y = []
+    for a in ATTRIBUTES:
+        p = torch.softmax(out[a.key] / 4.0, 1).double().numpy()  # the truth is 4x softer than the logits
+        y.append(np.minimum((p.cumsum(1) < rng.random((n, 1))).sum(1), a.n_classes - 1))  # inverse CDF
+    y = np.array(y).T
+    logits = [out[a.key].double().numpy() for a in ATTRIBUTES]
+    fold_of = np.arange(n) % 2
+    features = cal.standardise(model, x)
+    result = cal.calibrate_out_of_fold(logits, y, fold_of, list(range(n)), features, cal.CalibrationParams(), 0, "test")
     m = result.metrics
     assert m["ece_after"] < m["ece_before"] and m["ece_after"] < 0.06
     assert 3.0 < m["calibration.temperature.act"] < 5.5
     assert m["ece_before_low"] <= m["ece_before"] <= m["ece_before_high"]
     assert result.tensors["calibration.temperature"].shape == (len(ATTRIBUTES),)
-    assert result.tensors["ood.reference"].shape == (50, n_in)
-    assert 0.0 <= m["ood.test_rate"] <= 100.0 and m["calibration.n_val"] == 400
+    assert result.tensors["ood.reference"].shape == (n, n_in)
+    assert 0.0 <= m["ood.test_rate"] <= 100.0 and m["calibration.n_val"] == n
     assert {r["calibration"] for r in result.reliability} == {"test before", "test after"}
-    meta = result.meta("temperature scaling per attribute", 400, cal.CalibrationParams())
+    meta = result.meta("temperature scaling per attribute", n, cal.CalibrationParams())
     assert meta["calibration"]["ece_after"] == m["ece_after"] and meta["ood"]["threshold"] == result.ood_threshold
+    assert meta["calibration"]["fitted_on"] == f"the out-of-fold predictions of all {n} boxes (2 folds)"
 
 
 def test_out_of_zoo_flags_a_far_box_and_not_a_zoo_box():

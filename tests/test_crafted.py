@@ -14,7 +14,8 @@ from kennen.config import from_dict
 from kennen.data import MEAN, STD
 from kennen.errors import KennenError
 from kennen.metamodel import kennen_i, kennen_io
-from kennen.metamodel.crafted import ALL_BOXES, HIGH, LOW, BoxZoo, QueryStep, fold_name, fold_of, to_pixels
+from kennen.metamodel.crafted import ALL_BOXES, HIGH, LOW, BoxZoo, QueryStep, fold_name, to_pixels
+from kennen.metamodel.cv import fold_of
 from kennen.metamodel.kennen_o import Optimiser, fit, predict
 from kennen.seeds import Purpose, derive
 from kennen.stats import accuracies

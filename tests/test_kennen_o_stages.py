@@ -45,9 +45,7 @@ def _run_stage(root: Path, stage: str | tuple[str, int | str], *extra: str) -> i
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory, idx_dir):
     root = tmp_path_factory.mktemp("kennen_o_stages")
-    # min_val 2: a learning-curve subset of 4 boxes can be one configuration, whose whole-configuration carve
-    # is empty, and fit_curve does not handle an empty carve
-    params = tiny_params(idx_dir, kennen_o={"early_stop": {"val_fraction": 0.25, "patience": 2, "min_val": 2}})
+    params = tiny_params(idx_dir, kennen_o={"early_stop": {"val_fraction": 0.25, "patience": 2, "min_val": 1}})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KENNEN_EXECUTOR", "serial")

@@ -104,6 +104,17 @@ def test_carve_splits_the_training_rows_only():
     groups = [i // 5 for i in range(40)]  # 8 configurations of 5 boxes: two of them held out
     fit_rows, val_rows = EarlyStop(0.25, min_val=5).carve(40, seed=3, groups=groups)
     assert len(val_rows) == 10 and not {groups[i] for i in fit_rows.tolist()} & {groups[i] for i in val_rows.tolist()}
+    # one configuration cannot be carved whole without leaving nothing to fit: no carve, the fixed schedule
+    assert EarlyStop(0.25, min_val=1).carve(4, seed=3, groups=[7, 7, 7, 7]) is None
+
+
+def test_training_boxes_of_one_configuration_train_on_the_fixed_schedule():
+    from kennen.metamodel.kennen_o import EarlyStop, Optimiser, fit_curve
+
+    x, y = _toy(8)
+    opt = Optimiser("adam", 1e-3, epochs=3, batch=4)
+    _, curve = fit_curve(x, y, 8, opt, seed=1, stop=EarlyStop(0.25, min_val=1), groups=[0] * 8)
+    assert curve.n_val == 0 and curve.epochs == 3 and curve.best_epoch is None
 
 
 def test_early_stopping_restores_the_best_epoch_and_trains_every_parameter():

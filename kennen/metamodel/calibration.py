@@ -3,8 +3,8 @@
 Ours; the paper and the official code report arg-max predictions only. Everything here is
 fitted on predictions of boxes the metamodel was not fitted on: the pipeline's metamodels are
 calibrated on the **out-of-fold predictions of every box** of the cross-validation
-(:func:`calibrate_out_of_fold`, cross-fitted for what it reports), and :func:`calibrate_scores`
-fits on any validation set and evaluates on a test set:
+(:func:`calibrate_out_of_fold`; kennen-i's label table in ``kennen_i.calibrate_out_of_fold``), fitted
+on all boxes for what is saved and cross-fitted for what is reported (:func:`cross_fitted_report`):
 
 - **Calibration.** kennen-o and kennen-io give logits: one temperature per attribute,
   ``softmax(logits / T)``, fitted by minimising the validation negative log-likelihood
@@ -15,9 +15,9 @@ fits on any validation set and evaluates on a test set:
   (``(hits + PRIOR * acc) / (n + PRIOR)``, a histogram-binning calibrator with one bin per
   label, Zadrozny & Elkan 2001). Uncalibrated, kennen-i's confidence is 1 for every answer.
 - **Expected calibration error** (ECE): top-label confidence against correctness, equal-width
-  bins, pooled over the 12 attributes (every test box contributes 12 answers), with a 95%
-  bootstrap interval over test boxes. Per attribute too, though 60-odd boxes per attribute
-  leave such a figure noisy.
+  bins, pooled over the 12 attributes (every box contributes 12 answers), with a 95% interval
+  over resampled configurations (``kennen.stats``). Per attribute too, though a few dozen boxes
+  per attribute value leave such a figure noisy.
 - **Abstention.** An answer below ``min_confidence`` is "unknown". The default threshold is
   the smallest one on a 0.05 grid whose answered validation accuracy reaches
   ``target_accuracy`` (the selective-classification rule of Geifman & El-Yaniv 2017,
@@ -274,49 +274,64 @@ def ood_threshold(reference: np.ndarray, quantile: float) -> float:
 # --- one metamodel's calibration, as the stages write it ---------------------------------------------
 
 
-def summary(
+def cross_fitted_report(
     name: str,
-    before: tuple[np.ndarray, np.ndarray],
-    after_val: tuple[np.ndarray, np.ndarray],
-    after_test: tuple[np.ndarray, np.ndarray],
-    ood: tuple[np.ndarray, np.ndarray],
+    conf_before: np.ndarray,
+    conf_after: np.ndarray,
+    ok: np.ndarray,
+    judged_by: np.ndarray,
+    features: np.ndarray,
+    fold_of: np.ndarray,
+    units: Sequence[Any],
     params: CalibrationParams,
     seed: int,
-    units: Sequence[Any] | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]], float, float]:
-    """Metrics, reliability rows, risk-coverage rows, threshold and OOD threshold of one metamodel.
+    """What every metamodel's out-of-fold calibration reports, whatever its calibrator.
 
     Args:
-        name: the metamodel (for the reliability rows' labels only).
-        before, after_test: (confidence, correct) [N_test, 12] on the test boxes, uncalibrated and calibrated.
-        after_val: (confidence, correct) [N_val, 12] on the validation carve, calibrated.
-        ood: (reference features [N_train, D], test features [N_test, D]), both standardised.
-        params: the ``calibration`` params; seed: the bootstrap's.
-        units: the test boxes' configurations, the unit the ECE intervals resample (None: every box its own).
+        name: the metamodel (the reliability rows' label).
+        conf_before, conf_after: every box's confidence [N, 12] uncalibrated and cross-fitted (from what was
+            fitted on the other folds); ok: whether each answer is right [N, 12].
+        judged_by: the abstention threshold chosen on the other folds, per box [N].
+        features: every box's features [N, D] as the saved metamodel compares them (its out-of-zoo reference).
+        fold_of: each box's fold [N]; units: each box's configuration (the ECE intervals' unit).
+        params, seed: the ``calibration`` params and the bootstrap's seed.
 
-    Metric keys: ``ece_before``, ``ece_after`` with ``_low``/``_high``; ``ece_after.<attribute>``;
-    ``calibration.n_val``; ``abstain.min_confidence``, ``abstain.coverage``, ``abstain.accuracy``
-    (answered, test), ``abstain.accuracy_all`` (every answer, test), ``abstain.val_coverage``;
-    ``ood.threshold``, ``ood.test_rate`` (% of test boxes flagged).
+    Returns:
+        (metrics, reliability rows, risk-coverage rows, the abstention threshold and the out-of-zoo limit
+        fitted on every box). Metric keys: ``calibration.n_val``; ``ece_before``, ``ece_after`` with
+        ``_low``/``_high``; ``ece_after.<attribute>``; ``abstain.min_confidence``, ``abstain.coverage``,
+        ``abstain.accuracy`` (answered), ``abstain.accuracy_all``, ``abstain.val_coverage``; ``ood.threshold``,
+        ``ood.test_rate`` (% of boxes flagged against the other folds' boxes).
     """
-    (cb, ok), (cv, okv), (ca, _) = before, after_val, after_test
-    m: dict[str, float] = {"calibration.n_val": len(cv)}
-    for key, conf in (("ece_before", cb), ("ece_after", ca)):
+    flagged = np.zeros(len(ok), dtype=bool)
+    for f in np.unique(fold_of):
+        inside, outside = fold_of == f, fold_of != f
+        flagged[inside] = nn_distance(features[inside], features[outside]) > ood_threshold(
+            features[outside], params.ood_quantile
+        )
+    take = conf_after >= judged_by[:, None]
+    threshold = choose_threshold(conf_after, ok, params.target_accuracy)
+    limit = ood_threshold(features, params.ood_quantile)
+    m: dict[str, float] = {"calibration.n_val": len(ok)}
+    for key, conf in (("ece_before", conf_before), ("ece_after", conf_after)):
         m[key] = round(ece(conf, ok, params.bins), 4)
         m[f"{key}_low"], m[f"{key}_high"] = (round(v, 4) for v in ece_interval(conf, ok, params.bins, seed, units))
     for i, a in enumerate(ATTRIBUTES):
-        m[f"ece_after.{a.key}"] = round(ece(ca[:, i], ok[:, i], params.bins), 4)
-    threshold = choose_threshold(cv, okv, params.target_accuracy) if len(cv) else 0.0
-    coverage, acc = selective(ca, ok, threshold)
-    m |= {"abstain.min_confidence": threshold, "abstain.coverage": round(100 * coverage, 2),
-          "abstain.accuracy": round(100 * acc, 2), "abstain.accuracy_all": round(100 * float(ok.mean()), 2),
-          "abstain.val_coverage": round(100 * selective(cv, okv, threshold)[0], 2) if len(cv) else 0.0}  # fmt: skip
-    reference, test = ood
-    limit = ood_threshold(reference, params.ood_quantile)
-    m["ood.threshold"] = limit
-    m["ood.test_rate"] = round(100 * float((nn_distance(test, reference) > limit).mean()), 2)
-    rows = reliability(cb, ok, params.bins, f"{name} before") + reliability(ca, ok, params.bins, f"{name} after")
-    return m, rows, risk_coverage(ca, ok), threshold, limit
+        m[f"ece_after.{a.key}"] = round(ece(conf_after[:, i], ok[:, i], params.bins), 4)
+    n_taken = int(take.sum())
+    m |= {
+        "abstain.min_confidence": threshold,
+        "abstain.coverage": round(100 * n_taken / take.size, 2),
+        "abstain.accuracy": round(100 * float(ok[take].mean()), 2) if n_taken else 0.0,
+        "abstain.accuracy_all": round(100 * float(ok.mean()), 2),
+        "abstain.val_coverage": round(100 * selective(conf_after, ok, threshold)[0], 2),
+        "ood.threshold": limit,
+        "ood.test_rate": round(100 * float(flagged.mean()), 2),
+    }
+    rows = reliability(conf_before, ok, params.bins, f"{name} before")
+    rows += reliability(conf_after, ok, params.bins, f"{name} after")
+    return m, rows, risk_coverage(conf_after, ok), threshold, limit
 
 
 @dataclass
@@ -369,74 +384,9 @@ def standardise(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
     return ((x - model.mean) / model.std).numpy().astype(np.float32)
 
 
-def calibrate_scores(
-    model: torch.nn.Module,
-    val: tuple[torch.Tensor, np.ndarray],
-    test: tuple[torch.Tensor, np.ndarray],
-    reference: torch.Tensor,
-    params: CalibrationParams,
-    seed: int,
-    name: str,
-    units: Sequence[Any] | None = None,
-) -> Calibrated:
-    """Temperature scaling of kennen-o / kennen-io: ``val`` and ``test`` are (features, labels [N, 12]);
-    ``units``: the test boxes' configurations."""
-    (x_val, y_val), (x_test, y_test) = val, test
-    val_logits, test_logits = logits_of(model, x_val), logits_of(model, x_test)
-    if len(x_val):
-        temps = np.array([fit_temperature(z, y_val[:, i]) for i, z in enumerate(val_logits)])
-    else:
-        temps = np.ones(len(ATTRIBUTES))
-    pred, conf_before = scaled(test_logits)
-    _, conf_after = scaled(test_logits, temps)
-    pred_val, conf_val = scaled(val_logits, temps)
-    ok, ok_val = pred == y_test, pred_val == y_val
-    ref = standardise(model, reference)
-    m, rel, rc, threshold, limit = summary(name, (conf_before, ok), (conf_val, ok_val), (conf_after, ok),
-                                           (ref, standardise(model, x_test)), params, seed, units)  # fmt: skip
-    m |= {f"calibration.temperature.{a.key}": float(t) for a, t in zip(ATTRIBUTES, temps, strict=True)}
-    tensors = {
-        "calibration.temperature": torch.tensor(temps, dtype=torch.float32),
-        "ood.reference": torch.from_numpy(ref),
-    }
-    return Calibrated(m, rel, rc, threshold, limit, tensors)
-
-
 def one_hot(labels: np.ndarray) -> np.ndarray:
     """kennen-i's feature vector [N, A * 10]: the top-1 labels one-hot (RMS distance ~ share of labels that differ)."""
     return np.eye(10, dtype=np.float32)[labels].reshape(len(labels), -1)
-
-
-def calibrate_labels(
-    val: tuple[np.ndarray, np.ndarray, np.ndarray],
-    test: tuple[np.ndarray, np.ndarray, np.ndarray],
-    reference: np.ndarray,
-    params: CalibrationParams,
-    seed: int,
-    name: str,
-    units: Sequence[Any] | None = None,
-) -> Calibrated:
-    """kennen-i's label table: ``val`` and ``test`` are (labels read [N, A], predicted [N, 12], true [N, 12]).
-
-    ``reference``: the training boxes' labels [N_train, A]; ``units``: the test boxes' configurations.
-    """
-    (lab_val, pred_val, y_val), (lab_test, pred_test, y_test) = val, test
-    per_attr_val = _per_attribute(lab_val)
-    per_attr_test = _per_attribute(lab_test)
-    ok_val, ok = pred_val == y_val, pred_test == y_test
-    table = label_table(per_attr_val, ok_val)
-    conf_val, conf_after = table_confidence(table, per_attr_val), table_confidence(table, per_attr_test)
-    m, rel, rc, threshold, limit = summary(name, (np.ones_like(conf_after), ok), (conf_val, ok_val), (conf_after, ok),
-                                           (one_hot(reference), one_hot(lab_test)), params, seed, units)  # fmt: skip
-    tensors = {"calibration.table": torch.tensor(table, dtype=torch.float32),
-               "ood.reference": torch.from_numpy(one_hot(reference))}  # fmt: skip
-    return Calibrated(m, rel, rc, threshold, limit, tensors)
-
-
-def _per_attribute(labels: np.ndarray) -> np.ndarray:
-    """Labels [N, 12], one per attribute: a single query for all (target ``all``) is read by every attribute."""
-    labels = np.asarray(labels)
-    return labels if labels.shape[1] == len(ATTRIBUTES) else np.repeat(labels, len(ATTRIBUTES), axis=1)
 
 
 def calibrate_out_of_fold(
@@ -457,7 +407,7 @@ def calibrate_out_of_fold(
         y: true labels [N, 12]; fold_of: each box's fold [N]; units: each box's configuration.
         features: every box's features [N, D], standardised as the all-box metamodel standardises them:
             the out-of-zoo reference saved with it.
-        params, seed, name: as :func:`calibrate_scores`.
+        params: the ``calibration`` params; seed: the bootstrap's; name: the metamodel (the reliability rows' label).
 
     What is saved (temperatures, abstention threshold, out-of-zoo threshold) is fitted on all boxes.
     What is *reported* is cross-fitted, so that no box scores a calibrator fitted on itself: the
@@ -476,42 +426,20 @@ def calibrate_out_of_fold(
     ok = pred == y
     conf_after = np.zeros_like(conf_before)
     judged_by = np.zeros(len(y))  # the abstention threshold each box is judged by: its fold's
-    flagged = np.zeros(len(y), dtype=bool)
     for f in np.unique(fold_of):
         inside, outside = fold_of == f, fold_of != f
         temps_f = fit(outside)
         conf_after[inside] = scaled([z[inside] for z in logits], temps_f)[1]
         conf_out = scaled([z[outside] for z in logits], temps_f)[1]
         judged_by[inside] = choose_threshold(conf_out, ok[outside], params.target_accuracy)
-        limit_f = ood_threshold(features[outside], params.ood_quantile)
-        flagged[inside] = nn_distance(features[inside], features[outside]) > limit_f
-    take = conf_after >= judged_by[:, None]
     temps = fit(np.ones(len(y), dtype=bool))
-    threshold = choose_threshold(conf_after, ok, params.target_accuracy)
-    limit = ood_threshold(features, params.ood_quantile)
-    m: dict[str, float] = {"calibration.n_val": len(y)}
-    for key, conf in (("ece_before", conf_before), ("ece_after", conf_after)):
-        m[key] = round(ece(conf, ok, params.bins), 4)
-        m[f"{key}_low"], m[f"{key}_high"] = (round(v, 4) for v in ece_interval(conf, ok, params.bins, seed, units))
-    for i, a in enumerate(ATTRIBUTES):
-        m[f"ece_after.{a.key}"] = round(ece(conf_after[:, i], ok[:, i], params.bins), 4)
-    n_taken = int(take.sum())
-    m |= {
-        "abstain.min_confidence": threshold,
-        "abstain.coverage": round(100 * n_taken / take.size, 2),
-        "abstain.accuracy": round(100 * float(ok[take].mean()), 2) if n_taken else 0.0,
-        "abstain.accuracy_all": round(100 * float(ok.mean()), 2),
-        "abstain.val_coverage": round(100 * selective(conf_after, ok, threshold)[0], 2),
-        "ood.threshold": limit,
-        "ood.test_rate": round(100 * float(flagged.mean()), 2),
-    }
-    m |= {f"calibration.temperature.{a.key}": float(t) for a, t in zip(ATTRIBUTES, temps, strict=True)}
-    rows = reliability(conf_before, ok, params.bins, f"{name} before") + reliability(
-        conf_after, ok, params.bins, f"{name} after"
+    m, rows, rc, threshold, limit = cross_fitted_report(
+        name, conf_before, conf_after, ok, judged_by, features, fold_of, units, params, seed
     )
+    m |= {f"calibration.temperature.{a.key}": float(t) for a, t in zip(ATTRIBUTES, temps, strict=True)}
     tensors = {
         "calibration.temperature": torch.tensor(temps, dtype=torch.float32),
         "ood.reference": torch.from_numpy(np.asarray(features, dtype=np.float32)),
     }
     fitted_on = f"the out-of-fold predictions of all {len(y)} boxes ({len(np.unique(fold_of))} folds)"
-    return Calibrated(m, rows, risk_coverage(conf_after, ok), threshold, limit, tensors, fitted_on)
+    return Calibrated(m, rows, rc, threshold, limit, tensors, fitted_on)

@@ -167,13 +167,3 @@ ALL_BOXES = "all-boxes"  # the saved metamodel's task: every box of the zoo trai
 def fold_name(f: int) -> str:
     """The task (split) name of fold ``f``: with a hyphen, which no E split's name (an identifier) holds."""
     return f"cv-{f}"
-
-
-def fold_of(folds: Sequence[Sequence[int]], n_boxes: int) -> np.ndarray:
-    """The fold of every box [n_boxes] (int64), from the folds' box ids."""
-    out = np.full(n_boxes, -1, dtype=np.int64)
-    for f, fold in enumerate(folds):
-        out[list(fold)] = f
-    if (out < 0).any():
-        raise ValueError(f"fold_of: {int((out < 0).sum())} boxes are in no fold")
-    return out

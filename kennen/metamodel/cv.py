@@ -36,6 +36,16 @@ def out_of_fold(folds: Sequence[Sequence[int]], per_fold: Sequence[np.ndarray], 
     return out
 
 
+def fold_of(folds: Sequence[Sequence[int]], n_boxes: int) -> np.ndarray:
+    """The fold of every box [n_boxes] (int64), from the folds' box ids."""
+    out = np.full(n_boxes, -1, dtype=np.int64)
+    for f, fold in enumerate(folds):
+        out[list(fold)] = f
+    if (out < 0).any():
+        raise ValueError(f"fold_of: {int((out < 0).sum())} boxes are in no fold")
+    return out
+
+
 def units_of(boxes: Sequence[dict[str, Any]], ids: Sequence[int] | None = None) -> list[Any]:
     """The configuration of each box (of ``ids``, or of every box): the bootstrap's unit."""
     rows = boxes if ids is None else [boxes[i] for i in ids]

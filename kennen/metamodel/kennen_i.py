@@ -50,15 +50,9 @@ from kennen.metamodel.calibration import (
     Calibrated,
     CalibrationParams,
     choose_threshold,
-    ece,
-    ece_interval,
+    cross_fitted_report,
     label_table,
-    nn_distance,
     one_hot,
-    ood_threshold,
-    reliability,
-    risk_coverage,
-    selective,
     table_confidence,
 )
 from kennen.metamodel.crafted import BoxZoo, QueryStep, ZooSource, to_pixels
@@ -272,7 +266,7 @@ def calibrate_out_of_fold(
             values read from them and the truth [N, 12]; fold_of: each box's fold [N]; units: each box's
             configuration (the ECE intervals' unit).
         reference: every box's labels [N, A] on the all-box images: the out-of-zoo reference saved with them.
-        params, seed, name: as ``calibration.calibrate_labels``.
+        params, seed, name: as ``calibration.calibrate_out_of_fold``.
 
     As ``calibration.calibrate_out_of_fold`` does for temperatures: what is saved (the table, the abstention
     threshold, the out-of-zoo threshold) is fitted on all boxes; what is reported is cross-fitted, so that
@@ -283,10 +277,8 @@ def calibrate_out_of_fold(
     fold_of = np.asarray(fold_of)
     per, ok = per_attribute(labels), np.asarray(y_pred) == np.asarray(y_true)
     ref = one_hot(reference)
-    conf_before = np.ones(ok.shape)
     conf_after = np.zeros(ok.shape)
     judged_by = np.zeros(len(ok))  # the abstention threshold each box is judged by: its fold's
-    flagged = np.zeros(len(ok), dtype=bool)
     for f in np.unique(fold_of):
         inside, outside = fold_of == f, fold_of != f
         table_f = label_table(per[outside], ok[outside])
@@ -294,29 +286,10 @@ def calibrate_out_of_fold(
         judged_by[inside] = choose_threshold(
             table_confidence(table_f, per[outside]), ok[outside], params.target_accuracy
         )
-        flagged[inside] = nn_distance(ref[inside], ref[outside]) > ood_threshold(ref[outside], params.ood_quantile)
-    take = conf_after >= judged_by[:, None]
     table = label_table(per, ok)
-    threshold = choose_threshold(conf_after, ok, params.target_accuracy)
-    limit = ood_threshold(ref, params.ood_quantile)
-    m: dict[str, float] = {"calibration.n_val": len(ok)}
-    for key, conf in (("ece_before", conf_before), ("ece_after", conf_after)):
-        m[key] = round(ece(conf, ok, params.bins), 4)
-        m[f"{key}_low"], m[f"{key}_high"] = (round(v, 4) for v in ece_interval(conf, ok, params.bins, seed, units))
-    for i, a in enumerate(ATTRIBUTES):
-        m[f"ece_after.{a.key}"] = round(ece(conf_after[:, i], ok[:, i], params.bins), 4)
-    n_taken = int(take.sum())
-    m |= {
-        "abstain.min_confidence": threshold,
-        "abstain.coverage": round(100 * n_taken / take.size, 2),
-        "abstain.accuracy": round(100 * float(ok[take].mean()), 2) if n_taken else 0.0,
-        "abstain.accuracy_all": round(100 * float(ok.mean()), 2),
-        "abstain.val_coverage": round(100 * selective(conf_after, ok, threshold)[0], 2),
-        "ood.threshold": limit,
-        "ood.test_rate": round(100 * float(flagged.mean()), 2),
-    }
-    rows = reliability(conf_before, ok, params.bins, f"{name} before")
-    rows += reliability(conf_after, ok, params.bins, f"{name} after")
+    m, rows, rc, threshold, limit = cross_fitted_report(
+        name, np.ones(ok.shape), conf_after, ok, judged_by, ref, fold_of, units, params, seed
+    )
     tensors = {"calibration.table": torch.tensor(table, dtype=torch.float32), "ood.reference": torch.from_numpy(ref)}
     fitted_on = f"the out-of-fold answers of all {len(ok)} boxes ({len(np.unique(fold_of))} folds)"
-    return Calibrated(m, rows, risk_coverage(conf_after, ok), threshold, limit, tensors, fitted_on)
+    return Calibrated(m, rows, rc, threshold, limit, tensors, fitted_on)

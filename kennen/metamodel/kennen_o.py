@@ -100,6 +100,8 @@ class EarlyStop:
         if n_val < self.min_val or n - n_val < 1:
             return None
         fit_rows, val_rows = carve_rows(n, n_val, derive(seed, Purpose.CARVE), groups)
+        if len(val_rows) < self.min_val:  # whole configurations can leave less (none, for one configuration)
+            return None
         return torch.tensor(fit_rows, dtype=torch.long), torch.tensor(val_rows, dtype=torch.long)
 
 

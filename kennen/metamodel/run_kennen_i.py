@@ -22,7 +22,8 @@ from kennen.config import base_seed, section
 from kennen.errors import KennenError
 from kennen.metamodel import cv
 from kennen.metamodel.calibration import CalibrationParams
-from kennen.metamodel.crafted import ALL_BOXES, ZooSource, draw_images, fold_name, fold_of
+from kennen.metamodel.crafted import ALL_BOXES, ZooSource, draw_images, fold_name
+from kennen.metamodel.cv import fold_of
 from kennen.metamodel.kennen_i import KennenIParams, calibrate_out_of_fold, in_range, run_task, scores, tasks
 from kennen.metamodel.kennen_o import targets
 from kennen.metamodel.report import plot_images

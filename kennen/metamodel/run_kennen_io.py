@@ -20,8 +20,8 @@ from kennen import stats
 from kennen.config import base_seed, section
 from kennen.errors import KennenError
 from kennen.metamodel.calibration import CalibrationParams, calibrate_out_of_fold, standardise
-from kennen.metamodel.crafted import ALL_BOXES, ZooSource, fold_name, fold_of
-from kennen.metamodel.cv import units_of
+from kennen.metamodel.crafted import ALL_BOXES, ZooSource, fold_name
+from kennen.metamodel.cv import fold_of, units_of
 from kennen.metamodel.kennen_io import (
     KennenIOParams,
     cv_metrics,

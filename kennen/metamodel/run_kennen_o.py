@@ -21,7 +21,7 @@ from kennen.config import base_seed, section
 from kennen.metamodel import baselines, cv
 from kennen.metamodel.baselines import BASELINES
 from kennen.metamodel.calibration import CalibrationParams, calibrate_out_of_fold, standardise
-from kennen.metamodel.cv import out_of_fold, units_of
+from kennen.metamodel.cv import fold_of, out_of_fold, units_of
 from kennen.metamodel.kennen_o import Curve, KennenOParams, features, targets
 from kennen.metamodel.runner import ATTRIBUTE_KEYS, Outputs, Report, finish
 from kennen.metamodel.runs import Run, evaluate_runs, seed_metrics, stage_runs, write_predictions
@@ -154,11 +154,10 @@ def run(params: dict[str, Any], data: Path, outputs_npz: Path, boxes_csv: Path, 
 
     # The saved metamodel learns from every box; calibrated on the out-of-fold predictions of every box.
     model = final_res.model
-    fold_of = np.zeros(len(boxes), dtype=np.int64)
-    for f, fold in enumerate(folds):
-        fold_of[fold] = f
     logits = [out_of_fold(folds, [fl[i] for fl in oof_logits], len(boxes)) for i in range(len(KEYS))]
-    cal = calibrate_out_of_fold(logits, y_all, fold_of, units, standardise(model, x_all), cp, seed, "kennen-o")
+    cal = calibrate_out_of_fold(
+        logits, y_all, fold_of(folds, len(boxes)), units, standardise(model, x_all), cp, seed, "kennen-o"
+    )
     metrics |= _training(final_res.curve) | cal.metrics
     images = mnist_data.load(data).test_images[query_index[: kp.n_queries]]
     tensors = {f"mlp.{k}": v for k, v in model.state_dict().items()}
