@@ -1,7 +1,7 @@
 """Stage ``kennen_io``: kennen-io cross-validated over configurations (the headline), on the R split (Table 2)
 and on the E splits named in ``kennen_io.splits`` (Table 3).
 
-One task per fold of ``data/splits/folds.json`` and one on every box (both with the R split's schedule),
+One task per fold of ``data/splits/folds.json`` and one on every box (both with ``kennen_io.cv_schedule``),
 one per metamodel seed of the R split (``kennen_io.seeds``) and one per E split, run in parallel on the
 executor (``KENNEN_EXECUTOR``), the longest first. Writes, first, the ``cv`` block: every box predicted
 once by the fold's kennen-io that never saw its configuration, accuracies over boxes (``cv.acc.*``) and

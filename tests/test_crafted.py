@@ -419,6 +419,10 @@ def test_kennen_io_tasks_and_schedules():
     assert params.schedule_for("r") == kennen_io.PAPER_SCHEDULE and params.schedule_for("e_alg") == e
     assert params.schedule_for("cv-0") == params.schedule_for(ALL_BOXES) == kennen_io.PAPER_SCHEDULE
     assert kennen_io.KennenIOParams().schedule_for("e_alg") == kennen_io.PAPER_SCHEDULE  # no e_schedule: R's
+    short = (kennen_io.Phase("metamodel", 3), kennen_io.Phase("queries", 1))
+    cv = dataclasses.replace(params, cv_schedule=short)
+    assert cv.schedule_for("cv-0") == cv.schedule_for(ALL_BOXES) == short  # the folds and the saved model
+    assert cv.schedule_for("r") == kennen_io.PAPER_SCHEDULE and cv.schedule_for("e_alg") == e  # untouched
     # query epochs dominate: a task of the paper's schedule costs several times one of the E schedule
     assert kennen_io.cost(params, "r", 200) > 3 * kennen_io.cost(params, "e_alg", 200) > 0
 

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from kennen.attributes import ATTRIBUTES, KEYS
 from kennen.io import read_csv
 from kennen.metamodel.calibration import Calibrated, CalibrationParams
+from kennen.metamodel import runner
 from kennen.metamodel.runner import OUTPUTS, Outputs, Report, e_split_rows, finish, train_tasks, write_live
 
 
@@ -90,3 +91,15 @@ def test_train_tasks_keys_results_by_task(monkeypatch, caplog, executor):
     done = train_tasks(_square, [3, 1, 2], lambda t, r: f"task {t} -> {r}", desc="squares")
     assert done == {3: 9, 1: 1, 2: 4}
     assert {"task 3 -> 9", "task 1 -> 1", "task 2 -> 4"} <= {r.getMessage() for r in caplog.records}
+
+
+def test_metrics_lead_with_the_headline():
+    metrics = {"acc.mean": 1.0, "cv.n_boxes": 9, "cv.acc.mean_high": 3.0, "seconds": 4.0, "cv.acc.mean": 2.0}
+    metrics |= {"cv.acc_config.mean_low": 1.0, "cv.acc_config.mean": 2.0, "cv.acc.mean_low": 1.0}
+    metrics |= {"cv.acc_config.mean_high": 3.0}
+    assert list(runner.headline_first(metrics)) == [
+        *runner.HEADLINE,
+        "cv.n_boxes",
+        "acc.mean",
+        "seconds",
+    ]

@@ -210,7 +210,7 @@ def run(
             "output": "prob",
             "hidden": ko.hidden,
             "optimiser": ko.optimiser,
-            "schedule": [[ph.train, ph.epochs] for ph in kp.schedule],
+            "schedule": [[ph.train, ph.epochs] for ph in kp.schedule_for(ALL_BOXES)],
             "query_boxes": kp.query_boxes,
             "seed": final["seed"],
             "attributes": ATTRIBUTE_KEYS,

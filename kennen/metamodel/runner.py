@@ -154,12 +154,23 @@ def e_split_rows(
     return rows, metrics
 
 
+# The keys `dvc exp show` and `dvc metrics diff` show first (they list keys in file order): the
+# cross-validated means over configurations and over boxes, with their intervals.
+HEADLINE = tuple(f"cv.{kind}.mean{end}" for kind in ("acc_config", "acc") for end in ("", "_low", "_high"))
+
+
+def headline_first(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` reordered: ``HEADLINE``, then the rest of the cross-validated block, then the others."""
+    rank = {key: i for i, key in enumerate(HEADLINE)}
+    order = sorted(metrics, key=lambda k: (rank.get(k, len(rank)), not k.startswith("cv.")))
+    return {k: metrics[k] for k in order}
+
+
 def finish(report: Report, out: Outputs, params: dict[str, Any], cp: CalibrationParams) -> None:
     """Write everything a metamodel stage outputs besides its own figures (module docstring)."""
     r, cal = report, report.calibration
     log_calibration(r.method, cal)
-    # the cross-validated block first: `dvc exp show` and `dvc metrics diff` list keys in file order
-    write_json(out.metrics, dict(sorted(r.metrics.items(), key=lambda kv: not kv[0].startswith("cv."))))
+    write_json(out.metrics, headline_first(r.metrics))
     for name, rows in r.tables.items():
         write_table(out.plots / f"{name}.csv", rows)
     write_table(out.plots / "reliability.csv", cal.reliability)
