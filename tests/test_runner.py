@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from kennen.attributes import ATTRIBUTES, KEYS
 from kennen.io import read_csv
-from kennen.metamodel.calibration import Calibrated, CalibrationParams
 from kennen.metamodel import runner
+from kennen.metamodel.calibration import Calibrated, CalibrationParams
 from kennen.metamodel.runner import OUTPUTS, Outputs, Report, e_split_rows, finish, train_tasks, write_live
 
 
