@@ -69,11 +69,12 @@ class Limit:
         """The bound in bytes (a limit in MB)."""
         return self.value() * MB
 
-    def refuse(self, source: object, found: str) -> KennenError:
+    def refuse(self, source: object | None, found: str) -> KennenError:
         """The one-line refusal: ``source: found exceeds the limit of N unit on what (set ENV to raise it)``."""
         unit = f" {self.unit}" if self.unit else ""
+        prefix = "" if source is None else f"{source}: "
         return KennenError(
-            f"{source}: {found} exceeds the limit of {self.value()}{unit} on {self.what} (set {self.env} to raise it)"
+            f"{prefix}{found} exceeds the limit of {self.value()}{unit} on {self.what} (set {self.env} to raise it)"
         )
 
 
@@ -93,7 +94,7 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 def megabytes(n: int) -> str:
     """``n`` bytes as text for a refusal: ``9.5 MB``."""
-    return f"{n / MB:.3g} MB"
+    return f"{n / MB:.1f} MB"
 
 
 def read_bounded(path: Path, limit: Limit = JSON_MB) -> bytes:
@@ -167,7 +168,7 @@ def read_json_bounded(path: Path) -> Any:
         raise KennenError(f"{path}: not valid JSON ({e})") from None
 
 
-def check_archive(infos: list[zipfile.ZipInfo], source: object) -> None:
+def check_archive(infos: list[zipfile.ZipInfo], source: object | None = None) -> None:
     """Refuse a zip by its central directory, before any member is read: member count, total and ratios.
 
     The sizes are those the directory declares; the readers (Python's ``zipfile``, torch's miniz)
