@@ -29,7 +29,6 @@ import json
 import os
 import re
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -70,11 +69,11 @@ class Limit:
         return self.value() * MB
 
     def refuse(self, source: object | None, found: str) -> KennenError:
-        """The one-line refusal: ``source: found exceeds the limit of N unit on what (set ENV to raise it)``."""
+        """The one-line refusal: ``source: found; the limit on what is N unit (set ENV to raise it)``."""
         unit = f" {self.unit}" if self.unit else ""
         prefix = "" if source is None else f"{source}: "
         return KennenError(
-            f"{prefix}{found} exceeds the limit of {self.value()}{unit} on {self.what} (set {self.env} to raise it)"
+            f"{prefix}{found}; the limit on {self.what} is {self.value()}{unit} (set {self.env} to raise it)"
         )
 
 
@@ -108,7 +107,7 @@ def read_bounded(path: Path, limit: Limit = JSON_MB) -> bytes:
         with path.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > limit.bytes():
-                raise limit.refuse(path, megabytes(size))
+                raise limit.refuse(path, f"the file holds {megabytes(size)}")
             return read_stream(f, limit, path)
     except FileNotFoundError:
         raise KennenError(f"{path}: file not found") from None
@@ -116,14 +115,13 @@ def read_bounded(path: Path, limit: Limit = JSON_MB) -> bytes:
         raise KennenError(f"{path}: cannot read the file ({e.strerror or e})") from None
 
 
-def read_stream(stream: BinaryIO, limit: Limit, source: object, read: Callable[[int], bytes] | None = None) -> bytes:
+def read_stream(stream: BinaryIO, limit: Limit, source: object, noun: str = "the file") -> bytes:
     """Everything ``stream`` holds, read in chunks and refused as soon as it passes ``limit`` MB."""
-    read = read or stream.read
     cap, chunks, total = limit.bytes(), [], 0
-    while chunk := read(CHUNK):
+    while chunk := stream.read(CHUNK):
         total += len(chunk)
         if total > cap:
-            raise limit.refuse(source, f"more than {megabytes(cap)}")
+            raise limit.refuse(source, f"{noun} goes on past {megabytes(cap)}")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -151,7 +149,7 @@ def loads_bounded(data: bytes | str, source: object, size: Limit = JSON_MB, dept
     """
     n = len(data.encode() if isinstance(data, str) else data)
     if n > size.bytes():
-        raise size.refuse(source, megabytes(n))
+        raise size.refuse(source, f"{megabytes(n)} of JSON")
     found = json_depth(data)
     if found > depth.value():
         raise depth.refuse(source, f"nesting {found} deep")
@@ -178,13 +176,12 @@ def check_archive(infos: list[zipfile.ZipInfo], source: object | None = None) ->
         raise ARCHIVE_MEMBERS.refuse(source, f"{len(infos)} members")
     total = sum(i.file_size for i in infos)
     if total > ARCHIVE_MB.bytes():
-        raise ARCHIVE_MB.refuse(source, f"{megabytes(total)} unpacked")
+        raise ARCHIVE_MB.refuse(source, f"its members unpack to {megabytes(total)}")
     for info in infos:
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size >= RATIO_FLOOR and ratio > ARCHIVE_RATIO.value():
-            raise ARCHIVE_RATIO.refuse(
-                source, f"member {info.filename} ({megabytes(info.file_size)} packed {ratio:.0f}:1)"
-            )
+            found = f"member {info.filename} unpacks to {megabytes(info.file_size)}, {ratio:.0f} times its packed size"
+            raise ARCHIVE_RATIO.refuse(source, found)
 
 
 def load_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -179,7 +179,7 @@ def _members(data: bytes) -> tuple[list[str], Any]:
     check_archive(infos)
     for info in infos:
         if info.filename.endswith(".json") and info.file_size > JSON_MB.bytes():
-            raise JSON_MB.refuse(f"member {info.filename}", megabytes(info.file_size))
+            raise JSON_MB.refuse(f"member {info.filename}", f"unpacks to {megabytes(info.file_size)} of JSON")
     names = [info.filename for info in infos]
     root = names[0].split("/")[0] + "/" if names else ""
     for name in names:
