@@ -1,11 +1,28 @@
-"""The ``kennen`` command line. ``kennen whiten TARGET``: see ``kennen/whiten.py``."""
+"""The ``kennen`` command line. ``kennen whiten TARGET``: see ``kennen/whiten.py``.
+
+Output channels: stdout carries the report and nothing else (``--json`` stays parseable JSON: what
+a trusted target prints goes to stderr, and so do torch's warnings, one line each); an error is
+one line ``error: ...`` on stderr and exit 2; Ctrl-C is one line ``interrupted`` and exit 130.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+
+if __name__ == "__main__":
+    # ``python -m kennen.cli`` puts the current folder first on sys.path, so a stranger's ``yaml.py``
+    # or ``numpy.py`` there would run on our own imports below, before --trust-code is read.
+    for entry in ("", os.getcwd()):
+        while entry in sys.path:
+            sys.path.remove(entry)
+
 import argparse
+import contextlib
 import json
 import math
-import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -69,6 +86,19 @@ def _defence(text: str) -> Defence:
         raise argparse.ArgumentTypeError(str(e).removeprefix("defence: ")) from None
 
 
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Each warning (torch's deprecations, a target's own) as one line ``warning: Category: text`` on stderr."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # warnings.showwarning's signature
+        text = str(message).strip().splitlines()
+        print(f"warning: {category.__name__}: {text[0][:300] if text else ''}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="kennen", description="Reverse-engineer black-box MNIST classifiers.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -111,22 +141,26 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help (0) or a usage error (2, already printed in one line)
         return e.code if isinstance(e.code, int) else 2
     try:
-        box = load_target(args.target, args.timeout, args.retries, args.trust_code)
-        report = whiten(
-            box,
-            args.target,
-            args.output_type,
-            args.method,
-            args.models,
-            args.max_queries,
-            args.input_scale,
-            args.batch_size,
-            args.min_confidence,
-            args.defence,
-        )
+        with contextlib.redirect_stdout(sys.stderr), _one_line_warnings():  # a trusted target's print
+            box = load_target(args.target, args.timeout, args.retries, args.trust_code)
+            report = whiten(
+                box,
+                args.target,
+                args.output_type,
+                args.method,
+                args.models,
+                args.max_queries,
+                args.input_scale,
+                args.batch_size,
+                args.min_confidence,
+                args.defence,
+            )
     except KennenError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     print(json.dumps(report.as_dict(), indent=1) if args.json else report.table())
     return 0
 

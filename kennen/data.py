@@ -40,6 +40,7 @@ import numpy as np
 from kennen.config import require
 from kennen.errors import KennenError
 from kennen.io import save_npz
+from kennen.limits import load_arrays
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -108,8 +109,7 @@ def load(path: str | Path) -> Mnist:
     """Read the ``data`` stage's ``.npz`` (never unpickles); corrupt files are a KennenError."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            mnist = Mnist(**{k: z[k] for k in IDX_FILES})
+        mnist = Mnist(**load_arrays(path, tuple(IDX_FILES)))
     except FileNotFoundError:
         raise KennenError(f"{path}: file not found (run `dvc repro data` or `dvc pull`)") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:

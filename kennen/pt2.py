@@ -47,6 +47,13 @@ the loader run code of its author's choosing through:
   CNNs and MLPs export to: layers, activations, arithmetic, shapes, size asserts) or an
   integer operation on sizes in :data:`SIZE_OPS` (8.).
 
+Before any of that, the archive is bounded (``kennen.limits``): the file's size, then, from the
+zip's central directory and before any member is unpacked, the number of members, the sum of their
+declared sizes and each member's compression ratio, and each JSON member's declared size; a JSON
+member's nesting depth is counted before it is parsed. Only the members the checks read (JSON and
+sample inputs) are unpacked here, and torch's reader stops at the declared size, so a zip bomb costs
+a look at its directory.
+
 Only then it calls ``torch.export.load`` on the bytes it checked (no second read of the file),
 with ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` as a second line of defence (it covers ``torch.load``
 only, not 1.) and torch's ``torch.export`` logger held back (it prints a traceback of every bad
@@ -57,7 +64,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import re
@@ -69,6 +75,7 @@ from typing import Any
 import torch
 
 from kennen.errors import KennenError
+from kennen.limits import ARCHIVE_MB, JSON_MB, check_archive, loads_bounded, megabytes, read_bounded
 
 # What the members of an honest ``torch.export.save`` archive are (``torch/export/pt2_archive/constants.py``).
 _MEMBER = re.compile(
@@ -125,10 +132,7 @@ class Refused(KennenError):
 
 def load_program(path: Path) -> torch.export.ExportedProgram:
     """The program of the ``.pt2`` file at ``path``, once its bytes passed the checks of the module docstring."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise KennenError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    data = read_bounded(path, ARCHIVE_MB)
     try:
         check(data)
     except Refused as e:
@@ -149,26 +153,34 @@ def load_program(path: Path) -> torch.export.ExportedProgram:
 
 def check(data: bytes) -> None:
     """Raise :class:`Refused` naming the first member or entry of the archive ``data`` that could run code."""
-    members = _members(data)
-    for name in members:
+    names, records = _members(data)
+    for name in names:
         _check_member(name)
-    if "models/model.json" not in members:
+    if "models/model.json" not in names:
         raise Refused("no models/model.json: not an archive of torch.export.save")
-    for name, content in members.items():
+    for name in names:
         if name.endswith(("_weights_config.json", "_constants_config.json")):
-            _check_payload_config(name, _json(name, content))
+            _check_payload_config(name, _json(name, records.get_record(name)))
         elif name.startswith("data/sample_inputs/"):
-            _check_sample_inputs(name, content)
+            _check_sample_inputs(name, records.get_record(name))
         elif name.startswith("models/"):
-            _walk(_json(name, content), name)
+            _walk(_json(name, records.get_record(name)), name)
 
 
-def _members(data: bytes) -> dict[str, bytes]:
-    """The archive's members (root folder stripped) and their bytes, as torch's own reader returns them."""
+def _members(data: bytes) -> tuple[list[str], Any]:
+    """The archive's member names (root folder stripped) and torch's own reader of their bytes.
+
+    The zip's central directory is bounded (``kennen.limits.check_archive``) before torch opens it.
+    """
     try:
-        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
     except Exception as e:  # noqa: BLE001 - garbage, truncated, not a zip
         raise KennenError(f"not a torch.export archive (zip): {_one_line(e)}") from None
+    check_archive(infos)
+    for info in infos:
+        if info.filename.endswith(".json") and info.file_size > JSON_MB.bytes():
+            raise JSON_MB.refuse(f"member {info.filename}", f"unpacks to {megabytes(info.file_size)} of JSON")
+    names = [info.filename for info in infos]
     root = names[0].split("/")[0] + "/" if names else ""
     for name in names:
         if not name.startswith(root) or name == root:
@@ -182,7 +194,7 @@ def _members(data: bytes) -> dict[str, bytes]:
         raise KennenError(f"not a torch.export archive (zip): {_one_line(e)}") from None
     if sorted(n[len(root) :] for n in names) != sorted(listed):
         raise Refused("the zip directory reads differently in torch and in Python (hidden members)")
-    return {name: records.get_record(name) for name in listed}
+    return sorted(listed), records
 
 
 def _check_member(name: str) -> None:
@@ -263,8 +275,10 @@ def _check_expr(expr: Any, member: str) -> None:
 
 
 def _check_treespec(spec: Any, member: str) -> None:
+    if not isinstance(spec, str):
+        raise Refused(f"{member}: a tree spec that is not JSON [protocol, node]")
     try:
-        _, root = json.loads(spec)
+        _, root = loads_bounded(spec, f"{member}: tree spec")
     except (TypeError, ValueError):
         raise Refused(f"{member}: a tree spec that is not JSON [protocol, node]") from None
     nodes = [root]
@@ -281,8 +295,8 @@ def _check_treespec(spec: Any, member: str) -> None:
 
 def _json(name: str, content: bytes) -> Any:
     try:
-        return json.loads(content)
-    except (UnicodeDecodeError, ValueError) as e:
+        return loads_bounded(content, f"member {name}")
+    except ValueError as e:
         raise Refused(f"{name}: not JSON ({e})") from None
 
 

@@ -26,6 +26,7 @@ from kennen.attributes import KEYS
 from kennen.config import require
 from kennen.errors import KennenError
 from kennen.io import save_npz
+from kennen.limits import load_arrays
 from kennen.schemas import BOXES
 from kennen.seeds import Purpose, StableRng
 from kennen.zoo.ensembles import ensemble_mean
@@ -115,8 +116,8 @@ def save_outputs(path: Path, outputs: np.ndarray, query_index: np.ndarray) -> No
 def load_outputs(path: Path, boxes: list[dict[str, Any]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(outputs [N, Q, 10] float32, query_index [Q]), their shapes checked; with ``boxes``, one row per box."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            outputs, query_index = z["outputs"], z["query_index"]
+        arrays = load_arrays(path, ("outputs", "query_index"))
+        outputs, query_index = arrays["outputs"], arrays["query_index"]
     except FileNotFoundError:
         raise KennenError(f"{path}: file not found (run `dvc repro queries` or `dvc pull`)") from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:

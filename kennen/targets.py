@@ -17,6 +17,7 @@ import importlib
 import json
 import math
 import os
+import re
 import socket
 import sys
 import threading
@@ -31,9 +32,12 @@ import numpy as np
 import torch
 
 from kennen.errors import KennenError
+from kennen.limits import ANSWER_MB, loads_bounded, megabytes, read_stream
 from kennen.pt2 import load_program
 
 OUTPUT_TYPES = ("prob", "logprob", "ranking", "label")
+SCHEMES = ("http", "https")
+_SCHEME = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 SCORE_TYPES = ("prob", "logprob")
 
 BlackBox = Callable[[np.ndarray], Any]
@@ -91,6 +95,8 @@ class HttpBox:
     read of the socket. Timeouts, connection errors, 429 and 5xx answers are retried ``retries``
     times with exponential backoff (``backoff``, 2x, 4x, ... seconds); other HTTP answers stop at
     once, and so does a retry the budget cannot pay for. Proxies and redirects are not followed.
+    An answer is bounded (``kennen.limits``): its body by ``KENNEN_MAX_ANSWER_MB`` (the declared
+    Content-Length first, then the bytes as they arrive) and its JSON by ``KENNEN_MAX_JSON_DEPTH``.
     """
 
     url: str
@@ -135,8 +141,8 @@ class HttpBox:
             if not 200 <= status < 300:
                 raise KennenError(f"{self.url}: the target answered HTTP {status} {reason}")
             try:
-                answer = json.loads(raw)
-            except (UnicodeDecodeError, ValueError):
+                answer = loads_bounded(raw, self.url, size=ANSWER_MB)
+            except ValueError:
                 raise KennenError(f"{self.url}: the target's answer is not JSON") from None
             if not isinstance(answer, dict) or "outputs" not in answer:
                 raise KennenError(f'{self.url}: the target\'s JSON answer has no "outputs" key')
@@ -153,7 +159,7 @@ class HttpBox:
             try:
                 conn.request("POST", self._path, body, {"Content-Type": "application/json"})
                 response = conn.getresponse()
-                outcome["answer"] = (response.status, response.reason, response.read())
+                outcome["answer"] = (response.status, response.reason, self._body(response))
             except Exception as e:  # noqa: BLE001 - handed to the caller's thread
                 outcome["error"] = e
 
@@ -172,6 +178,13 @@ class HttpBox:
             raise outcome["error"]
         return outcome["answer"]
 
+    def _body(self, response: http.client.HTTPResponse) -> bytes:
+        """The answer's body, refused past ``KENNEN_MAX_ANSWER_MB`` by its Content-Length or as it arrives."""
+        length = (response.getheader("Content-Length") or "").strip()
+        if length.isdigit() and int(length) > ANSWER_MB.bytes():
+            raise ANSWER_MB.refuse(self.url, f"the answer declares {megabytes(int(length))} (Content-Length)")
+        return read_stream(response, ANSWER_MB, self.url, noun="the answer")
+
 
 def load_target(spec: str, timeout: float = 10.0, retries: int = 3, trust_code: bool = False) -> BlackBox:
     """A callable black box from a file path, ``module:callable`` or an HTTP(S) URL.
@@ -179,7 +192,13 @@ def load_target(spec: str, timeout: float = 10.0, retries: int = 3, trust_code: 
     TorchScript files and ``module:callable`` targets run their author's code: without
     ``trust_code`` they are refused. ``.pt2`` files are inspected first (``kennen.pt2``).
     """
-    if spec.lower().startswith(("http://", "https://")):
+    scheme = _SCHEME.match(spec)
+    if scheme and scheme["scheme"].lower() not in SCHEMES:
+        raise KennenError(
+            f"{spec}: unsupported scheme {scheme['scheme']}://; kennen whiten speaks "
+            f"{' and '.join(f'{s}://' for s in SCHEMES)} (or give a .pt2/.pt/.ts file or a module:callable)"
+        )
+    if scheme:
         return HttpBox(spec, timeout, retries)
     path = Path(spec)
     if path.suffix in (".pt2", ".pt", ".ts"):

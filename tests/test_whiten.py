@@ -354,6 +354,34 @@ def test_torchscript_target(world, tmp_path):
         assert np.allclose(box(x), net(torch.from_numpy(x)).numpy(), atol=1e-5)
 
 
+def test_torchs_deprecation_warnings_are_one_line_and_json_stays_json(world, tmp_path, capsys):
+    cfg, net = world["fresh"][1]
+    path = tmp_path / "box.pt"
+    torch.jit.save(torch.jit.trace(net, torch.zeros(2, 1, 28, 28)), str(path))
+    code, out, err = run_cli(
+        capsys,
+        "whiten",
+        str(path),
+        "--models",
+        str(world["models"]),
+        "--trust-code",
+        "--json",
+        "--output-type",
+        "logprob",
+    )
+    assert code == 0 and json.loads(out)["target"] == str(path), err
+    assert (
+        "warning: FutureWarning: `torch.jit.load` is deprecated. Please switch to `torch.export`." in err.splitlines()
+    )
+    assert "warnings.warn(" not in err
+
+
+def test_unsupported_schemes_are_not_told_to_trust_code(capsys, tmp_path):
+    for url in ("ftp://example.org/model.pt2", "file:///tmp/model.pt2", "ws://example.org"):
+        code, out, err = run_cli(capsys, "whiten", url, "--models", str(tmp_path))
+        assert one_line_error(code, out, err) and "unsupported scheme" in err and "--trust-code" not in err, err
+
+
 def test_console_script_is_installed():
     out = subprocess.run(
         [str(Path(sys.executable).parent / "kennen"), "whiten", "--help"], capture_output=True, text=True, cwd=REPO

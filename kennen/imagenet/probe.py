@@ -29,6 +29,7 @@ from kennen import stats
 from kennen.attributes import Attribute
 from kennen.errors import KennenError
 from kennen.io import read_csv
+from kennen.limits import load_arrays
 from kennen.metamodel.kennen_o import Optimiser, new_model, predict, train_epochs
 from kennen.seeds import Purpose, StableRng, derive
 
@@ -36,8 +37,7 @@ from kennen.seeds import Purpose, StableRng, derive
 def load_zoo(zoo: Path) -> tuple[np.ndarray, list[dict[str, str]]]:
     """``imagenet_zoo``'s outputs [models, pool, classes] and its table, each model's row in the same order."""
     try:
-        with np.load(zoo / "outputs.npz", allow_pickle=False) as z:
-            outputs = z["outputs"]
+        outputs = load_arrays(zoo / "outputs.npz", ("outputs",))["outputs"]
     except (FileNotFoundError, OSError, ValueError, KeyError) as e:
         raise KennenError(f"{zoo / 'outputs.npz'}: cannot read the family zoo's outputs ({e})") from None
     rows = read_csv(zoo / "models.csv")

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from kennen.errors import KennenError
 from kennen.io import atomic_path, write_text
+from kennen.limits import loads_bounded, read_bounded
 
 ZOO_PARAMS = {  # section -> keys that say which zoo a metamodel learned from
     "sample_zoo": ("n_models",),
@@ -76,7 +77,7 @@ def load_metamodel(stem: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     except (SafetensorError, OSError) as e:
         raise KennenError(f"{weights}: corrupt metamodel file ({e}); {hint}") from None
     try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        meta = loads_bounded(read_bounded(meta_path), meta_path)  # a stranger's metamodel may be handed over
+    except ValueError as e:
         raise KennenError(f"{meta_path}: corrupt metamodel description ({e}); {hint}") from None
     return tensors, meta
