@@ -26,7 +26,7 @@ from kennen.attributes import KEYS
 from kennen.config import require
 from kennen.errors import KennenError
 from kennen.io import save_npz
-from kennen.schemas import BOXES
+from kennen.schemas import BOXES, check_outputs
 from kennen.seeds import Purpose, StableRng
 from kennen.zoo.ensembles import ensemble_mean
 from kennen.zoo.net import MnistNet, NetConfig
@@ -113,7 +113,8 @@ def save_outputs(path: Path, outputs: np.ndarray, query_index: np.ndarray) -> No
 
 
 def load_outputs(path: Path, boxes: list[dict[str, Any]] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(outputs [N, Q, 10] float32, query_index [Q]), their shapes checked; with ``boxes``, one row per box."""
+    """(outputs [N, Q, 10] float32, query_index [Q]), checked (:func:`kennen.schemas.check_outputs`); with
+    ``boxes``, one row per box, and each ensemble's row the mean of its members'."""
     try:
         with np.load(path, allow_pickle=False) as z:
             outputs, query_index = z["outputs"], z["query_index"]
@@ -131,6 +132,7 @@ def load_outputs(path: Path, boxes: list[dict[str, Any]] | None = None) -> tuple
         raise KennenError(
             f"{path}: {len(outputs)} rows of outputs for {len(boxes)} boxes in the boxes table (rerun queries)"
         )
+    check_outputs(path, outputs, query_index, boxes)
     return outputs, query_index
 
 

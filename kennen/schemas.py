@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kennen.attributes import BY_KEY, KEYS, SAMPLED, n_par_class, parse_value, size_of_split
 from kennen.errors import KennenError
 
@@ -405,4 +407,93 @@ def check_zoo(
         if len(members) != e["n_members"]:
             raise KennenError(
                 f"{ensembles_path}: line {line}, column n_members: {e['n_members']}, members lists {len(members)}"
+            )
+
+
+# --- the stored outputs (data/queries/outputs.npz) ------------------------------------------------------------
+
+MNIST_TEST = 10_000  # the query images are drawn from the MNIST test set
+# float32 log-softmax is normalised to about 1e-6; 1e-3 leaves room for any summation order.
+LOG_PROB_TOL = 1e-3
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    """The index of the first True of ``mask`` (C order), as a tuple of ints."""
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
+
+
+def check_outputs(
+    path: Path,
+    outputs: np.ndarray,
+    query_index: np.ndarray,
+    boxes: list[dict[str, Any]] | None = None,
+    n_images: int = MNIST_TEST,
+) -> None:
+    """The values of ``outputs.npz``: finite log-probabilities, valid and distinct query indices.
+
+    A single model's row [Q, 10] is a log-softmax: every value <= 0 and the log-sum-exp over the
+    classes 0. An ensemble's row is the mean of its members' log-softmax outputs (paper §2), whose
+    log-sum-exp is <= 0 (the geometric mean of probabilities sums to at most 1); with ``boxes``, an
+    ensemble row must be that mean of its members' rows, and without, every row only <= 0.
+
+    Args:
+        path: the file, for messages.
+        outputs: [N, Q, 10] float32 (shape already checked).
+        query_index: [Q] integers (shape already checked).
+        boxes: the boxes table (row i: box i), or None.
+        n_images: the number of candidate query images (the MNIST test set).
+    """
+    bad = query_index < 0
+    if bad.any():
+        i = _first(bad)[0]
+        raise KennenError(f"{path}: query_index[{i}] = {query_index[i]} is negative")
+    bad = query_index >= n_images
+    if bad.any():
+        i = _first(bad)[0]
+        raise KennenError(f"{path}: query_index[{i}] = {query_index[i]} is not below the {n_images} test images")
+    _, first, counts = np.unique(query_index, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        value = int(query_index[first[counts > 1].min()])
+        i, j = np.flatnonzero(query_index == value)[:2]
+        raise KennenError(f"{path}: query_index[{j}] = {value} repeats query_index[{i}] (queries are distinct)")
+    bad = ~np.isfinite(outputs)
+    if bad.any():
+        b, q, c = _first(bad)
+        raise KennenError(f"{path}: outputs[{b}, {q}, {c}] = {outputs[b, q, c]} is not finite")
+    bad = outputs > LOG_PROB_TOL
+    if bad.any():
+        b, q, c = _first(bad)
+        raise KennenError(f"{path}: outputs[{b}, {q}, {c}] = {outputs[b, q, c]:.4g} > 0 is not a log-probability")
+    peak = outputs.max(axis=2, keepdims=True)
+    lse = (peak + np.log(np.exp(outputs - peak).sum(axis=2, keepdims=True)))[..., 0]  # [N, Q]
+    single = np.ones(len(outputs), dtype=bool)
+    if boxes is not None:
+        single = np.array([b["kind"] == "single" for b in boxes], dtype=bool)
+    bad = (np.abs(lse) > LOG_PROB_TOL) & single[:, None] if boxes is not None else lse > LOG_PROB_TOL
+    if bad.any():
+        b, q = _first(bad)
+        raise KennenError(
+            f"{path}: outputs[{b}, {q}] sums to probability {np.exp(lse[b, q]):.4g}, not 1 (not log-probabilities)"
+        )
+    if boxes is not None:
+        _check_ensemble_rows(path, outputs, boxes)
+
+
+def _check_ensemble_rows(path: Path, outputs: np.ndarray, boxes: list[dict[str, Any]]) -> None:
+    """Each ensemble's row is the mean of its members' rows (the members are single boxes by model id)."""
+    row_of = {b["id"]: b["box"] for b in boxes if b["kind"] == "single"}
+    for b in boxes:
+        if b["kind"] != "ensemble":
+            continue
+        members = [int(m) for m in b["members"].split(";")]
+        missing = [m for m in members if m not in row_of]
+        if missing:
+            raise KennenError(f"{path}: box {b['box']} is an ensemble of model {missing[0]}, which is not a box")
+        mean = outputs[[row_of[m] for m in members]].mean(axis=0)
+        gap = np.abs(outputs[b["box"]] - mean)
+        if (gap > LOG_PROB_TOL).any():
+            q, c = _first(gap > LOG_PROB_TOL)
+            raise KennenError(
+                f"{path}: outputs[{b['box']}, {q}, {c}] = {outputs[b['box'], q, c]:.4g}, but box {b['box']} is "
+                f"the ensemble {b['members']} whose mean there is {mean[q, c]:.4g}"
             )
