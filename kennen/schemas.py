@@ -62,6 +62,15 @@ def _int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise ValueError(f"{_show(text)} is negative")
+    if value >= 1 << 63:
+        raise ValueError(f"{_show(text)} does not fit in 64 bits")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _int(text)
+    if value >= 1 << 32:
+        raise ValueError(f"{_show(text)} is not a 32-bit seed (below 2**32)")
     return value
 
 
@@ -127,6 +136,8 @@ def _attribute(key: str) -> Callable[[str], Any]:
 COLUMNS: dict[str, Callable[[str], Any]] = {
     **{c: _int for c in INT_COLUMNS},
     **{c: _seconds for c in FLOAT_COLUMNS},
+    "seed": _seed,
+    "torch_seed": _seed,
     "box": _int,
     "id": _int,
     "diverged": _flag,

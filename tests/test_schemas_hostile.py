@@ -15,9 +15,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kennen import schemas
+from kennen.config import SEED_MAX, base_seed, load_params, section
 from kennen.errors import KennenError
+from kennen.imagenet.families import ProbeParams
 from kennen.io import save_npz
+from kennen.metamodel.kennen_i import KennenIParams
+from kennen.metamodel.kennen_io import KennenIOParams
+from kennen.metamodel.kennen_o import KennenOParams
+from kennen.metamodel.sweep import SweepParams
 from kennen.queries import load_outputs
+from kennen.transfer.boxes import TransferParams
+from kennen.zoo.sample import SampleParams
+from kennen.zoo.train import TrainParams
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -119,3 +128,134 @@ def test_check_cost_on_the_default_size_is_small():
     start = time.perf_counter()
     schemas.check_outputs(Path("outputs.npz"), outputs, np.arange(1000), boxes)
     assert time.perf_counter() - start < 5.0
+
+
+# --- params bounds ----------------------------------------------------------------------------------------------
+
+
+def _params(**changes) -> dict:
+    """The repository's params with ``changes`` ({"kennen_o.hidden": 10**12}) applied."""
+    params = load_params("params.yaml")
+    for key, value in changes.items():
+        *path, last = key.split(".")
+        node = params
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return params
+
+
+SECTIONS = {
+    "kennen_o": KennenOParams,
+    "kennen_o_sweep": SweepParams,
+    "kennen_i": KennenIParams,
+    "kennen_io": KennenIOParams,
+    "sample_zoo": SampleParams,
+    "train_zoo": TrainParams,
+    "transfer": TransferParams,
+    "imagenet_probe": ProbeParams,
+}
+# (params key, its bound): one knob per kind of work it sizes.
+LIMITS = [
+    ("kennen_o.hidden", 10_000),
+    ("kennen_o.seeds", 100),
+    ("kennen_o.n_queries", 10_000),
+    ("kennen_o.optimisers.default.epochs", 10_000),
+    ("kennen_o.optimisers.default.batch", 100_000),
+    ("kennen_o.early_stop.patience", 10_000),
+    ("kennen_o_sweep.subsets", 1_000),
+    ("kennen_i.epochs", 10_000),
+    ("kennen_i.step.batch", 100_000),
+    ("kennen_io.seeds", 100),
+    ("kennen_io.query_boxes", 100_000),
+    ("sample_zoo.n_models", 100_000),
+    ("sample_zoo.n_seeds", 10_000),
+    ("train_zoo.epochs", 1_000),
+    ("train_zoo.perm_seed", SEED_MAX),
+    ("transfer.seed", SEED_MAX),
+    ("transfer.regimes.zoo.epochs", 1_000),
+    ("imagenet_probe.hidden", 10_000),
+    ("imagenet_probe.offline.seeds", 100),
+]
+
+
+def _load_section(key: str, value) -> None:
+    name = key.split(".")[0]
+    section(SECTIONS[name], _params(**{key: value}), name)
+
+
+@pytest.mark.parametrize(("key", "high"), LIMITS)
+def test_each_knob_takes_its_bound(key, high):
+    _load_section(key, high)
+
+
+@pytest.mark.parametrize(("key", "high"), LIMITS)
+@FAST
+@given(over=st.integers(1, 10**40))
+def test_each_knob_refuses_a_value_above_its_bound(key, high, over):
+    value = high + over
+    with pytest.raises(KennenError) as err:
+        _load_section(key, value)
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(f"{key}: ")
+    assert re.search(rf"is above its bound {high:,}|does not fit in 64 bits", text), text
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("seed", 10**40, r"^seed: 10{36}\.\.\. is above its bound 4,294,967,295$"),
+        ("seed", 1 << 32, r"^seed: 4294967296 is above its bound 4,294,967,295$"),
+        ("kennen_o.hidden", 10**12, r"^kennen_o.hidden: 1000000000000 is above its bound 10,000$"),
+        ("sample_zoo.n_seeds", 10**30, r"^sample_zoo.n_seeds: 10{30} does not fit in 64 bits$"),
+        ("sample_zoo.n_models", 10**9, r"^sample_zoo.n_models: 1000000000 is above its bound 100,000$"),
+        ("kennen_o_sweep.n_queries", [1, 10**5], r"^kennen_o_sweep.n_queries: 100000 is above its bound 10,000$"),
+        ("kennen_o.optimisers.default.lr", float("inf"), r"^kennen_o.optimisers.default.lr: inf is not a finite"),
+        ("kennen_o.optimisers.default.lr", float("nan"), r"^kennen_o.optimisers.default.lr: nan is not a finite"),
+        ("kennen_o.optimisers.default.lr", 10**400, r"^kennen_o.optimisers.default.lr: 10{36}\.\.\. does not fit"),
+    ],
+)
+def test_the_reported_cases_are_one_line(key, value, message):
+    with pytest.raises(KennenError) as err:
+        if key == "seed":
+            base_seed(_params(seed=value))
+        else:
+            _load_section(key, value)
+    assert re.search(message, str(err.value)), str(err.value)
+
+
+def test_params_yaml_infinity_is_refused(tmp_path):
+    text = Path("params.yaml").read_text().replace("lr: 0.001, weight_decay", "lr: .inf, weight_decay", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(KennenError, match=r"^kennen_o.optimisers.default.lr: inf is not a finite number$"):
+        section(KennenOParams, load_params(tmp_path / "params.yaml"), "kennen_o")
+
+
+@pytest.mark.parametrize(
+    ("seed", "message"),
+    [(1 << 32, r"'4294967296' is not a 32-bit seed"), (1 << 64, r"'18446744073709551616' does not fit in 64 bits")],
+)
+def test_sample_table_seeds_are_32_bit(tmp_path, seed, message):
+    from kennen.io import write_csv
+    from kennen.schemas import SAMPLE, SAMPLE_COLUMNS, read_table
+
+    row = {"model_id": 0, "shard": 0, "config": 5, "seed": 1, "torch_seed": seed, "act": "relu", "drop": 1}
+    row |= {"pool": 1, "ks": 5, "n_conv": 2, "n_fc": 2, "alg": "adam", "bs": 64, "n_par": 14, "ens": 0}
+    row |= {"split": "half_1", "size": "half", "n_params": 20_000}
+    write_csv(tmp_path / "sample.csv", [row], SAMPLE_COLUMNS)
+    with pytest.raises(KennenError, match=rf"line 2, column torch_seed: {message}"):
+        read_table(tmp_path / "sample.csv", SAMPLE)
+
+
+@pytest.mark.parametrize("side", ["train", "test"])
+def test_an_empty_r_split_is_one_line(tmp_path, side):
+    from kennen.splits import read_split
+
+    split = {"train": [0, 1], "test": [2]} | {side: []}
+    (tmp_path / "r.json").write_text(json.dumps(split))
+    (tmp_path / "e_conv.json").write_text(json.dumps(split))
+    with pytest.raises(
+        KennenError, match=rf"r.json: key '{side}': no boxes \(the R split needs train and test boxes\)"
+    ):
+        read_split(tmp_path, "r")
+    assert read_split(tmp_path, "e_conv") == split  # an E split may be empty on one side

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from kennen.attributes import ATTRIBUTES, BY_KEY
-from kennen.config import base_seed, require, section
+from kennen.config import base_seed, bounded, require, section
 from kennen.errors import KennenError
 from kennen.io import read_json, write_json
 from kennen.metamodel.cv import out_of_fold, units_of
@@ -50,10 +50,10 @@ LINKED = {"size": ("split",), "split": ("size",)}
 class SweepParams:
     """``kennen_o_sweep`` section of params.yaml."""
 
-    n_train: tuple[int, ...] = (50, 100, 200, 500, 1000, 2000, 5000)
-    n_queries: tuple[int, ...] = (1, 10, 100, 1000)
+    n_train: tuple[int, ...] = bounded(100_000, (50, 100, 200, 500, 1000, 2000, 5000))
+    n_queries: tuple[int, ...] = bounded(10_000, (1, 10, 100, 1000))  # MNIST test images
     outputs: tuple[str, ...] = OUTPUT_TYPES
-    subsets: int = 5  # random training subsets per learning-curve point (and fold)
+    subsets: int = bounded(1_000, 5)  # random training subsets per learning-curve point (and fold)
     targets: tuple[float, ...] = (65.0, METHOD_MEANS["kennen-o"])  # accuracies the fitted curve is asked about
 
     def check(self, where: str) -> None:
