@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from kennen.attributes import BY_KEY, KEYS, SAMPLED, n_par_class, parse_value, size_of_split
+from kennen.attributes import ATTRIBUTES, BY_KEY, KEYS, SAMPLED, n_par_class, parse_value, size_of_split
 from kennen.errors import KennenError
 
 # The columns each table is written with (the writers import them from here; this module imports no
@@ -508,3 +508,108 @@ def _check_ensemble_rows(path: Path, outputs: np.ndarray, boxes: list[dict[str, 
                 f"{path}: outputs[{b['box']}, {q}, {c}] = {outputs[b['box'], q, c]:.4g}, but box {b['box']} is "
                 f"the ensemble {b['members']} whose mean there is {mean[q, c]:.4g}"
             )
+
+
+# --- trained metamodels (models/<name>.safetensors and .json) -------------------------------------------------
+
+METHODS = ("kennen-o", "kennen-io", "kennen-i")
+HIDDEN_MAX = 10_000  # kennen_o.hidden's bound (kennen/metamodel/kennen_o.py)
+
+
+class _BadMetamodel(Exception):
+    pass
+
+
+def check_metamodel(stem: Path, tensors: dict[str, Any], meta: Any) -> None:
+    """A metamodel's tensors agree with its description, and every number in them is usable.
+
+    The method's tensors are all there with the shapes its ``hidden`` width, Table 1's heads and its
+    query images [Q, 1, 28, 28] imply; every tensor is finite; query pixels are in [0, 1];
+    temperatures are finite and > 0; the abstention and out-of-zoo thresholds are finite.
+
+    Args:
+        stem: the metamodel's path without suffix (``models/kennen_o``), for messages.
+        tensors: name -> torch tensor, from ``stem.safetensors``.
+        meta: the parsed ``stem.json``.
+    """
+    try:
+        _check_metamodel(tensors, meta)
+    except _BadMetamodel as e:
+        raise KennenError(f"{stem}: not a metamodel this version can read ({e}); run `dvc repro {stem.name}`") from None
+
+
+def _check_metamodel(tensors: dict[str, Any], meta: Any) -> None:
+    if not isinstance(meta, dict):
+        raise _BadMetamodel(f"its description is a JSON {type(meta).__name__}, not an object")
+    method = meta.get("method")
+    if method not in METHODS:
+        raise _BadMetamodel(f"method {_show(method)} is not one of {', '.join(METHODS)}")
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(t.isfinite().all()):
+            flat = int((~t.isfinite()).flatten().int().argmax())
+            raise _BadMetamodel(f"tensor {name!r} has {float(t.flatten()[flat])} at flat index {flat}")
+
+    def shape(name: str, *dims: int | None) -> Any:
+        if name not in tensors:
+            raise _BadMetamodel(f"no tensor {name!r}")
+        t = tensors[name]
+        if t.dim() != len(dims) or any(d is not None and d != s for d, s in zip(dims, t.shape, strict=True)):
+            want = ", ".join("?" if d is None else str(d) for d in dims)
+            raise _BadMetamodel(f"tensor {name!r} is {list(t.shape)}, expected [{want}]")
+        return t
+
+    def pixels(name: str) -> int:
+        q = shape(name, None, 1, 28, 28)
+        if len(q) == 0 or not q.is_floating_point() or bool(((q < 0) | (q > 1)).any()):
+            raise _BadMetamodel(f"tensor {name!r} is not one or more images of pixels in [0, 1]")
+        return len(q)
+
+    if method == "kennen-i":
+        target = meta.get("target")
+        if not isinstance(target, str) or f"queries.{target}" not in tensors:
+            raise _BadMetamodel(f"target {_show(target)} has no tensor 'queries.<target>'")
+        pixels(f"queries.{target}")
+        fallback = shape(f"fallback.{target}", len(ATTRIBUTES))
+        for i, a in enumerate(ATTRIBUTES):
+            if fallback.is_floating_point() or not 0 <= int(fallback[i]) < a.n_classes:
+                raise _BadMetamodel(f"fallback.{target}[{i}] is not a value index of {a.key}")
+        width = None
+    else:
+        hidden = meta.get("hidden")
+        if type(hidden) is not int or not 1 <= hidden <= HIDDEN_MAX:
+            raise _BadMetamodel(f"hidden {_show(hidden)} is not a width within 1..{HIDDEN_MAX:,}")
+        width = 10 * pixels("queries")  # every encoding gives 10 values per query
+        body = {"mean": (width,), "std": (width,), "body.0.weight": (hidden, width), "body.0.bias": (hidden,)}
+        body |= {"body.2.weight": (hidden, hidden), "body.2.bias": (hidden,)}
+        for name, dims in body.items():
+            shape(f"mlp.{name}", *dims)
+        if bool((tensors["mlp.std"] <= 0).any()):
+            raise _BadMetamodel("tensor 'mlp.std' has a value <= 0")
+        for a in ATTRIBUTES:
+            shape(f"mlp.heads.{a.key}.weight", a.n_classes, hidden)
+            shape(f"mlp.heads.{a.key}.bias", a.n_classes)
+        expected = set(body)
+        expected |= {f"heads.{a.key}.{p}" for a in ATTRIBUTES for p in ("weight", "bias")}
+        extra = sorted(k for k in tensors if k.startswith("mlp.") and k[4:] not in expected)
+        if extra:
+            raise _BadMetamodel(f"unexpected tensor {extra[0]!r}")
+    if "calibration.temperature" in tensors:
+        temperature = shape("calibration.temperature", len(ATTRIBUTES))
+        if bool((temperature <= 0).any()):
+            i = int((temperature <= 0).int().argmax())
+            raise _BadMetamodel(f"temperature {float(temperature[i])} of {ATTRIBUTES[i].key} is not > 0")
+    if "calibration.table" in tensors:
+        table = shape("calibration.table", len(ATTRIBUTES), 10)
+        if bool(((table < 0) | (table > 1)).any()):
+            raise _BadMetamodel("tensor 'calibration.table' has a probability outside [0, 1]")
+    if "ood.reference" in tensors:
+        shape("ood.reference", None, width)
+    for block, key, low, high in (("calibration", "min_confidence", 0.0, 1.0), ("ood", "threshold", 0.0, math.inf)):
+        value = meta.get(block, {}).get(key) if isinstance(meta.get(block, {}), dict) else "not an object"
+        if value is not None and not (type(value) in (int, float) and math.isfinite(value) and low <= value <= high):
+            raise _BadMetamodel(f"{block}.{key} {_show(value)} is not a finite number within {low:g}..{high:g}")
+    accuracy = meta.get("test_accuracy", {})
+    if not isinstance(accuracy, dict) or any(
+        type(v) not in (int, float) or not math.isfinite(v) for v in accuracy.values()
+    ):
+        raise _BadMetamodel("test_accuracy is not an object of finite numbers")

@@ -259,3 +259,153 @@ def test_an_empty_r_split_is_one_line(tmp_path, side):
     ):
         read_split(tmp_path, "r")
     assert read_split(tmp_path, "e_conv") == split  # an E split may be empty on one side
+
+
+# --- metamodel files --------------------------------------------------------------------------------------------
+
+N_Q, HIDDEN = 3, 8  # a kennen-o of 3 queries and 8 hidden units
+
+
+def _metamodel() -> tuple[dict[str, torch.Tensor], dict]:
+    """A valid (untrained, calibrated) kennen-o as ``runner.finish`` saves it."""
+    from kennen.metamodel.kennen_o import KennenO
+
+    torch.manual_seed(0)
+    tensors = {f"mlp.{k}": v for k, v in KennenO(N_Q * 10, HIDDEN).state_dict().items()}
+    tensors |= {"queries": torch.rand(N_Q, 1, 28, 28), "calibration.temperature": torch.full((12,), 1.5)}
+    tensors |= {"ood.reference": torch.randn(5, N_Q * 10)}
+    meta = {"method": "kennen-o", "hidden": HIDDEN, "output": "prob", "test_accuracy": {"acc.mean": 50.0}}
+    meta |= {"calibration": {"min_confidence": 0.5}, "ood": {"threshold": 1.2}}
+    return tensors, meta
+
+
+def _kennen_i() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"queries.each": torch.rand(12, 1, 28, 28), "fallback.each": torch.zeros(12, dtype=torch.int64)}
+    tensors |= {"calibration.table": torch.full((12, 10), 0.5)}
+    return tensors, {"method": "kennen-i", "target": "each", "test_accuracy": {"acc.mean": 50.0}}
+
+
+def _save_load(tmp_path: Path, tensors: dict, meta, name: str = "kennen_o") -> None:
+    from kennen.metamodel.artifact import load_metamodel, save_metamodel
+
+    save_metamodel(tmp_path / name, tensors, meta)
+    if not isinstance(meta, dict):
+        (tmp_path / f"{name}.json").write_text(json.dumps(meta))
+    load_metamodel(tmp_path / name)
+
+
+def _set(name: str, value) -> callable:
+    def edit(tensors, meta):
+        tensors[name] = value
+
+    return edit
+
+
+def _meta(key: str, value) -> callable:
+    def edit(tensors, meta):
+        *path, last = key.split(".")
+        node = meta
+        for part in path:
+            node = node[part]
+        node[last] = value
+
+    return edit
+
+
+def _drop(name: str) -> callable:
+    return lambda tensors, meta: tensors.pop(name)
+
+
+def _zero_at(name: str, index: int, value: float) -> callable:
+    def edit(tensors, meta):
+        t = tensors[name].clone()
+        t.view(-1)[index] = value
+        tensors[name] = t
+
+    return edit
+
+
+def test_valid_metamodels_load(tmp_path):
+    _save_load(tmp_path, *_metamodel())
+    _save_load(tmp_path, *_kennen_i(), name="kennen_i")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_drop("mlp.body.0.weight"), r"no tensor 'mlp.body.0.weight'"),
+        (
+            _set("mlp.heads.act.weight", torch.zeros(3, HIDDEN)),
+            r"'mlp.heads.act.weight' is \[3, 8\], expected \[4, 8\]",
+        ),
+        (_meta("hidden", 9), r"'mlp.body.0.weight' is \[8, 30\], expected \[9, 30\]"),
+        (_meta("hidden", "8"), r"hidden '8' is not a width within 1..10,000"),
+        (_meta("hidden", 10**12), r"hidden 1000000000000 is not a width within 1..10,000"),
+        (_set("queries", torch.rand(4, 1, 28, 28)), r"'mlp.mean' is \[30\], expected \[40\]"),
+        (_set("queries", torch.rand(3, 28, 28)), r"'queries' is \[3, 28, 28\], expected \[\?, 1, 28, 28\]"),
+        (_set("queries", torch.full((3, 1, 28, 28), 2.0)), r"'queries' is not one or more images of pixels in"),
+        (_zero_at("calibration.temperature", 4, 0.0), r"temperature 0.0 of n_conv is not > 0"),
+        (_zero_at("calibration.temperature", 0, -1.0), r"temperature -1.0 of act is not > 0"),
+        (_set("calibration.temperature", torch.ones(11)), r"'calibration.temperature' is \[11\], expected \[12\]"),
+        (_zero_at("mlp.std", 2, 0.0), r"tensor 'mlp.std' has a value <= 0"),
+        (_set("ood.reference", torch.zeros(5, 7)), r"'ood.reference' is \[5, 7\], expected \[\?, 30\]"),
+        (_set("mlp.extra", torch.zeros(1)), r"unexpected tensor 'mlp.extra'"),
+        (_meta("method", "kennen-x"), r"method 'kennen-x' is not one of kennen-o, kennen-io, kennen-i"),
+        (_meta("calibration.min_confidence", 1.5), r"calibration.min_confidence 1.5 is not a finite number within"),
+        (_meta("ood", []), r"ood.threshold 'not an object' is not a finite number"),
+        (_meta("test_accuracy", {"acc.mean": "high"}), r"test_accuracy is not an object of finite numbers"),
+    ],
+)
+def test_tampered_kennen_o_is_one_line(tmp_path, edit, message):
+    tensors, meta = _metamodel()
+    edit(tensors, meta)
+    with pytest.raises(KennenError) as err:
+        _save_load(tmp_path, tensors, meta)
+    text = str(err.value)
+    assert "\n" not in text and "kennen_o: not a metamodel this version can read (" in text, text
+    assert re.search(message, text), text
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_meta("target", "all"), r"target 'all' has no tensor 'queries.<target>'"),
+        (_set("fallback.each", torch.full((12,), 7, dtype=torch.int64)), r"fallback.each\[0\] is not a value index"),
+        (_set("fallback.each", torch.zeros(12)), r"fallback.each\[0\] is not a value index of act"),
+        (_set("calibration.table", torch.full((12, 10), 3.0)), r"'calibration.table' has a probability outside"),
+        (_drop("fallback.each"), r"no tensor 'fallback.each'"),
+    ],
+)
+def test_tampered_kennen_i_is_one_line(tmp_path, edit, message):
+    tensors, meta = _kennen_i()
+    edit(tensors, meta)
+    with pytest.raises(KennenError, match=message):
+        _save_load(tmp_path, tensors, meta, "kennen_i")
+
+
+@FAST
+@given(data=st.data(), value=st.sampled_from([float("nan"), float("inf"), float("-inf")]))
+def test_a_non_finite_number_in_any_tensor_is_named(tmp_path, data, value):
+    tensors, meta = _metamodel()
+    name = data.draw(st.sampled_from(sorted(tensors)))
+    index = data.draw(st.integers(0, tensors[name].numel() - 1))
+    _zero_at(name, index, value)(tensors, meta)
+    with pytest.raises(KennenError, match=re.escape(f"tensor {name!r} has {value} at flat index {index}")):
+        _save_load(tmp_path, tensors, meta)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('["kennen-o"]', r"its description is a JSON list, not an object"),
+        ('{"method": "kennen-o", "hidden": NaN}', r"kennen_o.json: corrupt metamodel description \(NaN is not a JSON"),
+        ("\xff", r"kennen_o.json: corrupt metamodel description"),
+    ],
+)
+def test_a_tampered_description_is_one_line(tmp_path, text, message):
+    from kennen.metamodel.artifact import load_metamodel, save_metamodel
+
+    save_metamodel(tmp_path / "kennen_o", *_metamodel())
+    (tmp_path / "kennen_o.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(KennenError, match=message):
+        load_metamodel(tmp_path / "kennen_o")
