@@ -613,3 +613,58 @@ def _check_metamodel(tensors: dict[str, Any], meta: Any) -> None:
         type(v) not in (int, float) or not math.isfinite(v) for v in accuracy.values()
     ):
         raise _BadMetamodel("test_accuracy is not an object of finite numbers")
+
+
+# --- the zoo's weights (data/zoo/shards/shard-N.safetensors) --------------------------------------------------
+
+
+def box_members(boxes: list[dict[str, Any]]) -> list[int]:
+    """The model ids of the boxes' members (every single model and every ensemble member), sorted."""
+    return sorted({int(m) for b in boxes for m in str(b["members"]).split(";")})
+
+
+def check_shards(shards: Path, models: list[dict[str, Any]], model_ids: Iterable[int], models_path: Path) -> None:
+    """Each listed model's shard exists, opens as safetensors, and holds that model's tensors.
+
+    A model's tensors are ``<model_id>/<parameter>`` with the names and shapes of the network its row of
+    the models table describes (built on the meta device: no memory, no arithmetic). Only the
+    headers are read, not the weights.
+
+    Args:
+        shards: the folder of shard files.
+        models: the models table's rows.
+        model_ids: the models whose weights a stage reads (kept models, or the members of boxes).
+        models_path: the models table, for messages.
+    """
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    from kennen.zoo.net import MnistNet, NetConfig  # imported here: the zoo's network imports torch
+
+    by_id = {m["model_id"]: m for m in models}
+    by_shard: dict[int, list[int]] = {}
+    for i in sorted(set(model_ids)):
+        if i not in by_id:
+            raise KennenError(f"{models_path}: model {i} is not in the table, but its weights are needed")
+        by_shard.setdefault(by_id[i]["shard"], []).append(i)
+    expected: dict[NetConfig, dict[str, list[int]]] = {}
+    for shard, ids in sorted(by_shard.items()):
+        path = shards / f"shard-{shard}.safetensors"
+        if not path.is_file():
+            raise KennenError(f"{path}: shard file not found (run `dvc repro train_zoo` or `dvc pull`)")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                found = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise KennenError(f"{path}: not a safetensors file ({str(e).splitlines()[0][:120]})") from None
+        for i in ids:
+            cfg = NetConfig.of(by_id[i])
+            if cfg not in expected:
+                with torch.device("meta"):
+                    expected[cfg] = {k: list(v.shape) for k, v in MnistNet(cfg).state_dict().items()}
+            for name, shape in expected[cfg].items():
+                key = f"{i}/{name}"
+                if key not in found:
+                    raise KennenError(f"{path}: no tensor {key!r} (model {i} of {models_path} is in this shard)")
+                if found[key] != shape:
+                    raise KennenError(f"{path}: tensor {key!r} is {found[key]}, model {i}'s network has {shape}")

@@ -409,3 +409,61 @@ def test_a_tampered_description_is_one_line(tmp_path, text, message):
     (tmp_path / "kennen_o.json").write_bytes(text.encode("latin-1"))
     with pytest.raises(KennenError, match=message):
         load_metamodel(tmp_path / "kennen_o")
+
+
+# --- shard weights against the models table -------------------------------------------------------------------
+
+NETS = {0: ("relu", True, True, 5, 2, 2), 1: ("prelu", False, False, 3, 3, 3), 2: ("tanh", False, True, 3, 2, 4)}
+
+
+def _zoo(tmp_path: Path) -> list[dict]:
+    """Models 0 and 1 in shard 0, model 2 in shard 1, with their networks' real tensors."""
+    from kennen.zoo.net import MnistNet, NetConfig
+    from kennen.zoo.store import write_shard
+    from kennen.zoo.train import TrainResult
+
+    rows = []
+    for i, values in NETS.items():
+        cfg = NetConfig(*values)
+        rows.append({"model_id": i, "shard": i // 2, **{k: getattr(cfg, k) for k in NetConfig.__dataclass_fields__}})
+    for shard in (0, 1):
+        results = [
+            TrainResult(r["model_id"], MnistNet(NetConfig.of(r)).state_dict(), 99.0, 0.1, 1.0, False)
+            for r in rows
+            if r["shard"] == shard
+        ]
+        write_shard(tmp_path, shard, results)
+    return rows
+
+
+def test_valid_shards_pass(tmp_path):
+    schemas.check_shards(tmp_path, _zoo(tmp_path), [0, 1, 2], tmp_path / "models.csv")
+
+
+@FAST
+@given(garbage=st.binary(max_size=300))
+def test_a_garbage_shard_is_one_line(tmp_path, garbage):
+    models = _zoo(tmp_path)
+    (tmp_path / "shard-1.safetensors").write_bytes(garbage)
+    with pytest.raises(KennenError, match=r"shard-1.safetensors: not a safetensors file \(") as err:
+        schemas.check_shards(tmp_path, models, [0, 2], tmp_path / "models.csv")
+    assert "\n" not in str(err.value)
+
+
+def test_shards_hold_what_the_models_table_says(tmp_path):
+    models = _zoo(tmp_path)
+    where = tmp_path / "models.csv"
+    with pytest.raises(KennenError, match=r"models.csv: model 7 is not in the table"):
+        schemas.check_shards(tmp_path, models, [0, 7], where)
+    models[1]["ks"] = 5  # the table says 5x5 kernels, the shard holds 3x3
+    with pytest.raises(KennenError, match=r"shard-0.safetensors: tensor '1/features.0.weight' is \[10, 1, 3, 3\]"):
+        schemas.check_shards(tmp_path, models, [1], where)
+    models[1]["ks"], models[1]["n_fc"] = 3, 4  # one more fc layer than the shard holds
+    with pytest.raises(KennenError, match=r"'1/classifier.4.weight' is \[10, 50\], model 1's network has \[50, 50\]"):
+        schemas.check_shards(tmp_path, models, [1], where)
+    models[0]["act"] = "prelu"  # PReLU has weights the shard does not hold
+    with pytest.raises(KennenError, match=r"shard-0.safetensors: no tensor '0/\S+' \(model 0 of \S*models.csv is in"):
+        schemas.check_shards(tmp_path, models, [0], where)
+    models[2]["shard"] = 3
+    with pytest.raises(KennenError, match=r"shard-3.safetensors: shard file not found"):
+        schemas.check_shards(tmp_path, models, [2], where)

@@ -15,6 +15,7 @@ from kennen.metamodel.kennen_o import KennenOParams
 from kennen.metamodel.report import plot_privacy_utility, write_table
 from kennen.metamodel.weights import whitebox, zoo_features
 from kennen.queries import load_outputs, read_boxes
+from kennen.schemas import MODELS, box_members, check_shards, read_table
 from kennen.splits import fold_split, read_folds
 
 log = logging.getLogger("kennen.defences")
@@ -37,6 +38,7 @@ def run(
     boxes = read_boxes(boxes_csv)
     outputs, query_index = load_outputs(outputs_npz, boxes)
     folds = read_folds(splits, boxes)
+    check_shards(shards, read_table(models, MODELS), box_members(boxes), models)
     labels = mnist_data.load(data).test_labels[query_index]
     y_true, settings = ladder.evaluate(dp.defences(), kp, outputs, boxes, folds, labels, seed)
     wx = zoo_features(boxes, models, shards)
