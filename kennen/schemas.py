@@ -668,3 +668,92 @@ def check_shards(shards: Path, models: list[dict[str, Any]], model_ids: Iterable
                     raise KennenError(f"{path}: no tensor {key!r} (model {i} of {models_path} is in this shard)")
                 if found[key] != shape:
                     raise KennenError(f"{path}: tensor {key!r} is {found[key]}, model {i}'s network has {shape}")
+
+
+# --- the metrics files later stages read (reports/metrics/*.json) ---------------------------------------------
+
+_METAMODEL = tuple(
+    [(key, "number") for key in ("acc.mean", "cv.acc.mean", *(f"{cv}acc.{k}" for cv in ("", "cv.") for k in KEYS))]
+    + [(key, "count") for key in ("cv.n_boxes", "cv.n_configs", "cv.k")]
+)
+# Per kind (the stage that writes it), the keys later stages read and what each holds.
+METRICS: dict[str, tuple[tuple[str, str], ...]] = {
+    "kennen_o": _METAMODEL,
+    "kennen_i": _METAMODEL,
+    "kennen_io": _METAMODEL,
+    "zoo": (("n_final", "count"),),
+    "imagenet_probe": (
+        ("mode", "text"),
+        ("n_models", "count"),
+        ("n_architectures", "count"),
+        ("folds", "count"),
+        ("draws", "count"),
+        ("chance", "number"),
+    ),
+    "attack": (
+        ("attack", "object"),
+        ("table4", "object"),
+        ("probe", "object"),
+        ("label", "text"),
+        ("mode", "text"),
+        ("targets", "count"),
+        ("images", "count"),
+        ("table4_diagonal_mean", "number"),
+    ),
+    "defences": (
+        ("utility_queries", "count"),
+        ("n_queries", "count"),
+        ("n_folds", "count"),
+        ("n_boxes", "count"),
+        ("n_configs", "count"),
+        ("chance", "number"),
+        ("whitebox", "object"),
+    ),
+    "transfer": (),
+    "learning_curve": (),
+}
+_HOLDS = {
+    "number": lambda v: type(v) in (int, float),
+    "count": lambda v: type(v) is int and v >= 0,
+    "text": lambda v: isinstance(v, str),
+    "object": lambda v: isinstance(v, dict),
+}
+_NAMES = {"number": "a number", "count": "a count", "text": "text", "object": "a JSON object"}
+
+
+def read_metrics(path: Path, kind: str) -> dict[str, Any]:
+    """A stage's metrics JSON, checked: an object, NaN/Infinity refused, every value a number, text, true/false,
+    null, or a list or object of those, and the keys later stages read (:data:`METRICS`) present and typed.
+
+    Args:
+        path: the file.
+        kind: the stage that wrote it (a key of :data:`METRICS`).
+    """
+    from kennen.io import read_json as read_any  # the one JSON reader: it refuses NaN and Infinity
+
+    obj = read_any(path)
+    if not isinstance(obj, dict):
+        raise KennenError(f"{path}: a {kind} metrics file is a JSON object, got {type(obj).__name__}")
+    for key, value in obj.items():
+        bad = _bad_value(value)
+        if bad is not None:
+            raise KennenError(f"{path}: key {_show(key)}: {bad}")
+    for key, holds in METRICS[kind]:
+        if key not in obj:
+            raise KennenError(f"{path}: no key {_show(key)} (rerun the {kind} stage)")
+        if not _HOLDS[holds](obj[key]):
+            raise KennenError(f"{path}: key {_show(key)}: {_show(obj[key])} is not {_NAMES[holds]}")
+    return obj
+
+
+def _bad_value(value: Any, depth: int = 0) -> str | None:
+    """Why ``value`` cannot be in a metrics file, or None."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return None
+    if depth < 4 and isinstance(value, list | dict):
+        for item in value.values() if isinstance(value, dict) else value:
+            bad = _bad_value(item, depth + 1)
+            if bad is not None:
+                return bad
+        return None
+    return "nested deeper than a metrics file is"

@@ -467,3 +467,77 @@ def test_shards_hold_what_the_models_table_says(tmp_path):
     models[2]["shard"] = 3
     with pytest.raises(KennenError, match=r"shard-3.safetensors: shard file not found"):
         schemas.check_shards(tmp_path, models, [2], where)
+
+
+# --- metrics JSON read by later stages ------------------------------------------------------------------------
+
+KENNEN_O_METRICS = {key: 50.0 for key, holds in schemas.METRICS["kennen_o"] if holds == "number"}
+KENNEN_O_METRICS |= {"cv.n_boxes": 30, "cv.n_configs": 10, "cv.k": 5, "cv.acc.mean_low": 40.0}
+
+
+@FAST
+@given(key=st.sampled_from(sorted(KENNEN_O_METRICS)), constant=st.sampled_from(["NaN", "Infinity", "-Infinity"]))
+def test_nan_and_infinity_are_not_json(tmp_path, key, constant):
+    from kennen.io import read_json
+
+    text = json.dumps(KENNEN_O_METRICS).replace(f'"{key}": {json.dumps(KENNEN_O_METRICS[key])}', f'"{key}": {constant}')
+    (tmp_path / "m.json").write_text(text)
+    for read in (read_json, lambda p: schemas.read_metrics(p, "kennen_o")):
+        with pytest.raises(KennenError, match=rf"m.json: not valid JSON \({constant} is not a JSON number"):
+            read(tmp_path / "m.json")
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "message"),
+    [
+        ("kennen_o", {"acc.act": None}, r"key 'acc.act': None is not a number"),
+        ("kennen_o", {"cv.n_boxes": 30.5}, r"key 'cv.n_boxes': 30.5 is not a count"),
+        ("kennen_i", {"cv.acc.mean": "high"}, r"key 'cv.acc.mean': 'high' is not a number"),
+        ("kennen_io", {"cv.k": -1}, r"key 'cv.k': -1 is not a count"),
+        ("kennen_o", {"x": [[[[[[1]]]]]]}, r"key 'x': nested deeper than a metrics file is"),
+    ],
+)
+def test_metrics_keys_later_stages_read_are_typed(tmp_path, kind, change, message):
+    (tmp_path / "m.json").write_text(json.dumps(KENNEN_O_METRICS | change))
+    with pytest.raises(KennenError, match=message):
+        schemas.read_metrics(tmp_path / "m.json", kind)
+
+
+@pytest.mark.parametrize("kind", sorted(k for k in schemas.METRICS if schemas.METRICS[k]))
+def test_every_metrics_kind_names_a_missing_key(tmp_path, kind):
+    (tmp_path / "m.json").write_text("{}")
+    first = schemas.METRICS[kind][0][0]
+    with pytest.raises(KennenError, match=rf"m.json: no key '{re.escape(first)}' \(rerun the {kind} stage\)"):
+        schemas.read_metrics(tmp_path / "m.json", kind)
+    (tmp_path / "m.json").write_text("[1, 2]")
+    with pytest.raises(KennenError, match=rf"a {kind} metrics file is a JSON object, got list"):
+        schemas.read_metrics(tmp_path / "m.json", kind)
+
+
+def test_the_repository_metrics_pass(tmp_path):
+    """The metrics the pipeline committed (reports/metrics) satisfy their schemas."""
+    root = Path("reports/metrics")
+    names = {"zoo": "zoo", "kennen_o": "kennen_o", "kennen_i": "kennen_i", "kennen_io": "kennen_io"}
+    names |= {"imagenet_probe": "imagenet_probe", "attack": "attack", "transfer": "transfer", "defences": "defences"}
+    for kind, name in names.items():
+        if (root / f"{name}.json").is_file():
+            schemas.read_metrics(root / f"{name}.json", kind)
+    if (root / "kennen_o_sweep" / "n_train.json").is_file():
+        schemas.read_metrics(root / "kennen_o_sweep" / "n_train.json", "learning_curve")
+
+
+def test_report_stage_refuses_nan_metrics_in_one_line(tmp_path, capsys):
+    from stages import report
+
+    files = {}
+    for name in (*report.METRICS.values(), "learning-curve"):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text("{}")
+    files["kennen_o"].write_text(json.dumps(KENNEN_O_METRICS).replace("50.0", "NaN", 1))
+    files["zoo"].write_text('{"n_final": 3}')
+    argv = [f"--{name.replace('_', '-')}={path}" for name, path in files.items()]
+    argv += ["--plots", str(tmp_path), "--out", str(tmp_path / "README.md"), "--params", "params.yaml"]
+    assert report.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and re.search(r"kennen_o.json: not valid JSON \(NaN is not a JSON number", err), err
+    assert not (tmp_path / "README.md").exists()

@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from kennen.errors import KennenError
-from kennen.io import atomic_path, write_text
+from kennen.io import atomic_path, refuse_constant, write_text
 from kennen.schemas import check_metamodel
 
 ZOO_PARAMS = {  # section -> keys that say which zoo a metamodel learned from
@@ -77,12 +77,8 @@ def load_metamodel(stem: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     except (SafetensorError, OSError, ValueError) as e:
         raise KennenError(f"{weights}: corrupt metamodel file ({e}); {hint}") from None
     try:
-        meta = json.loads(meta_path.read_text(), parse_constant=_no_constant)
+        meta = json.loads(meta_path.read_text(), parse_constant=refuse_constant)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise KennenError(f"{meta_path}: corrupt metamodel description ({e}); {hint}") from None
     check_metamodel(stem, tensors, meta)
     return tensors, meta
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")

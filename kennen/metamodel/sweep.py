@@ -27,7 +27,7 @@ import numpy as np
 from kennen.attributes import ATTRIBUTES, BY_KEY
 from kennen.config import base_seed, bounded, require, section
 from kennen.errors import KennenError
-from kennen.io import read_json, write_json
+from kennen.io import write_json
 from kennen.metamodel.cv import out_of_fold, units_of
 from kennen.metamodel.encode import OUTPUT_TYPES
 from kennen.metamodel.kennen_o import KennenOParams, targets
@@ -36,6 +36,7 @@ from kennen.metamodel.report import plot_bars, plot_curve, write_table
 from kennen.metamodel.runs import Run, evaluate_runs, read_predictions
 from kennen.paper import KENNEN_O_BY_OUTPUT, METHOD_MEANS, PAPER_ZOO, TABLE3_KENNEN_IO
 from kennen.queries import load_outputs, read_boxes
+from kennen.schemas import read_metrics
 from kennen.splits import SplitParams, fold_split, read_folds, read_split, subset
 from kennen.stats import accuracies as box_accuracies
 from kennen.stats import bootstrap, resample
@@ -388,7 +389,9 @@ def run_stage(
     if ids != [b["box"] for b in boxes]:
         raise KennenError(f"{predictions}: not the out-of-fold predictions of every box of {boxes_csv}")
     seed = base_seed(params)
-    rows, fit = run_sweep(name, sp, kp, out, boxes, splits, folds, held, seed, read_json(r_metrics), headline)
+    rows, fit = run_sweep(
+        name, sp, kp, out, boxes, splits, folds, held, seed, read_metrics(r_metrics, "kennen_o"), headline
+    )
     write_table(plots / f"sweep_{name}.csv", rows)
     write_json(metrics, fit)
     figure = figures / f"sweep_{name}.png"
