@@ -4,11 +4,18 @@ Each params section loads into a frozen dataclass that rejects unknown keys,
 missing keys and wrongly typed values with a one-line :class:`KennenError`
 naming the key (``train_zoo.epochs: expected int, got 'ten'``). Library
 functions take these objects (or plain arguments), never the whole params tree.
+
+Every value is bounded, so that a typo cannot exhaust memory or time before
+anything is written: integers fit in 64 bits, floats are finite, seeds are
+32-bit (:mod:`kennen.seeds` derives every stream from 32-bit words), and each
+knob that sizes work has an upper bound, declared on its field with
+:func:`bounded` (``kennen_o.hidden: 1000000000000 is above its bound 10,000``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -19,6 +26,27 @@ import yaml
 from kennen.errors import KennenError
 
 T = TypeVar("T")
+
+SEED_MAX = (1 << 32) - 1  # seeds are 32-bit words (kennen.seeds)
+_INT64 = 1 << 63
+
+# Upper bounds of keys whose dataclasses are declared elsewhere without :func:`bounded` fields.
+BOUNDS = {
+    "sample_zoo.n_models": 100_000,  # the paper's zoo is 10,000
+    "sample_zoo.n_seeds": 10_000,  # seeds per configuration (paper: 1,000)
+    "train_zoo.epochs": 1_000,  # paper: 100
+    "train_zoo.perm_seed": SEED_MAX,
+}
+
+
+def bounded(high: int | float, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A dataclass field whose value (or, for a tuple, each item) may be at most ``high``.
+
+    Args:
+        high: the largest value params may give.
+        default: the field's default (none: a required key); ``kwargs`` go to ``dataclasses.field``.
+    """
+    return dataclasses.field(default=default, metadata={"high": high}, **kwargs)
 
 
 # Every top-level key a params file may have: the base seed and one section per stage (plus ``calibration``,
@@ -89,10 +117,11 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
 
 
 def base_seed(params: dict[str, Any]) -> int:
-    """The top-level ``seed`` every random choice derives from."""
+    """The top-level ``seed`` every random choice derives from (a 32-bit word)."""
     seed = params.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise KennenError(f"seed: expected a non-negative int, got {seed!r}")
+        raise KennenError(f"seed: expected a non-negative int, got {_brief(seed)}")
+    _check_bound(seed, SEED_MAX, "seed")
     return seed
 
 
@@ -117,6 +146,10 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
         key = f"{where}.{name}"
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], key)
+            high = f.metadata.get("high", BOUNDS.get(key))
+            if high is not None:
+                for value in kwargs[name] if isinstance(kwargs[name], tuple) else (kwargs[name],):
+                    _check_bound(value, high, key)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise KennenError(f"{key}: missing key")
     obj = cls(**kwargs)
@@ -153,10 +186,27 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= _INT64:
+            raise KennenError(f"{key}: {_brief(value)} does not fit in 64 bits")
         return float(value)
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):
-        raise KennenError(f"{key}: expected {hint.__name__}, got {value!r}")
+        raise KennenError(f"{key}: expected {hint.__name__}, got {_brief(value)}")
+    if hint is int and abs(value) >= _INT64:
+        raise KennenError(f"{key}: {_brief(value)} does not fit in 64 bits")
+    if hint is float and not math.isfinite(value):
+        raise KennenError(f"{key}: {value} is not a finite number")
     return value
+
+
+def _check_bound(value: Any, high: int | float, key: str) -> None:
+    if isinstance(value, int | float) and value > high:
+        raise KennenError(f"{key}: {_brief(value)} is above its bound {high:,}")
+
+
+def _brief(value: Any) -> str:
+    """``value``'s repr for a one-line message, at most 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def require(ok: bool, key: str, message: str) -> None:

@@ -97,13 +97,18 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file; a missing or corrupt file is a one-line KennenError naming it."""
+    """Read a JSON file; a missing or corrupt file (or NaN, Infinity: not JSON) is a one-line KennenError."""
     from kennen.errors import KennenError
 
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(), parse_constant=refuse_constant)
     except FileNotFoundError:
         raise KennenError(f"{path}: file not found (run the stage that writes it, or `dvc pull`)") from None
     except (OSError, ValueError) as e:
         raise KennenError(f"{path}: not valid JSON ({e})") from None
+
+
+def refuse_constant(name: str) -> None:
+    """``json.loads``'s ``parse_constant``: NaN, Infinity and -Infinity are not JSON numbers."""
+    raise ValueError(f"{name} is not a JSON number")

@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from kennen.errors import KennenError
+from kennen.io import refuse_constant
 
 MB = 2**20
 CHUNK = 64 * 1024
@@ -153,7 +154,7 @@ def loads_bounded(data: bytes | str, source: object, size: Limit = JSON_MB, dept
     found = json_depth(data)
     if found > depth.value():
         raise depth.refuse(source, f"nesting {found} deep")
-    return json.loads(data)
+    return json.loads(data, parse_constant=refuse_constant)
 
 
 def read_json_bounded(path: Path) -> Any:

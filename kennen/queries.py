@@ -27,7 +27,7 @@ from kennen.config import require
 from kennen.errors import KennenError
 from kennen.io import save_npz
 from kennen.limits import load_arrays
-from kennen.schemas import BOXES
+from kennen.schemas import BOXES, check_outputs
 from kennen.seeds import Purpose, StableRng
 from kennen.zoo.ensembles import ensemble_mean
 from kennen.zoo.net import MnistNet, NetConfig
@@ -114,7 +114,8 @@ def save_outputs(path: Path, outputs: np.ndarray, query_index: np.ndarray) -> No
 
 
 def load_outputs(path: Path, boxes: list[dict[str, Any]] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(outputs [N, Q, 10] float32, query_index [Q]), their shapes checked; with ``boxes``, one row per box."""
+    """(outputs [N, Q, 10] float32, query_index [Q]), checked (:func:`kennen.schemas.check_outputs`); with
+    ``boxes``, one row per box, and each ensemble's row the mean of its members'."""
     try:
         arrays = load_arrays(path, ("outputs", "query_index"))
         outputs, query_index = arrays["outputs"], arrays["query_index"]
@@ -132,6 +133,7 @@ def load_outputs(path: Path, boxes: list[dict[str, Any]] | None = None) -> tuple
         raise KennenError(
             f"{path}: {len(outputs)} rows of outputs for {len(boxes)} boxes in the boxes table (rerun queries)"
         )
+    check_outputs(path, outputs, query_index, boxes)
     return outputs, query_index
 
 

@@ -17,7 +17,7 @@ from kennen.io import write_csv
 from kennen.log import progress
 from kennen.parallel import run_tasks
 from kennen.queries import QueryParams, box_table, draw_queries, ensemble_outputs, save_outputs, shard_task
-from kennen.schemas import BOX_COLUMNS, ENSEMBLES, MODELS, check_zoo
+from kennen.schemas import BOX_COLUMNS, ENSEMBLES, MODELS, check_shards, check_zoo
 from kennen.zoo.net import NetConfig
 from kennen.zoo.prune import read_kept
 from kennen.zoo.store import read_table, shard_name
@@ -60,6 +60,7 @@ def run(params: dict[str, Any], data: Path, models_csv: Path, kept_json: Path, e
     check_zoo(models, kept, ensembles, models_csv, kept_json, ensembles_csv)
     if not kept:
         raise KennenError(f"prune.min_acc: no model passed pruning ({kept_json}), so there is no black box to query")
+    check_shards(shards, models, kept, models_csv)
     tasks = shard_tasks(models, kept, shards)
     single: dict[int, np.ndarray] = {}
     job = functools.partial(shard_task, images=images)

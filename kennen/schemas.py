@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kennen.attributes import BY_KEY, KEYS, SAMPLED, n_par_class, parse_value, size_of_split
+import numpy as np
+
+from kennen.attributes import ATTRIBUTES, BY_KEY, KEYS, SAMPLED, n_par_class, parse_value, size_of_split
 from kennen.errors import KennenError
 
 # The columns each table is written with (the writers import them from here; this module imports no
@@ -60,6 +62,15 @@ def _int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise ValueError(f"{_show(text)} is negative")
+    if value >= 1 << 63:
+        raise ValueError(f"{_show(text)} does not fit in 64 bits")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _int(text)
+    if value >= 1 << 32:
+        raise ValueError(f"{_show(text)} is not a 32-bit seed (below 2**32)")
     return value
 
 
@@ -125,6 +136,8 @@ def _attribute(key: str) -> Callable[[str], Any]:
 COLUMNS: dict[str, Callable[[str], Any]] = {
     **{c: _int for c in INT_COLUMNS},
     **{c: _seconds for c in FLOAT_COLUMNS},
+    "seed": _seed,
+    "torch_seed": _seed,
     "box": _int,
     "id": _int,
     "diverged": _flag,
@@ -406,3 +419,341 @@ def check_zoo(
             raise KennenError(
                 f"{ensembles_path}: line {line}, column n_members: {e['n_members']}, members lists {len(members)}"
             )
+
+
+# --- the stored outputs (data/queries/outputs.npz) ------------------------------------------------------------
+
+MNIST_TEST = 10_000  # the query images are drawn from the MNIST test set
+# float32 log-softmax is normalised to about 1e-6; 1e-3 leaves room for any summation order.
+LOG_PROB_TOL = 1e-3
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    """The index of the first True of ``mask`` (C order), as a tuple of ints."""
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
+
+
+def check_outputs(
+    path: Path,
+    outputs: np.ndarray,
+    query_index: np.ndarray,
+    boxes: list[dict[str, Any]] | None = None,
+    n_images: int = MNIST_TEST,
+) -> None:
+    """The values of ``outputs.npz``: finite log-probabilities, valid and distinct query indices.
+
+    A single model's row [Q, 10] is a log-softmax: every value <= 0 and the log-sum-exp over the
+    classes 0. An ensemble's row is the mean of its members' log-softmax outputs (paper §2), whose
+    log-sum-exp is <= 0 (the geometric mean of probabilities sums to at most 1); with ``boxes``, an
+    ensemble row must be that mean of its members' rows, and without, every row only <= 0.
+
+    Args:
+        path: the file, for messages.
+        outputs: [N, Q, 10] float32 (shape already checked).
+        query_index: [Q] integers (shape already checked).
+        boxes: the boxes table (row i: box i), or None.
+        n_images: the number of candidate query images (the MNIST test set).
+    """
+    bad = query_index < 0
+    if bad.any():
+        i = _first(bad)[0]
+        raise KennenError(f"{path}: query_index[{i}] = {query_index[i]} is negative")
+    bad = query_index >= n_images
+    if bad.any():
+        i = _first(bad)[0]
+        raise KennenError(f"{path}: query_index[{i}] = {query_index[i]} is not below the {n_images} test images")
+    _, first, counts = np.unique(query_index, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        value = int(query_index[first[counts > 1].min()])
+        i, j = np.flatnonzero(query_index == value)[:2]
+        raise KennenError(f"{path}: query_index[{j}] = {value} repeats query_index[{i}] (queries are distinct)")
+    bad = ~np.isfinite(outputs)
+    if bad.any():
+        b, q, c = _first(bad)
+        raise KennenError(f"{path}: outputs[{b}, {q}, {c}] = {outputs[b, q, c]} is not finite")
+    bad = outputs > LOG_PROB_TOL
+    if bad.any():
+        b, q, c = _first(bad)
+        raise KennenError(f"{path}: outputs[{b}, {q}, {c}] = {outputs[b, q, c]:.4g} > 0 is not a log-probability")
+    peak = outputs.max(axis=2, keepdims=True)
+    lse = (peak + np.log(np.exp(outputs - peak).sum(axis=2, keepdims=True)))[..., 0]  # [N, Q]
+    single = np.ones(len(outputs), dtype=bool)
+    if boxes is not None:
+        single = np.array([b["kind"] == "single" for b in boxes], dtype=bool)
+    bad = (np.abs(lse) > LOG_PROB_TOL) & single[:, None] if boxes is not None else lse > LOG_PROB_TOL
+    if bad.any():
+        b, q = _first(bad)
+        raise KennenError(
+            f"{path}: outputs[{b}, {q}] sums to probability {np.exp(lse[b, q]):.4g}, not 1 (not log-probabilities)"
+        )
+    if boxes is not None:
+        _check_ensemble_rows(path, outputs, boxes)
+
+
+def _check_ensemble_rows(path: Path, outputs: np.ndarray, boxes: list[dict[str, Any]]) -> None:
+    """Each ensemble's row is the mean of its members' rows (the members are single boxes by model id)."""
+    row_of = {b["id"]: b["box"] for b in boxes if b["kind"] == "single"}
+    for b in boxes:
+        if b["kind"] != "ensemble":
+            continue
+        members = [int(m) for m in b["members"].split(";")]
+        missing = [m for m in members if m not in row_of]
+        if missing:
+            raise KennenError(f"{path}: box {b['box']} is an ensemble of model {missing[0]}, which is not a box")
+        mean = outputs[[row_of[m] for m in members]].mean(axis=0)
+        gap = np.abs(outputs[b["box"]] - mean)
+        if (gap > LOG_PROB_TOL).any():
+            q, c = _first(gap > LOG_PROB_TOL)
+            raise KennenError(
+                f"{path}: outputs[{b['box']}, {q}, {c}] = {outputs[b['box'], q, c]:.4g}, but box {b['box']} is "
+                f"the ensemble {b['members']} whose mean there is {mean[q, c]:.4g}"
+            )
+
+
+# --- trained metamodels (models/<name>.safetensors and .json) -------------------------------------------------
+
+METHODS = ("kennen-o", "kennen-io", "kennen-i")
+HIDDEN_MAX = 10_000  # kennen_o.hidden's bound (kennen/metamodel/kennen_o.py)
+
+
+class _BadMetamodel(Exception):
+    pass
+
+
+def check_metamodel(stem: Path, tensors: dict[str, Any], meta: Any) -> None:
+    """A metamodel's tensors agree with its description, and every number in them is usable.
+
+    The method's tensors are all there with the shapes its ``hidden`` width, Table 1's heads and its
+    query images [Q, 1, 28, 28] imply; every tensor is finite; query pixels are in [0, 1];
+    temperatures are finite and > 0; the abstention and out-of-zoo thresholds are finite.
+
+    Args:
+        stem: the metamodel's path without suffix (``models/kennen_o``), for messages.
+        tensors: name -> torch tensor, from ``stem.safetensors``.
+        meta: the parsed ``stem.json``.
+    """
+    try:
+        _check_metamodel(tensors, meta)
+    except _BadMetamodel as e:
+        raise KennenError(f"{stem}: not a metamodel this version can read ({e}); run `dvc repro {stem.name}`") from None
+
+
+def _check_metamodel(tensors: dict[str, Any], meta: Any) -> None:
+    if not isinstance(meta, dict):
+        raise _BadMetamodel(f"its description is a JSON {type(meta).__name__}, not an object")
+    method = meta.get("method")
+    if method not in METHODS:
+        raise _BadMetamodel(f"method {_show(method)} is not one of {', '.join(METHODS)}")
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(t.isfinite().all()):
+            flat = int((~t.isfinite()).flatten().int().argmax())
+            raise _BadMetamodel(f"tensor {name!r} has {float(t.flatten()[flat])} at flat index {flat}")
+
+    def shape(name: str, *dims: int | None) -> Any:
+        if name not in tensors:
+            raise _BadMetamodel(f"no tensor {name!r}")
+        t = tensors[name]
+        if t.dim() != len(dims) or any(d is not None and d != s for d, s in zip(dims, t.shape, strict=True)):
+            want = ", ".join("?" if d is None else str(d) for d in dims)
+            raise _BadMetamodel(f"tensor {name!r} is {list(t.shape)}, expected [{want}]")
+        return t
+
+    def pixels(name: str) -> int:
+        q = shape(name, None, 1, 28, 28)
+        if len(q) == 0 or not q.is_floating_point() or bool(((q < 0) | (q > 1)).any()):
+            raise _BadMetamodel(f"tensor {name!r} is not one or more images of pixels in [0, 1]")
+        return len(q)
+
+    if method == "kennen-i":
+        target = meta.get("target")
+        if not isinstance(target, str) or f"queries.{target}" not in tensors:
+            raise _BadMetamodel(f"target {_show(target)} has no tensor 'queries.<target>'")
+        pixels(f"queries.{target}")
+        fallback = shape(f"fallback.{target}", len(ATTRIBUTES))
+        for i, a in enumerate(ATTRIBUTES):
+            if fallback.is_floating_point() or not 0 <= int(fallback[i]) < a.n_classes:
+                raise _BadMetamodel(f"fallback.{target}[{i}] is not a value index of {a.key}")
+        width = None
+    else:
+        hidden = meta.get("hidden")
+        if type(hidden) is not int or not 1 <= hidden <= HIDDEN_MAX:
+            raise _BadMetamodel(f"hidden {_show(hidden)} is not a width within 1..{HIDDEN_MAX:,}")
+        width = 10 * pixels("queries")  # every encoding gives 10 values per query
+        body = {"mean": (width,), "std": (width,), "body.0.weight": (hidden, width), "body.0.bias": (hidden,)}
+        body |= {"body.2.weight": (hidden, hidden), "body.2.bias": (hidden,)}
+        for name, dims in body.items():
+            shape(f"mlp.{name}", *dims)
+        if bool((tensors["mlp.std"] <= 0).any()):
+            raise _BadMetamodel("tensor 'mlp.std' has a value <= 0")
+        for a in ATTRIBUTES:
+            shape(f"mlp.heads.{a.key}.weight", a.n_classes, hidden)
+            shape(f"mlp.heads.{a.key}.bias", a.n_classes)
+        expected = set(body)
+        expected |= {f"heads.{a.key}.{p}" for a in ATTRIBUTES for p in ("weight", "bias")}
+        extra = sorted(k for k in tensors if k.startswith("mlp.") and k[4:] not in expected)
+        if extra:
+            raise _BadMetamodel(f"unexpected tensor {extra[0]!r}")
+    if "calibration.temperature" in tensors:
+        temperature = shape("calibration.temperature", len(ATTRIBUTES))
+        if bool((temperature <= 0).any()):
+            i = int((temperature <= 0).int().argmax())
+            raise _BadMetamodel(f"temperature {float(temperature[i])} of {ATTRIBUTES[i].key} is not > 0")
+    if "calibration.table" in tensors:
+        table = shape("calibration.table", len(ATTRIBUTES), 10)
+        if bool(((table < 0) | (table > 1)).any()):
+            raise _BadMetamodel("tensor 'calibration.table' has a probability outside [0, 1]")
+    if "ood.reference" in tensors:
+        shape("ood.reference", None, width)
+    for block, key, low, high in (("calibration", "min_confidence", 0.0, 1.0), ("ood", "threshold", 0.0, math.inf)):
+        value = meta.get(block, {}).get(key) if isinstance(meta.get(block, {}), dict) else "not an object"
+        if value is not None and not (type(value) in (int, float) and math.isfinite(value) and low <= value <= high):
+            raise _BadMetamodel(f"{block}.{key} {_show(value)} is not a finite number within {low:g}..{high:g}")
+    accuracy = meta.get("test_accuracy", {})
+    if not isinstance(accuracy, dict) or any(
+        type(v) not in (int, float) or not math.isfinite(v) for v in accuracy.values()
+    ):
+        raise _BadMetamodel("test_accuracy is not an object of finite numbers")
+
+
+# --- the zoo's weights (data/zoo/shards/shard-N.safetensors) --------------------------------------------------
+
+
+def box_members(boxes: list[dict[str, Any]]) -> list[int]:
+    """The model ids of the boxes' members (every single model and every ensemble member), sorted."""
+    return sorted({int(m) for b in boxes for m in str(b["members"]).split(";")})
+
+
+def check_shards(shards: Path, models: list[dict[str, Any]], model_ids: Iterable[int], models_path: Path) -> None:
+    """Each listed model's shard exists, opens as safetensors, and holds that model's tensors.
+
+    A model's tensors are ``<model_id>/<parameter>`` with the names and shapes of the network its row of
+    the models table describes (built on the meta device: no memory, no arithmetic). Only the
+    headers are read, not the weights.
+
+    Args:
+        shards: the folder of shard files.
+        models: the models table's rows.
+        model_ids: the models whose weights a stage reads (kept models, or the members of boxes).
+        models_path: the models table, for messages.
+    """
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    from kennen.zoo.net import MnistNet, NetConfig  # imported here: the zoo's network imports torch
+
+    by_id = {m["model_id"]: m for m in models}
+    by_shard: dict[int, list[int]] = {}
+    for i in sorted(set(model_ids)):
+        if i not in by_id:
+            raise KennenError(f"{models_path}: model {i} is not in the table, but its weights are needed")
+        by_shard.setdefault(by_id[i]["shard"], []).append(i)
+    expected: dict[NetConfig, dict[str, list[int]]] = {}
+    for shard, ids in sorted(by_shard.items()):
+        path = shards / f"shard-{shard}.safetensors"
+        if not path.is_file():
+            raise KennenError(f"{path}: shard file not found (run `dvc repro train_zoo` or `dvc pull`)")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                found = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise KennenError(f"{path}: not a safetensors file ({str(e).splitlines()[0][:120]})") from None
+        for i in ids:
+            cfg = NetConfig.of(by_id[i])
+            if cfg not in expected:
+                with torch.device("meta"):
+                    expected[cfg] = {k: list(v.shape) for k, v in MnistNet(cfg).state_dict().items()}
+            for name, shape in expected[cfg].items():
+                key = f"{i}/{name}"
+                if key not in found:
+                    raise KennenError(f"{path}: no tensor {key!r} (model {i} of {models_path} is in this shard)")
+                if found[key] != shape:
+                    raise KennenError(f"{path}: tensor {key!r} is {found[key]}, model {i}'s network has {shape}")
+
+
+# --- the metrics files later stages read (reports/metrics/*.json) ---------------------------------------------
+
+_METAMODEL = tuple(
+    [(key, "number") for key in ("acc.mean", "cv.acc.mean", *(f"{cv}acc.{k}" for cv in ("", "cv.") for k in KEYS))]
+    + [(key, "count") for key in ("cv.n_boxes", "cv.n_configs", "cv.k")]
+)
+# Per kind (the stage that writes it), the keys later stages read and what each holds.
+METRICS: dict[str, tuple[tuple[str, str], ...]] = {
+    "kennen_o": _METAMODEL,
+    "kennen_i": _METAMODEL,
+    "kennen_io": _METAMODEL,
+    "zoo": (("n_final", "count"),),
+    "imagenet_probe": (
+        ("mode", "text"),
+        ("n_models", "count"),
+        ("n_architectures", "count"),
+        ("folds", "count"),
+        ("draws", "count"),
+        ("chance", "number"),
+    ),
+    "attack": (
+        ("attack", "object"),
+        ("table4", "object"),
+        ("probe", "object"),
+        ("label", "text"),
+        ("mode", "text"),
+        ("targets", "count"),
+        ("images", "count"),
+        ("table4_diagonal_mean", "number"),
+    ),
+    "defences": (
+        ("utility_queries", "count"),
+        ("n_queries", "count"),
+        ("n_folds", "count"),
+        ("n_boxes", "count"),
+        ("n_configs", "count"),
+        ("chance", "number"),
+        ("whitebox", "object"),
+    ),
+    "transfer": (),
+    "learning_curve": (),
+}
+_HOLDS = {
+    "number": lambda v: type(v) in (int, float),
+    "count": lambda v: type(v) is int and v >= 0,
+    "text": lambda v: isinstance(v, str),
+    "object": lambda v: isinstance(v, dict),
+}
+_NAMES = {"number": "a number", "count": "a count", "text": "text", "object": "a JSON object"}
+
+
+def read_metrics(path: Path, kind: str) -> dict[str, Any]:
+    """A stage's metrics JSON, checked: an object, NaN/Infinity refused, every value a number, text, true/false,
+    null, or a list or object of those, and the keys later stages read (:data:`METRICS`) present and typed.
+
+    Args:
+        path: the file.
+        kind: the stage that wrote it (a key of :data:`METRICS`).
+    """
+    from kennen.io import read_json as read_any  # the one JSON reader: it refuses NaN and Infinity
+
+    obj = read_any(path)
+    if not isinstance(obj, dict):
+        raise KennenError(f"{path}: a {kind} metrics file is a JSON object, got {type(obj).__name__}")
+    for key, value in obj.items():
+        bad = _bad_value(value)
+        if bad is not None:
+            raise KennenError(f"{path}: key {_show(key)}: {bad}")
+    for key, holds in METRICS[kind]:
+        if key not in obj:
+            raise KennenError(f"{path}: no key {_show(key)} (rerun the {kind} stage)")
+        if not _HOLDS[holds](obj[key]):
+            raise KennenError(f"{path}: key {_show(key)}: {_show(obj[key])} is not {_NAMES[holds]}")
+    return obj
+
+
+def _bad_value(value: Any, depth: int = 0) -> str | None:
+    """Why ``value`` cannot be in a metrics file, or None."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return None
+    if depth < 4 and isinstance(value, list | dict):
+        for item in value.values() if isinstance(value, dict) else value:
+            bad = _bad_value(item, depth + 1)
+            if bad is not None:
+                return bad
+        return None
+    return "nested deeper than a metrics file is"

@@ -196,6 +196,9 @@ def read_split(folder: Path, name: str, boxes: list[dict[str, Any]] | None = Non
         boxes: the boxes table the split's ids must come from (None: not checked).
     """
     split = schemas.read_split(folder / f"{name}.json")
+    empty = [side for side in ("train", "test") if not split[side]]
+    if name == "r" and empty:  # an E split may hold out values the zoo lacks; the R split never
+        raise KennenError(f"{folder / 'r.json'}: key {empty[0]!r}: no boxes (the R split needs train and test boxes)")
     if boxes is not None:
         known = [b["box"] for b in boxes]
         schemas.require_known(split["train"] + split["test"], known, folder / f"{name}.json", "box", "the boxes table")

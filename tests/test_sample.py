@@ -93,7 +93,8 @@ def test_rows_carry_derived_attributes_and_seeds():
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"n_models": 18_144_001}, "sample_zoo.n_models: 18144001 exceeds 18144 combinations x 1000 seeds"),
+        ({"n_models": 18_145, "n_seeds": 1}, "sample_zoo.n_models: 18145 exceeds 18144 combinations x 1 seeds"),
+        ({"n_models": 18_144_001}, "sample_zoo.n_models: 18144001 is above its bound 100,000"),
         ({"n_models": 5, "space": {"act": ["sigmoid"]}}, "sample_zoo.space.act: value 'sigmoid' is outside Table 1"),
         ({"n_models": 5, "space": {"ks": [7]}}, "sample_zoo.space.ks: value 7 is outside Table 1"),
         ({"n_models": 5, "space": {"drop": [1]}}, "sample_zoo.space.drop: value 1 is outside Table 1"),

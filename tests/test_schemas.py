@@ -84,7 +84,8 @@ def _build(root: Path) -> None:
     models, kept = read_table(root / "models.csv"), schemas.read_kept(root / "kept.json")
     boxes = box_table(models, kept, read_table(root / "ensembles.csv"))
     write_csv(root / "queries" / "boxes.csv", boxes, BOX_COLUMNS)
-    save_outputs(root / "queries" / "outputs.npz", np.zeros((len(boxes), 5, 10), np.float32), np.arange(5))
+    uniform = np.full((len(boxes), 5, 10), -np.log(10), np.float32)  # every box: probability 0.1 for each digit
+    save_outputs(root / "queries" / "outputs.npz", uniform, np.arange(5))
     assert splits.main(_splits_args(root)) == 0
 
 

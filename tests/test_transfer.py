@@ -22,6 +22,7 @@ from kennen.errors import KennenError
 from kennen.io import read_csv
 from kennen.metamodel.artifact import save_metamodel
 from kennen.metamodel.kennen_o import KennenO
+from kennen.schemas import METRICS
 from kennen.transfer import foreign
 from kennen.transfer.boxes import TransferParams, balanced_configs, box_specs
 from kennen.transfer.score import SCORABLE, chance_mean, in_zoo_mean, method_metrics
@@ -207,8 +208,10 @@ def _random_metamodels(models: Path, metrics: Path) -> None:
         save_metamodel(models / name, tensors, {"method": name.replace("_", "-"), "hidden": 8, "output": "prob"})
     crafted = {"queries.each": torch.rand(12, 1, 28, 28), "fallback.each": torch.zeros(12, dtype=torch.long)}
     save_metamodel(models / "kennen_i", crafted, {"method": "kennen-i", "target": "each"})
+    counts = {"cv.n_boxes": 30, "cv.n_configs": 10, "cv.k": 5}
     for name in ("kennen_o", "kennen_io", "kennen_i"):
-        (metrics / f"{name}.json").write_text(json.dumps({f"cv.acc.{k}": 60.0 for k in KEYS}))
+        accuracies = {key: 60.0 for key, holds in METRICS[name] if holds == "number"}  # every cv.acc.<key> 60
+        (metrics / f"{name}.json").write_text(json.dumps(accuracies | counts))
 
 
 def test_stage_main_on_tiny_inputs(tmp_path, npz, monkeypatch):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from torchvision.models import list_models
 
-from kennen.config import require
+from kennen.config import bounded, require
 from kennen.imagenet.offline import Recipe
 from kennen.metamodel.kennen_o import Optimiser
 
@@ -32,9 +32,9 @@ class OfflineParams:
     """The offline surrogate: the same torchvision classes, on small MNIST inputs, trained briefly."""
 
     image_size: int = 32  # MNIST digits padded to this size, grey copied to 3 channels
-    seeds: int = 2  # models per architecture (different initialisation and data order)
-    steps: int = 20  # SGD steps per model
-    batch: int = 32
+    seeds: int = bounded(100, 2)  # models per architecture (different initialisation and data order)
+    steps: int = bounded(100_000, 20)  # SGD steps per model
+    batch: int = bounded(100_000, 32)
     lr: float = 0.01
     momentum: float = 0.9
     pool: int = 1000  # query images: the first ``pool`` MNIST test images, fixed
@@ -71,11 +71,11 @@ class ProbeParams:
 
     mode: str = "offline"
     families: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(PAPER_FAMILIES))
-    n_queries: tuple[int, ...] = (10, 100, 1000)
+    n_queries: tuple[int, ...] = bounded(10_000, (10, 100, 1000))
     features: tuple[str, ...] = ("prob",)  # the first is the headline; the others are reported next to it
-    folds: int = 10  # paper: 10 cross-validations, one held-out model per family each
-    draws: int = 10  # paper: 10 random query draws per fold
-    hidden: int = 1000
+    folds: int = bounded(1_000, 10)  # paper: 10 cross-validations, one held-out model per family each
+    draws: int = bounded(1_000, 10)  # paper: 10 random query draws per fold
+    hidden: int = bounded(10_000, 1000)
     optimiser: Optimiser = field(default_factory=lambda: Optimiser("adam", 1e-3, weight_decay=1e-3, batch=100))
     offline: OfflineParams = field(default_factory=OfflineParams)
     pretrained: PretrainedParams = field(default_factory=PretrainedParams)

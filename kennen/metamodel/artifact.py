@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from kennen.errors import KennenError
 from kennen.io import atomic_path, write_text
 from kennen.limits import loads_bounded, read_bounded
+from kennen.schemas import check_metamodel
 
 ZOO_PARAMS = {  # section -> keys that say which zoo a metamodel learned from
     "sample_zoo": ("n_models",),
@@ -74,10 +75,11 @@ def load_metamodel(stem: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
             raise KennenError(f"{path}: metamodel not found; {hint}")
     try:
         tensors = load_file(str(weights))
-    except (SafetensorError, OSError) as e:
+    except (SafetensorError, OSError, ValueError) as e:
         raise KennenError(f"{weights}: corrupt metamodel file ({e}); {hint}") from None
     try:
         meta = loads_bounded(read_bounded(meta_path), meta_path)  # a stranger's metamodel may be handed over
-    except ValueError as e:
+    except (OSError, ValueError) as e:
         raise KennenError(f"{meta_path}: corrupt metamodel description ({e}); {hint}") from None
+    check_metamodel(stem, tensors, meta)
     return tensors, meta

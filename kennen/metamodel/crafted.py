@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kennen.config import require
+from kennen.config import bounded, require
 from kennen.data import MEAN, STD
 from kennen.errors import KennenError
 from kennen.schemas import MODELS
@@ -64,7 +64,7 @@ class QueryStep:
 
     lr: float = 0.1
     noise: float = 1 / 512
-    batch: int = 10  # black boxes per step
+    batch: int = bounded(100_000, 10)  # black boxes per step
     rule: str = "sgd"  # sgd (official) | sign
 
     def check(self, where: str) -> None:

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from kennen import stats
 from kennen.attributes import ATTRIBUTES
-from kennen.config import require
+from kennen.config import bounded, require
 from kennen.metamodel.calibration import (
     Calibrated,
     CalibrationParams,
@@ -68,7 +68,7 @@ class KennenIParams:
 
     target: str = "each"
     loss: str = "digits"
-    epochs: int = 200  # passes over the training boxes (official: 200)
+    epochs: int = bounded(10_000, 200)  # passes over the training boxes (official: 200)
     step: QueryStep = field(default_factory=QueryStep)
     variants: tuple[str, ...] = ()  # extra targets to run and report next to the headline, e.g. [all]
 

@@ -72,7 +72,7 @@ import numpy as np
 import torch
 
 from kennen import stats
-from kennen.config import require
+from kennen.config import bounded, require
 from kennen.data import STD
 from kennen.metamodel import cv
 from kennen.metamodel.calibration import logits_of
@@ -89,7 +89,7 @@ class Phase:
     """One phase of the schedule: what is trained, for how many passes over the training boxes."""
 
     train: str
-    epochs: int
+    epochs: int = bounded(10_000)
 
     def check(self, where: str) -> None:
         require(self.train in PHASES, f"{where}.train", f"expected one of {', '.join(PHASES)}, got {self.train!r}")
@@ -118,14 +118,16 @@ def _check_schedule(schedule: tuple[Phase, ...], key: str) -> None:
 class KennenIOParams:
     """``kennen_io`` section of params.yaml."""
 
-    n_queries: int = 100
+    n_queries: int = bounded(10_000, 100)  # MNIST test images
     schedule: tuple[Phase, ...] = PAPER_SCHEDULE  # the R split's
     e_schedule: tuple[Phase, ...] | None = None  # the E splits'; None: the R split's
     cv_schedule: tuple[Phase, ...] | None = None  # the folds' and the all-box model's; None: the R split's
-    query_boxes: int | None = None  # training boxes per query epoch (fresh draw each epoch); None: all (official)
+    # training boxes per query epoch (fresh draw each epoch); None: all (official)
+    query_boxes: int | None = bounded(100_000, None)
     step: QueryStep = field(default_factory=QueryStep)
     splits: tuple[str, ...] = ("r",)  # the R split and any E splits of ``splits.extrapolation`` (Table 3)
-    seeds: int = 1  # metamodel seeds on the R split (the headline is the first; >= 2 adds the spread over seeds)
+    # metamodel seeds on the R split (the headline is the first; >= 2 adds the spread over seeds)
+    seeds: int = bounded(100, 1)
 
     def check(self, where: str) -> None:
         require(self.n_queries >= 1, f"{where}.n_queries", f"must be at least 1, got {self.n_queries}")

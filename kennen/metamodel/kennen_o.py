@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from kennen.attributes import ATTRIBUTES, Attribute
-from kennen.config import require
+from kennen.config import bounded, require
 from kennen.errors import KennenError
 from kennen.metamodel.calibration import carve_rows
 from kennen.metamodel.encode import OUTPUT_TYPES, encode
@@ -53,8 +53,8 @@ class Optimiser:
     lr: float
     weight_decay: float = 0.0
     momentum: float = 0.0
-    batch: int = 100
-    epochs: int = 200
+    batch: int = bounded(100_000, 100)
+    epochs: int = bounded(10_000, 200)
 
     def check(self, where: str) -> None:
         require(self.name in ("sgd", "adam"), f"{where}.name", f"expected 'sgd' or 'adam', got {self.name!r}")
@@ -82,8 +82,8 @@ class EarlyStop:
     """
 
     val_fraction: float = 0.0
-    patience: int = 20
-    min_val: int = 20
+    patience: int = bounded(10_000, 20)
+    min_val: int = bounded(100_000, 20)
     refit: bool = False  # then retrain on all training boxes for the best epoch count (the carve's boxes back in)
 
     def check(self, where: str) -> None:
@@ -335,11 +335,11 @@ class KennenOParams:
     """``kennen_o`` section of params.yaml."""
 
     optimisers: dict[str, Optimiser]
-    n_queries: int = 100
+    n_queries: int = bounded(10_000, 100)  # MNIST test images
     output: str = "prob"
-    hidden: int = 1000
+    hidden: int = bounded(10_000, 1000)
     optimiser: str = "default"
-    seeds: int = 3  # headline seed replicas; the first is the headline
+    seeds: int = bounded(100, 3)  # headline seed replicas; the first is the headline
     early_stop: EarlyStop = EarlyStop()  # off unless params turn it on
 
     def check(self, where: str) -> None:

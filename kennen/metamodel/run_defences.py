@@ -8,13 +8,14 @@ from typing import Any
 
 from kennen import data as mnist_data
 from kennen.config import base_seed, section
-from kennen.io import read_json, write_json
+from kennen.io import write_json
 from kennen.metamodel import ladder
 from kennen.metamodel.cv import out_of_fold, units_of
 from kennen.metamodel.kennen_o import KennenOParams
 from kennen.metamodel.report import plot_privacy_utility, write_table
 from kennen.metamodel.weights import whitebox, zoo_features
 from kennen.queries import load_outputs, read_boxes
+from kennen.schemas import MODELS, box_members, check_shards, read_metrics, read_table
 from kennen.splits import fold_split, read_folds
 
 log = logging.getLogger("kennen.defences")
@@ -37,6 +38,7 @@ def run(
     boxes = read_boxes(boxes_csv)
     outputs, query_index = load_outputs(outputs_npz, boxes)
     folds = read_folds(splits, boxes)
+    check_shards(shards, read_table(models, MODELS), box_members(boxes), models)
     labels = mnist_data.load(data).test_labels[query_index]
     y_true, settings = ladder.evaluate(dp.defences(), kp, outputs, boxes, folds, labels, seed)
     wx = zoo_features(boxes, models, shards)
@@ -44,7 +46,7 @@ def run(
     units = units_of(boxes)
     wb = ladder.score(y_true, out_of_fold(folds, per_fold, len(boxes)), units, seed)
     n = (len(boxes), len(set(units)), len(folds), kp.n_queries, outputs.shape[1])
-    crafted = ladder.crafted_row(read_json(kennen_i), len(boxes))
+    crafted = ladder.crafted_row(read_metrics(kennen_i, "kennen_i"), len(boxes))
     write_json(metrics, ladder.metrics(settings, wb, crafted, *n))
     rows = ladder.curve_rows(settings)
     write_table(plots / "privacy_utility.csv", rows)

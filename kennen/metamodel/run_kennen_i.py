@@ -19,7 +19,6 @@ from kennen import data as mnist_data
 from kennen import stats
 from kennen.attributes import ATTRIBUTES
 from kennen.config import base_seed, section
-from kennen.errors import KennenError
 from kennen.metamodel import cv
 from kennen.metamodel.calibration import CalibrationParams
 from kennen.metamodel.crafted import ALL_BOXES, ZooSource, draw_images, fold_name
@@ -30,6 +29,7 @@ from kennen.metamodel.report import plot_images
 from kennen.metamodel.runner import ATTRIBUTE_KEYS, Outputs, Report, finish, train_tasks
 from kennen.metamodel.runs import write_predictions
 from kennen.queries import read_boxes
+from kennen.schemas import MODELS, box_members, check_shards, read_table
 from kennen.seeds import Purpose, derive
 from kennen.splits import fold_split, read_folds, read_split
 
@@ -74,9 +74,8 @@ def run(
     seed = derive(boot, Purpose.KENNEN_I)
     boxes = read_boxes(boxes_csv)
     split = read_split(splits, "r", boxes)
-    if not split["train"] or not split["test"]:
-        raise KennenError(f"{splits}: the R split has no training or no test boxes")
     folds = read_folds(splits, boxes)
+    check_shards(shards, read_table(models, MODELS), box_members(boxes), models)
     all_ids = [b["box"] for b in boxes]
     every = {"r": split, ALL_BOXES: {"train": all_ids, "test": []}}
     every |= {fold_name(f): fold_split(folds, f) for f in range(len(folds))}

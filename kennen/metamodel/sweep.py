@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from kennen.attributes import ATTRIBUTES, BY_KEY
-from kennen.config import base_seed, require, section
+from kennen.config import base_seed, bounded, require, section
 from kennen.errors import KennenError
-from kennen.io import read_json, write_json
+from kennen.io import write_json
 from kennen.metamodel.cv import out_of_fold, units_of
 from kennen.metamodel.encode import OUTPUT_TYPES
 from kennen.metamodel.kennen_o import KennenOParams, targets
@@ -36,6 +36,7 @@ from kennen.metamodel.report import plot_bars, plot_curve, write_table
 from kennen.metamodel.runs import Run, evaluate_runs, read_predictions
 from kennen.paper import KENNEN_O_BY_OUTPUT, METHOD_MEANS, PAPER_ZOO, TABLE3_KENNEN_IO
 from kennen.queries import load_outputs, read_boxes
+from kennen.schemas import read_metrics
 from kennen.splits import SplitParams, fold_split, read_folds, read_split, subset
 from kennen.stats import accuracies as box_accuracies
 from kennen.stats import bootstrap, resample
@@ -50,10 +51,10 @@ LINKED = {"size": ("split",), "split": ("size",)}
 class SweepParams:
     """``kennen_o_sweep`` section of params.yaml."""
 
-    n_train: tuple[int, ...] = (50, 100, 200, 500, 1000, 2000, 5000)
-    n_queries: tuple[int, ...] = (1, 10, 100, 1000)
+    n_train: tuple[int, ...] = bounded(100_000, (50, 100, 200, 500, 1000, 2000, 5000))
+    n_queries: tuple[int, ...] = bounded(10_000, (1, 10, 100, 1000))  # MNIST test images
     outputs: tuple[str, ...] = OUTPUT_TYPES
-    subsets: int = 5  # random training subsets per learning-curve point (and fold)
+    subsets: int = bounded(1_000, 5)  # random training subsets per learning-curve point (and fold)
     targets: tuple[float, ...] = (65.0, METHOD_MEANS["kennen-o"])  # accuracies the fitted curve is asked about
 
     def check(self, where: str) -> None:
@@ -388,7 +389,9 @@ def run_stage(
     if ids != [b["box"] for b in boxes]:
         raise KennenError(f"{predictions}: not the out-of-fold predictions of every box of {boxes_csv}")
     seed = base_seed(params)
-    rows, fit = run_sweep(name, sp, kp, out, boxes, splits, folds, held, seed, read_json(r_metrics), headline)
+    rows, fit = run_sweep(
+        name, sp, kp, out, boxes, splits, folds, held, seed, read_metrics(r_metrics, "kennen_o"), headline
+    )
     write_table(plots / f"sweep_{name}.csv", rows)
     write_json(metrics, fit)
     figure = figures / f"sweep_{name}.png"

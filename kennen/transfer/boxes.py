@@ -23,7 +23,7 @@ from typing import Any
 
 from kennen import data as mnist_data
 from kennen.attributes import BY_KEY, SAMPLED, n_par_class, parse_value, size_of_split
-from kennen.config import require
+from kennen.config import SEED_MAX, bounded, require
 from kennen.errors import KennenError
 from kennen.io import atomic_path, read_csv, write_csv
 from kennen.parallel import run_tasks
@@ -44,9 +44,9 @@ _INTS = ("box", "n_par", "n_params", "torch_seed", "epochs", "pool_size")
 class RegimeParams:
     """One training regime of the foreign boxes (``transfer.regimes.<name>``)."""
 
-    n_boxes: int = 16
-    epochs: int = 1
-    pool: int = 60000  # training images the all/half/quarter subsets are cut from
+    n_boxes: int = bounded(10_000, 16)
+    epochs: int = bounded(1_000, 1)
+    pool: int = bounded(60_000, 60000)  # training images the all/half/quarter subsets are cut from
 
     def check(self, where: str) -> None:
         require(self.n_boxes >= 1, f"{where}.n_boxes", f"must be at least 1, got {self.n_boxes}")
@@ -59,7 +59,7 @@ class TransferParams:
     """``transfer`` section of params.yaml."""
 
     regimes: dict[str, RegimeParams]
-    seed: int = 7  # the foreign boxes' own seed: configurations, permutation, torch seeds, bootstrap
+    seed: int = bounded(SEED_MAX, 7)  # the foreign boxes' own seed: configurations, permutation, torch seeds, bootstrap
     methods: tuple[str, ...] = METHODS
     min_acc: float = 0.0  # boxes below this test accuracy are listed but not whitened (the zoo is pruned too)
     extra_act: str = (

@@ -36,9 +36,9 @@ import numpy as np
 
 from kennen.attributes import ATTRIBUTES, BY_KEY, SPLITS, size_of_split
 from kennen.errors import KennenError
-from kennen.io import read_json
 from kennen.metamodel.calibration import ece
 from kennen.metamodel.metrics import balanced_accuracy
+from kennen.schemas import read_metrics
 from kennen.stats import bootstrap
 from kennen.whiten import FILES, BlackBox, Report, load_target, whiten
 
@@ -155,7 +155,7 @@ def score_boxes(
         (flat metrics, one prediction row per box, method and attribute).
     """
     metrics: dict[str, float] = {"chance_mean": round(chance_mean(), 2)}
-    zoo_means = {m: in_zoo_mean(read_json(in_zoo[m]), str(in_zoo[m])) for m in methods}
+    zoo_means = {m: in_zoo_mean(read_metrics(Path(in_zoo[m]), m.replace("-", "_")), str(in_zoo[m])) for m in methods}
     predictions = []
     for regime in dict.fromkeys(r["regime"] for r in rows):
         boxes = [r for r in rows if r["regime"] == regime]
