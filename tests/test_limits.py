@@ -322,7 +322,7 @@ def label_models(tmp_path) -> Path:
     models = tmp_path / "models"
     save_metamodel(
         models / "kennen_i",
-        {"queries.each": torch.zeros(len(ATTRIBUTES), 1, 28, 28), "fallback.each": torch.zeros(len(ATTRIBUTES))},
+        {"queries.each": torch.zeros(len(ATTRIBUTES), 1, 28, 28), "fallback.each": torch.zeros(len(ATTRIBUTES), dtype=torch.long)},
         {"method": "kennen-i", "target": "each", "zoo": {}, "test_accuracy": {}},
     )
     return models
@@ -350,7 +350,8 @@ def test_json_stdout_stays_json_when_a_trusted_target_prints_and_warns(label_mod
         ]
     )
     out, err = capsys.readouterr()
-    assert code == 0 and json.loads(out)["method"] == "kennen-i"
+    assert code == 0, err
+    assert json.loads(out)["method"] == "kennen-i"
     assert "hello from import" in err and "hello from call" in err
     assert "warning: FutureWarning: kennen_t_chatty says" in err.splitlines() and "more than one line" not in err
 
