@@ -114,12 +114,20 @@ def _settings_text(kp: dict[str, Any]) -> str:
 
 def _crafted_text(ki: dict[str, Any], kio: dict[str, Any], kennen_i: dict[str, Any]) -> str:
     """kennen-i's and kennen-io's query optimisation in two sentences."""
-    sched = ", ".join(f"{ph['train']} {ph['epochs']}" for ph in kio["schedule"])
+    def phases(key: str) -> str:
+        return ", ".join(f"{ph['train']} {ph['epochs']}" for ph in kio.get(key) or kio["schedule"])
+
+    sched = phases("schedule")
+    shorter = "".join(
+        f"; {who}: {phases(key)} (ours, for the budget)"
+        for key, who in (("cv_schedule", "the folds and the saved model"), ("e_schedule", "the E splits"))
+        if kio.get(key)
+    )
     return (
         f"kennen-i: {ki['epochs']} epochs of `{ki['step'].get('rule', 'sgd')}` steps, lr {ki['step']['lr']}, "
         f"batches of {ki['step']['batch']} boxes, loss `{ki['loss']}`; "
         f"{kennen_i['in_range']:.1f}% of its test answers name a valid value. "
-        f"kennen-io: {kio['n_queries']} queries, schedule (epochs) {sched}, "
+        f"kennen-io: {kio['n_queries']} queries, schedule (epochs) on the R split {sched}{shorter}, "
         f"`{kio['step'].get('rule', 'sgd')}` steps of lr {kio['step']['lr']}."
     )
 
