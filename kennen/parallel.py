@@ -220,8 +220,8 @@ def run_tasks(
                             f"a worker process died (killed by a signal, or out of memory) while running {which}; "
                             "finished work is kept, rerun to resume"
                         ) from None
+                    submit_next()  # before the caller handles the result: keep the worker busy
                     yield task, result
-                    submit_next()
         finally:  # a failure, or a caller that stopped early: start nothing more
             for future in running:
                 future.cancel()
