@@ -26,11 +26,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     On any exception the temporary file is removed and ``path`` is untouched.
     """
-    from kennen.errors import KennenError
-
     path = Path(path)
-    if path.is_dir():
-        raise KennenError(f"{path}: is a folder; give the path of the file to write")
+    check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed with SIGKILL
         stale.unlink(missing_ok=True)
@@ -45,6 +42,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_writable(path: str | os.PathLike, folder: bool = False) -> None:
+    """A one-line KennenError unless ``path`` can be written: checked before a long computation that ends in it.
+
+    Args:
+        path: an output file (or, with ``folder``, an output folder); it and its parents may not exist yet.
+        folder: ``path`` is a folder of outputs rather than one file.
+    """
+    from kennen.errors import KennenError
+
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise KennenError(f"{path}: is a folder; give the path of the file to write")
+    if folder and path.exists() and not path.is_dir():
+        raise KennenError(f"{path}: is a file; give a folder for the outputs")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise KennenError(f"{path}: {parent} is a file, not a folder; give an output path under a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise KennenError(f"{path}: the folder {parent} is not writable")
 
 
 def _umask() -> int:

@@ -18,6 +18,12 @@ With Dask the stage process stays the only writer: workers return weights and
 metrics, the driver writes the shard. A worker that dies mid-task has its tasks
 rerun elsewhere by the scheduler; since every task is deterministic, the shard
 is the same bytes.
+
+Local workers are tied to their driver: each ignores Ctrl-C (the driver alone
+handles it, stops the workers and exits 130), and each exits within a second
+once its driver is gone, even after a SIGKILL that leaves the driver no time to
+clean up. A worker that dies mid-task (a signal, the out-of-memory killer) is a
+:class:`WorkerDied` error naming the task, not a broken-pool traceback.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -35,13 +44,35 @@ from kennen.errors import KennenError
 log = logging.getLogger(__name__)
 
 EXECUTORS = ("process", "serial", "dask")
+ORPHAN_POLL_S = 0.5  # how often a local worker checks that its driver is alive
+
+
+class WorkerDied(KennenError):
+    """A worker process ended without returning its task's result (killed by a signal, or out of memory)."""
 
 
 def _single_thread() -> None:
-    """Worker initialiser: one torch thread per worker, so 2 workers fill 2 cores."""
+    """Dask worker set-up: one torch thread per worker, so 2 workers fill 2 cores."""
     import torch
 
     torch.set_num_threads(1)
+
+
+def _local_worker() -> None:
+    """Local worker initialiser: one torch thread, Ctrl-C left to the driver, exit when the driver is gone."""
+    _single_thread()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.pid,), name="kennen-driver-watch", daemon=True).start()
+
+
+def _exit_with(driver_pid: int) -> None:
+    """Poll the parent pid: a dead driver's children are re-parented, and the pool's pipes never close while
+    sibling workers hold them, so without this a SIGKILLed driver leaves its workers waiting forever."""
+    while os.getppid() == driver_pid:
+        time.sleep(ORPHAN_POLL_S)
+    os._exit(1)
 
 
 class SerialExecutor(cf.Executor):
@@ -73,20 +104,43 @@ def executor_settings() -> tuple[str, int]:
 @contextlib.contextmanager
 def get_executor(n_tasks: int, max_workers: int | None = None) -> Iterator[cf.Executor]:
     """The executor named by the environment, sized for ``n_tasks`` tasks and at most ``max_workers`` local workers."""
+    with _executor(n_tasks, max_workers) as (ex, _):
+        yield ex
+
+
+@contextlib.contextmanager
+def _executor(n_tasks: int, max_workers: int | None) -> Iterator[tuple[cf.Executor, int]]:
+    """(executor, tasks to keep in flight): one per local worker; Dask schedules all of them itself."""
     backend, workers = executor_settings()
     workers = min(workers, max_workers or workers)
     if backend == "serial" or (backend == "process" and min(workers, n_tasks) <= 1):
         log.info("executor: serial")
-        yield SerialExecutor()
+        yield SerialExecutor(), 1
     elif backend == "process":
         workers = min(workers, n_tasks)
         log.info("executor: process pool, %d workers", workers)
         ctx = multiprocessing.get_context("spawn")  # fork is unsafe with torch's thread pools
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_single_thread) as ex:
-            yield ex
+        ex = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_local_worker)
+        try:
+            yield ex, workers
+        except KeyboardInterrupt:
+            _stop_workers(ex)  # Ctrl-C: do not wait for the tasks in flight
+            raise
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
     else:
         with _dask_executor() as ex:
-            yield ex
+            yield ex, max(n_tasks, 1)
+
+
+def _stop_workers(ex: cf.ProcessPoolExecutor) -> None:
+    """Kill the pool's workers now (Python 3.14 has a method for it; before, the pool's own table)."""
+    terminate = getattr(ex, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    for process in list(getattr(ex, "_processes", {}).values()):
+        process.kill()
 
 
 @contextlib.contextmanager
@@ -119,25 +173,60 @@ def _dask_executor() -> Iterator[cf.Executor]:
 
 
 def run_tasks(
-    fn: Callable, tasks: Iterable[Any], n_tasks: int, max_workers: int | None = None
+    fn: Callable,
+    tasks: Iterable[Any],
+    n_tasks: int,
+    max_workers: int | None = None,
+    name: Callable[[Any], str] | None = None,
 ) -> Iterator[tuple[Any, Any]]:
     """Run ``fn(task)`` for every task; yield (task, result) in completion order.
 
-    ``max_workers`` caps the local process pool (e.g. 1 when the tasks share one GPU).
-    Fail fast: the first task to fail raises its own exception here, and every task not yet
-    started is cancelled (the serial executor runs none after it; a pool lets the tasks already
-    running end, at most one per worker), so a bad input costs one task, not the whole stage.
+    Args:
+        fn: the task function (module level, so that a worker process can unpickle it).
+        tasks: the tasks, submitted in this order.
+        n_tasks: how many there are (sizes the pool).
+        max_workers: cap on local worker processes (e.g. 1 when the tasks share one GPU).
+        name: how a task is named in errors (default: its repr, shortened).
+
+    Fail fast: at most one task per worker is in flight, and the next is submitted only when
+    one ends, so the first task to fail raises its own exception here with at most one task
+    per worker started after it (those already running end; a train_zoo task keeps its models).
+    A worker that dies raises :class:`WorkerDied` naming the tasks it may have been running.
     """
-    with get_executor(n_tasks, max_workers) as ex:
-        futures: dict[cf.Future, Any] = {}
-        for t in tasks:
-            future = ex.submit(fn, t)
-            futures[future] = t
-            if future.done() and future.exception() is not None:
-                break  # the serial executor ran it at submission: submit nothing more
+    name = name or _short_repr
+    with _executor(n_tasks, max_workers) as (ex, slots):
+        pending = iter(tasks)
+        running: dict[cf.Future, Any] = {}
+
+        def submit_next() -> bool:
+            for task in pending:
+                running[ex.submit(fn, task)] = task
+                return True
+            return False
+
         try:
-            for future in cf.as_completed(futures):
-                yield futures[future], future.result()
-        finally:  # a failure, or a caller that stopped early
-            for future in futures:
+            while len(running) < slots and submit_next():
+                pass
+            while running:
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for future in [f for f in running if f in done]:  # submission order within one wake-up
+                    task = running.pop(future)
+                    try:
+                        result = future.result()
+                    except cf.BrokenExecutor:
+                        in_flight = [task, *running.values()]
+                        which = name(task) if len(in_flight) == 1 else "one of " + ", ".join(map(name, in_flight))
+                        raise WorkerDied(
+                            f"a worker process died (killed by a signal, or out of memory) while running {which}; "
+                            "finished work is kept, rerun to resume"
+                        ) from None
+                    submit_next()  # before the caller handles the result: keep the worker busy
+                    yield task, result
+        finally:  # a failure, or a caller that stopped early: start nothing more
+            for future in running:
                 future.cancel()
+
+
+def _short_repr(task: Any, limit: int = 80) -> str:
+    text = repr(task)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from kennen.config import base_seed, load_params, section
-from kennen.io import write_json
+from kennen.io import check_writable, write_json
 from kennen.queries import read_boxes
 from kennen.splits import SplitParams, all_splits, config_folds
 from stages._common import parser, run
@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", required=True)
 
     def body(args) -> None:
+        check_writable(Path(args.out_dir), folder=True)
         params = load_params(args.params)
         sp = section(SplitParams, params, "splits")
         boxes = read_boxes(Path(args.boxes))

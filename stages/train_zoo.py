@@ -9,6 +9,9 @@ the GPU). This process is the only writer of the shard files.
 A killed run loses at most the models in flight: every finished model is kept in
 ``--partial-dir`` (``store.save_partial``) and the rerun trains only the rest.
 Wall-clock times go to ``--timings`` (a metrics file), never into the shard.
+A shard with fewer models than ``sample_zoo.shard_size`` (the last one) keeps its
+partials, so that raising ``n_models`` trains only its new models. Every path is
+checked before the first model trains.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 from pathlib import Path
 
 from kennen.config import load_params, section
+from kennen.zoo.sample import SampleParams
 from kennen.zoo.shard import train_shard
 from kennen.zoo.store import read_sample
 from kennen.zoo.train import TrainParams
@@ -35,11 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timings", required=True, help="metrics JSON of the shard's wall-clock times")
 
     def body(args) -> None:
-        tp = section(TrainParams, load_params(args.params), "train_zoo")
+        params = load_params(args.params)
+        tp = section(TrainParams, params, "train_zoo")
+        shard_size = section(SampleParams, params, "sample_zoo").shard_size
         rows = read_sample(Path(args.sample))
-        train_shard(
-            args.shard, rows, tp, Path(args.data), Path(args.out_dir), Path(args.partial_dir), Path(args.timings)
-        )
+        out_dir, partial_dir, timings = Path(args.out_dir), Path(args.partial_dir), Path(args.timings)
+        train_shard(args.shard, rows, tp, Path(args.data), out_dir, partial_dir, timings, shard_size)
 
     return run(body, p, argv)
 

@@ -1,4 +1,14 @@
+"""The executor layer (kennen/parallel.py): same results everywhere, fail fast, workers tied to their driver."""
+
+import contextlib
 import functools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +18,9 @@ from kennen.errors import KennenError
 from kennen.parallel import executor_settings, run_tasks
 from kennen.zoo.net import NetConfig
 from kennen.zoo.train import TrainSpec, train_task
+from tests.conftest import REPO
+
+psutil = pytest.importorskip("psutil")
 
 
 def _specs():
@@ -96,4 +109,117 @@ def test_the_first_failure_stops_the_rest_and_is_the_error_reported(tmp_path, mo
     if backend == "serial":
         assert started == 1  # nothing after the failed task ran
     else:
-        assert started < 12  # the tasks not yet started were cancelled (a pool lets its running ones end)
+        assert started <= 2  # one task in flight per worker: at most the other worker's ran alongside
+
+
+def _announce_then_block(task: tuple[str, int]) -> int:
+    """A test task: write ``pid-<task>`` holding this worker's pid, then block until killed."""
+    folder, i = task
+    tmp = Path(folder) / f".pid-{i}"
+    tmp.write_text(str(os.getpid()))
+    tmp.rename(Path(folder) / f"pid-{i}")  # whole or absent: the test never reads a half-written pid
+    time.sleep(600)
+    return i
+
+
+def _wait_for(folder: Path, n: int, proc: subprocess.Popen | None = None, timeout: float = 120) -> list[int]:
+    """The pids in the first ``n`` ``pid-*`` files of ``folder``, once they exist (generous: CPUs may be busy)."""
+    deadline = time.monotonic() + timeout
+    while len(files := sorted(folder.glob("pid-*"))) < n:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the driver ended early: {proc.stderr.read() if proc.stderr else ''}")
+        assert time.monotonic() < deadline, f"fewer than {n} tasks started in {timeout} s"
+        time.sleep(0.1)
+    return [int(f.read_text()) for f in files[:n]]
+
+
+_DRIVER = textwrap.dedent("""
+    import sys
+    from kennen.parallel import run_tasks
+    from stages._common import parser, run
+    from tests.test_parallel import _announce_then_block
+
+    def body(args):
+        tasks = [(sys.argv[1], i) for i in range(4)]
+        list(run_tasks(_announce_then_block, tasks, 4, name=lambda t: f"task {t[1]}"))
+
+    raise SystemExit(run(body, parser("test driver"), []))
+""")
+
+
+def _start_driver(folder: Path) -> subprocess.Popen:
+    """A stage-like driver of 2 pool workers running blocking tasks, in its own process group."""
+    env = os.environ | {
+        "KENNEN_EXECUTOR": "process",
+        "KENNEN_WORKERS": "2",
+        "KENNEN_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(REPO),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, str(folder)],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def _kill_all(proc: subprocess.Popen, pids: list[int]) -> None:
+    """Clean-up whatever the test's outcome: the driver's process group and the workers it started."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).kill()
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_workers_exit_when_their_driver_is_killed(tmp_path):
+    proc, pids = _start_driver(tmp_path), []
+    try:
+        pids = _wait_for(tmp_path, 2, proc)
+        workers = [psutil.Process(pid) for pid in pids]
+        proc.send_signal(signal.SIGKILL)  # no clean-up in the driver
+        proc.wait()
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert alive == []
+    finally:
+        _kill_all(proc, pids)
+
+
+@pytest.mark.slow
+def test_ctrl_c_reaches_the_driver_only_which_stops_its_workers_and_exits_130(tmp_path):
+    proc, pids = _start_driver(tmp_path), []
+    try:
+        pids = _wait_for(tmp_path, 2, proc)
+        workers = [psutil.Process(pid) for pid in pids]
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "interrupted: finished outputs are kept" in lines[0], err
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert alive == []
+    finally:
+        _kill_all(proc, pids)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_one_error_line_naming_its_task(tmp_path):
+    proc, pids = _start_driver(tmp_path), []
+    try:
+        pids = _wait_for(tmp_path, 2, proc)
+        os.kill(pids[0], signal.SIGKILL)  # as the out-of-memory killer would
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2
+        expected = (
+            "error: a worker process died (killed by a signal, or out of memory) while running one of task 0, "
+            "task 1; finished work is kept, rerun to resume"
+        )
+        lines = err.strip().replace("task 1, task 0", "task 0, task 1").splitlines()  # the two in flight
+        assert lines == [expected], err
+    finally:
+        _kill_all(proc, pids)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +16,10 @@ import pytest
 import yaml
 
 from kennen import data as mnist_data
-from kennen.zoo.store import fingerprint, load_partials, save_partial
+from kennen.zoo import shard as shard_module
+from kennen.zoo import store
+from kennen.zoo.shard import WEIGHT_MODULES, code_digest
+from kennen.zoo.store import fingerprint, load_partials, save_partial, state_dicts
 from kennen.zoo.train import TrainResult
 from stages import sample_zoo as sample_stage
 from stages import train_zoo as train_stage
@@ -76,3 +82,127 @@ def test_partials_of_other_settings_or_torn_files_are_retrained(tmp_path):
     assert load_partials(tmp_path, {3: fingerprint("spec", epochs=3)}) == {}  # other settings: train again
     (tmp_path / "model-3.safetensors").write_bytes(b"torn")
     assert load_partials(tmp_path, {3: digest}) == {}
+
+
+def _zoo(folder: Path, idx_dir: Path, n_models: int, trainer: str = "loop") -> Path:
+    """Tiny params and sample of ``n_models`` models in shards of 4 (shard 0 is full from 4 models on)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    params = tiny_params(
+        idx_dir,
+        sample_zoo={"n_models": n_models, "shard_size": 4, "groups": []},
+        train_zoo={"shards": [0], "trainer": trainer},
+    )
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    assert sample_stage.main(["--params", str(folder / "params.yaml"), "--out-dir", str(folder / "sample")]) == 0
+    if not (folder / "mnist.npz").exists():
+        mnist_data.save(mnist_data.read_idx_dir(idx_dir), folder / "mnist.npz")
+    return folder
+
+
+def _trained_now(folder: Path, out: str) -> int:
+    return json.loads((folder / f"{out}-timings.json").read_text())["trained_now"]
+
+
+def test_code_digest_covers_the_bytes_of_every_weight_module(tmp_path):
+    for name in WEIGHT_MODULES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, tmp_path / name)
+    assert code_digest(tmp_path) == code_digest()
+    with open(tmp_path / "kennen/zoo/train.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert code_digest(tmp_path) != code_digest()
+
+
+@pytest.mark.slow
+def test_partials_of_other_code_are_retrained_never_mixed(tmp_path, idx_dir, monkeypatch):
+    monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
+    folder = _zoo(tmp_path, idx_dir, 3)  # shard 0 not full: its partials stay, as after a kill
+    assert train_stage.main(_args(folder, "z")) == 0
+    assert _trained_now(folder, "z") == 3 and len(list((folder / "z-partial/shard-0").glob("model-*"))) == 3
+    weights = (folder / "z/shard-0.safetensors").read_bytes()
+
+    assert train_stage.main(_args(folder, "z")) == 0
+    assert _trained_now(folder, "z") == 0  # same code: every partial is reused
+
+    monkeypatch.setattr(shard_module, "code_digest", lambda: "the trainer after an edit")
+    assert train_stage.main(_args(folder, "z")) == 0
+    assert _trained_now(folder, "z") == 3  # all stale: none of the old code's models is mixed in
+    assert (folder / "z/shard-0.safetensors").read_bytes() == weights  # the edit here changed no arithmetic
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer", ["loop", "fused"])
+def test_growing_the_last_shard_retrains_none_of_its_models(tmp_path, idx_dir, monkeypatch, trainer):
+    monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
+    grown = _zoo(tmp_path / "grown", idx_dir, 2, trainer)
+    assert train_stage.main(_args(grown, "z")) == 0
+    before = state_dicts(grown / "z/shard-0.safetensors")
+    _zoo(grown, idx_dir, 4, trainer)  # n_models 2 -> 4: shard 0 grows to full
+    assert train_stage.main(_args(grown, "z")) == 0
+    after = state_dicts(grown / "z/shard-0.safetensors")
+    assert sorted(after) == [0, 1, 2, 3]
+    assert not (grown / "z-partial/shard-0").exists()  # full now: its partials are gone
+    whole = _zoo(tmp_path / "whole", idx_dir, 4, trainer)
+    assert train_stage.main(_args(whole, "z")) == 0
+    for name in ("shard-0.safetensors", "shard-0.csv"):  # the bytes of a zoo built at 4 models from the start
+        assert (grown / "z" / name).read_bytes() == (whole / "z" / name).read_bytes()
+    if trainer == "loop":
+        assert _trained_now(grown, "z") == 2  # only the new models
+        for model_id, state in before.items():
+            assert all(v.numpy().tobytes() == after[model_id][k].numpy().tobytes() for k, v in state.items())
+    else:  # the tiny space has one structure: one fused group, whose members changed, so all of it trains again
+        assert _trained_now(grown, "z") == 4
+
+
+@pytest.mark.parametrize("bad", ["missing", "folder"])
+def test_a_bad_data_path_is_one_line(tmp_path, idx_dir, capfd, bad):
+    folder = _zoo(tmp_path, idx_dir, 2)
+    args = _args(folder, "z")
+    data = folder / "nothing.npz" if bad == "missing" else folder / "sample"
+    args[args.index("--data") + 1] = str(data)
+    capfd.readouterr()
+    assert train_stage.main(args) == 2
+    what = "file not found" if bad == "missing" else "is a folder"
+    assert capfd.readouterr().err == f"error: {data}: {what}; give the MNIST .npz written by the data stage\n"
+
+
+@pytest.mark.parametrize("flag", ["--timings", "--out-dir", "--partial-dir"])
+def test_a_bad_output_path_is_refused_before_any_model_trains(tmp_path, idx_dir, capfd, flag):
+    folder = _zoo(tmp_path, idx_dir, 2)
+    (folder / "a-file").write_text("")
+    args = _args(folder, "z")
+    args[args.index(flag) + 1] = str(folder / "a-file" / "below")
+    capfd.readouterr()
+    assert train_stage.main(args) == 2
+    err = capfd.readouterr().err
+    assert err.startswith(f"error: {folder / 'a-file' / 'below'}") and "a-file is a file, not a folder" in err
+    assert err.count("\n") == 1
+    assert not list(folder.rglob("model-*.safetensors"))  # nothing trained
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        OSError(errno.EDQUOT, "Disk quota exceeded"),
+        RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),  # safetensors
+    ],
+)
+def test_a_full_disk_is_one_line_and_leaves_no_half_written_file(tmp_path, idx_dir, capfd, monkeypatch, error):
+    monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
+    folder = _zoo(tmp_path, idx_dir, 2)
+
+    def half_then_full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise error
+
+    monkeypatch.setattr(store, "save_file", half_then_full)
+    capfd.readouterr()
+    assert train_stage.main(_args(folder, "z")) == 2
+    lines = [line for line in capfd.readouterr().err.splitlines() if " INFO " not in line]  # all but the log
+    assert lines == [
+        "error: no space left on the disk (or quota exceeded): free some and rerun; finished outputs are kept, "
+        "nothing is half-written"
+    ]
+    written = [p for p in folder.rglob("*") if p.is_file() and p.parent.name in ("z", "shard-0")]
+    assert written == []  # no shard, no partial, no temporary file

@@ -136,3 +136,22 @@ def test_read_folds_names_the_file_and_the_problem(tmp_path):
         else:
             with pytest.raises(KennenError, match=f"folds.json: .*{error}"):
                 read_folds(tmp_path, boxes)
+
+
+def test_the_splits_stage_refuses_an_out_dir_that_is_a_file_in_one_line(tmp_path, capfd):
+    from stages import splits as splits_stage
+
+    (tmp_path / "taken").write_text("")
+    capfd.readouterr()
+    rc = splits_stage.main(["--boxes", str(tmp_path / "boxes.csv"), "--out-dir", str(tmp_path / "taken")])
+    assert rc == 2
+    assert capfd.readouterr().err == f"error: {tmp_path / 'taken'}: is a file; give a folder for the outputs\n"
+
+
+@pytest.mark.parametrize("below", ["a-file/out.json", "a-file/deeper/out.json"])
+def test_an_output_under_a_file_is_one_kennen_error(tmp_path, below):
+    from kennen.io import write_json
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(KennenError, match="a-file is a file, not a folder; give an output path under a folder"):
+        write_json(tmp_path / below, {})
