@@ -30,15 +30,6 @@ T = TypeVar("T")
 SEED_MAX = (1 << 32) - 1  # seeds are 32-bit words (kennen.seeds)
 _INT64 = 1 << 63
 
-# Upper bounds of keys whose dataclasses are declared elsewhere without :func:`bounded` fields.
-BOUNDS = {
-    "sample_zoo.n_models": 100_000,  # the paper's zoo is 10,000
-    "sample_zoo.n_seeds": 10_000,  # seeds per configuration (paper: 1,000)
-    "train_zoo.epochs": 1_000,  # paper: 100
-    "train_zoo.perm_seed": SEED_MAX,
-}
-
-
 def bounded(high: int | float, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
     """A dataclass field whose value (or, for a tuple, each item) may be at most ``high``.
 
@@ -146,7 +137,7 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
         key = f"{where}.{name}"
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], key)
-            high = f.metadata.get("high", BOUNDS.get(key))
+            high = f.metadata.get("high")
             if high is not None:
                 for value in kwargs[name] if isinstance(kwargs[name], tuple) else (kwargs[name],):
                     _check_bound(value, high, key)

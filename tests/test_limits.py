@@ -322,7 +322,10 @@ def label_models(tmp_path) -> Path:
     models = tmp_path / "models"
     save_metamodel(
         models / "kennen_i",
-        {"queries.each": torch.zeros(len(ATTRIBUTES), 1, 28, 28), "fallback.each": torch.zeros(len(ATTRIBUTES), dtype=torch.long)},
+        {
+            "queries.each": torch.zeros(len(ATTRIBUTES), 1, 28, 28),
+            "fallback.each": torch.zeros(len(ATTRIBUTES), dtype=torch.long),
+        },
         {"method": "kennen-i", "target": "each", "zoo": {}, "test_accuracy": {}},
     )
     return models
@@ -359,7 +362,22 @@ def test_json_stdout_stays_json_when_a_trusted_target_prints_and_warns(label_mod
 def run_module(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "kennen.cli", *args]
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ctrl_c_default,
+        **kw,
+    )
+
+
+def ctrl_c_default() -> None:
+    """In the child: Ctrl-C's default action, as from a terminal. A suite started in the background (``nohup``,
+    ``cmd &``) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_python_m_does_not_import_modules_from_the_current_folder(tmp_path):

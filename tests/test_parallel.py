@@ -163,7 +163,14 @@ def _start_driver(folder: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=ctrl_c_default,
     )
+
+
+def ctrl_c_default() -> None:
+    """In the child: Ctrl-C's default action, as from a terminal. A suite started in the background (``nohup``,
+    ``cmd &``) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _kill_all(proc: subprocess.Popen, pids: list[int]) -> None:

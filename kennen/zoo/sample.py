@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kennen.attributes import BY_KEY, SAMPLED, n_par_class, size_of_split
-from kennen.config import require
+from kennen.config import bounded, require
 from kennen.seeds import Purpose, StableRng, derive
 from kennen.zoo.net import NetConfig, count_params
 
@@ -61,8 +61,8 @@ class Group:
 class SampleParams:
     """``sample_zoo`` section of params.yaml."""
 
-    n_models: int
-    n_seeds: int = 1000
+    n_models: int = bounded(100_000)  # the paper's zoo is 10,000
+    n_seeds: int = bounded(10_000, 1000)  # seeds per configuration (paper: 1,000)
     shard_size: int = 100
     groups: tuple[Group, ...] = ()
     space: dict[str, tuple[Any, ...]] = field(default_factory=dict)

@@ -40,7 +40,7 @@ from torch import nn
 
 from kennen import data as mnist_data
 from kennen.attributes import SPLITS
-from kennen.config import require
+from kennen.config import SEED_MAX, bounded, require
 from kennen.errors import KennenError
 from kennen.seeds import Purpose, torch_generator
 from kennen.zoo.net import MnistNet, NetConfig
@@ -66,9 +66,9 @@ class TrainParams:
     """``train_zoo`` section of params.yaml."""
 
     shards: tuple[int, ...]
-    epochs: int = 100
+    epochs: int = bounded(1_000, 100)  # paper: 100
     pool_size: int = 60000
-    perm_seed: int = 20
+    perm_seed: int = bounded(SEED_MAX, 20)
     test_batch: int = 256  # measured: 2x faster than 1000 on one thread
     trainer: str = "loop"  # loop | fused (see the module docstring)
     device: str = "cpu"  # cpu | cuda
