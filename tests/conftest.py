@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -158,3 +159,9 @@ def pipeline_copy(tmp_path, idx_dir) -> Path:
     subprocess.run(["git", "add", "-A"], cwd=root, check=True)
     subprocess.run([*GIT, "commit", "-q", "-m", "tiny pipeline"], cwd=root, check=True)
     return root
+
+
+def ctrl_c_default() -> None:
+    """In the child: Ctrl-C's default action, as from a terminal. A suite started in the background (``nohup``,
+    ``cmd &``) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

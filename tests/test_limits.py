@@ -29,7 +29,7 @@ from kennen.imagenet.probe import load_zoo
 from kennen.metamodel.artifact import load_metamodel, save_metamodel
 from kennen.pt2 import load_program
 from kennen.targets import HttpBox, load_target
-from tests.conftest import REPO
+from tests.conftest import REPO, ctrl_c_default
 
 MB = 2**20
 IMAGES = np.zeros((2, 1, 28, 28), dtype=np.float32)
@@ -372,12 +372,6 @@ def run_module(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
         preexec_fn=ctrl_c_default,
         **kw,
     )
-
-
-def ctrl_c_default() -> None:
-    """In the child: Ctrl-C's default action, as from a terminal. A suite started in the background (``nohup``,
-    ``cmd &``) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt for it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_python_m_does_not_import_modules_from_the_current_folder(tmp_path):

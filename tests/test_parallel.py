@@ -18,7 +18,7 @@ from kennen.errors import KennenError
 from kennen.parallel import executor_settings, run_tasks
 from kennen.zoo.net import NetConfig
 from kennen.zoo.train import TrainSpec, train_task
-from tests.conftest import REPO
+from tests.conftest import REPO, ctrl_c_default
 
 psutil = pytest.importorskip("psutil")
 
@@ -165,12 +165,6 @@ def _start_driver(folder: Path) -> subprocess.Popen:
         start_new_session=True,
         preexec_fn=ctrl_c_default,
     )
-
-
-def ctrl_c_default() -> None:
-    """In the child: Ctrl-C's default action, as from a terminal. A suite started in the background (``nohup``,
-    ``cmd &``) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt for it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _kill_all(proc: subprocess.Popen, pids: list[int]) -> None:
