@@ -8,7 +8,17 @@ one line ``error: ...`` on stderr and exit 2; Ctrl-C is one line ``interrupted``
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+
+# Ctrl-C while torch is still importing (a second or two) is the same one line and exit 130: Python's
+# default would print the traceback of whichever import it hit. Restored once the imports are done.
+if (
+    threading.current_thread() is threading.main_thread()
+    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+):
+    signal.signal(signal.SIGINT, lambda signum, frame: (sys.stderr.write("interrupted\n"), os._exit(130)))
 
 if __name__ == "__main__":
     # ``python -m kennen.cli`` puts the current folder first on sys.path, so a stranger's ``yaml.py``
@@ -29,6 +39,9 @@ from typing import NoReturn
 from kennen.defences import Defence, parse_defence
 from kennen.errors import KennenError
 from kennen.whiten import METHODS, OUTPUT_TYPES, load_target, whiten
+
+if getattr(signal.getsignal(signal.SIGINT), "__module__", None) == __name__:  # ours, from the top
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the imports are done: main() words Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -390,4 +391,12 @@ def test_ctrl_c_is_one_line_and_exit_130(label_models, tmp_path):
         assert server.hit.wait(60), child.communicate()
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=20)
+    assert child.returncode == 130 and out == "" and err == "interrupted\n"
+
+
+def test_ctrl_c_while_torch_imports_is_one_line_and_exit_130(tmp_path):
+    child = run_module(["whiten", "http://127.0.0.1:9/never", "--output-type", "label"], tmp_path)
+    time.sleep(0.5)  # past the interpreter's own start (~50 ms), within torch's import (a second or two)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
     assert child.returncode == 130 and out == "" and err == "interrupted\n"
