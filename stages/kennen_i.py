@@ -16,6 +16,10 @@ headline's answers are calibrated on the out-of-fold answers of every box (``ece
 abstention and out-of-zoo figures, ``reliability.csv``, ``risk_coverage.csv``, ``reliability.png``;
 ``kennen.metamodel.calibration``). Also DVCLive loss curves of the saved images' crafting.
 
+``--headline`` repeats the cross-validated means over configurations and over boxes, their intervals and
+``cv.n_boxes``/``cv.n_configs`` (``runner.HEADLINE``), listed first in dvc.yaml so that ``dvc metrics diff``
+leads with them.
+
 The logic is ``kennen.metamodel.run_kennen_i.run``, written out by ``kennen.metamodel.runner``.
 """
 

@@ -19,6 +19,10 @@ predictions (``cv_predictions.csv``) and their confusion matrices. The saved met
 ``risk_coverage.csv``, ``reliability.png``; ``kennen.metamodel.calibration``). Also a PNG of sample
 queries before and after training, and DVCLive loss curves of the saved metamodel.
 
+``--headline`` repeats the cross-validated means over configurations and over boxes, their intervals and
+``cv.n_boxes``/``cv.n_configs`` (``runner.HEADLINE``), listed first in dvc.yaml so that ``dvc metrics diff``
+leads with them.
+
 The logic is ``kennen.metamodel.run_kennen_io.run``, written out by ``kennen.metamodel.runner``.
 """
 

@@ -20,6 +20,10 @@ parallel (``kennen.metamodel.runs``). Writes:
 - a per-setting table, per-attribute confusion matrices, the trained metamodel
   (safetensors + JSON) and DVCLive training curves of the headline.
 
+``--headline`` repeats the cross-validated means over configurations and over boxes, their intervals and
+``cv.n_boxes``/``cv.n_configs`` (``runner.HEADLINE``), listed first in dvc.yaml so that ``dvc metrics diff``
+leads with them.
+
 The logic is ``kennen.metamodel.run_kennen_o.run``, written out by ``kennen.metamodel.runner``.
 """
 

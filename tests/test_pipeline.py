@@ -73,6 +73,10 @@ def test_repro_builds_the_zoo_and_is_idempotent(pipeline_copy):
     check_query_outputs(pipeline_copy)
     kennen_o = json.loads((pipeline_copy / "reports/metrics/kennen_o.json").read_text())
     assert {f"acc.{k}" for k in KEYS} | {"acc.mean", "default.acc.mean", "official.acc.mean"} <= set(kennen_o)
+    for method in ("kennen_o", "kennen_i", "kennen_io"):  # the headline files repeat the metrics' first keys
+        full = json.loads((pipeline_copy / f"reports/metrics/{method}.json").read_text())
+        head = json.loads((pipeline_copy / f"reports/metrics/headline/{method}.json").read_text())
+        assert list(head)[:2] == ["cv.acc_config.mean", "cv.acc_config.mean_low"] and head.items() <= full.items()
     page = (pipeline_copy / "reports/README.md").read_text()
     assert "Table 2" in page and "73.4" in page  # the paper's kennen-o next to ours
     for sweep in ("n_train", "n_queries", "output", "extrapolation"):

@@ -46,6 +46,7 @@ def test_finish_writes_every_output_of_a_metamodel_stage(tmp_path):
     params = {"seed": 7, "sample_zoo": {"n_models": 8}}
     finish(_report(tmp_path), out, params, CalibrationParams())
     assert json.loads(out.metrics.read_text()) == {"acc.mean": 50.0}
+    assert json.loads(out.headline.read_text()) == {}  # no cross-validated block in this report
     assert read_csv(out.plots / "settings.csv") == [{"setting": "a", "mean": "1.0"}]
     assert {p.stem for p in (out.plots / "confusion").iterdir()} == set(KEYS)
     for name in ("reliability.csv", "risk_coverage.csv"):
@@ -103,3 +104,4 @@ def test_metrics_lead_with_the_headline():
         "acc.mean",
         "seconds",
     ]
+    assert runner.headline(metrics) == {k: metrics[k] for k in (*runner.HEADLINE, "cv.n_boxes")}

@@ -35,15 +35,17 @@ from kennen.metamodel.report import plot_reliability, write_confusions, write_ta
 from kennen.parallel import run_tasks
 
 ATTRIBUTE_KEYS = [a.key for a in ATTRIBUTES]  # the metamodel JSON's ``attributes``: the heads' order
-OUTPUTS = ("metrics", "plots", "figures", "model", "live")  # a metamodel stage's output arguments
+OUTPUTS = ("metrics", "headline", "plots", "figures", "model", "live")  # a metamodel stage's output arguments
 E_KEYS = ("relative", "acc_mean", "acc_mean_low", "acc_mean_high")  # an E split's entries in the metrics
 
 
 @dataclass(frozen=True)
 class Outputs:
-    """Where a metamodel stage writes: metrics JSON, plot-data and figure folders, metamodel stem, DVCLive folder."""
+    """Where a metamodel stage writes: metrics JSON, its headline JSON, plot-data and figure folders, metamodel
+    stem, DVCLive folder."""
 
     metrics: Path
+    headline: Path
     plots: Path
     figures: Path
     model: Path
@@ -51,7 +53,7 @@ class Outputs:
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> Outputs:
-        """From a stage's parsed ``--metrics --plots --figures --model --live`` arguments."""
+        """From a stage's parsed ``--metrics --headline --plots --figures --model --live`` arguments."""
         return cls(*(Path(getattr(args, name)) for name in OUTPUTS))
 
 
@@ -154,9 +156,12 @@ def e_split_rows(
     return rows, metrics
 
 
-# The keys `dvc exp show` and `dvc metrics diff` show first (they list keys in file order): the
-# cross-validated means over configurations and over boxes, with their intervals.
+# The cross-validated means over configurations and over boxes, with their intervals, and what they were
+# tested on. `dvc exp show` lists a file's keys in file order, so the metrics file leads with them;
+# `dvc metrics diff` sorts the keys within a file, so they also go to a file of their own, listed first
+# among the stage's metrics in dvc.yaml (files are shown in that order).
 HEADLINE = tuple(f"cv.{kind}.mean{end}" for kind in ("acc_config", "acc") for end in ("", "_low", "_high"))
+HEADLINE_COUNTS = ("cv.n_boxes", "cv.n_configs")
 
 
 def headline_first(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -166,11 +171,17 @@ def headline_first(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics[k] for k in order}
 
 
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The headline file: ``HEADLINE`` and ``HEADLINE_COUNTS``, those of them ``metrics`` has."""
+    return {k: metrics[k] for k in (*HEADLINE, *HEADLINE_COUNTS) if k in metrics}
+
+
 def finish(report: Report, out: Outputs, params: dict[str, Any], cp: CalibrationParams) -> None:
     """Write everything a metamodel stage outputs besides its own figures (module docstring)."""
     r, cal = report, report.calibration
     log_calibration(r.method, cal)
     write_json(out.metrics, headline_first(r.metrics))
+    write_json(out.headline, headline(r.metrics))
     for name, rows in r.tables.items():
         write_table(out.plots / f"{name}.csv", rows)
     write_table(out.plots / "reliability.csv", cal.reliability)
