@@ -131,8 +131,9 @@ def decode_valid(log_probs: Sequence[np.ndarray], max_members: int) -> np.ndarra
     """Label indices of the most probable valid configuration of each box.
 
     The score of a configuration is the sum of its 12 log-probabilities; ties go to the
-    lowest label indices (first in the sorted table of architecture rows, first alg, bs, split). ``-inf`` entries (probability 0) are allowed:
-    a box whose every valid configuration scores ``-inf`` still gets a valid one.
+    lowest label indices (the first of the sorted architecture rows, the first alg, bs and
+    split). ``-inf`` entries (probability 0) are allowed: a box whose every valid
+    configuration scores ``-inf`` still gets a valid one.
 
     Args:
         log_probs: 12 arrays in ATTRIBUTES order; ``log_probs[a]`` is [N, n_classes_a]
