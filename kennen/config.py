@@ -45,7 +45,7 @@ def bounded(high: int | float, default: Any = dataclasses.MISSING, **kwargs: Any
 # otherwise leave its section at the file's other values without a word.
 SECTIONS = (
     "seed", "data", "sample_zoo", "train_zoo", "prune", "ensembles", "queries", "splits", "kennen_o",
-    "kennen_o_sweep", "kennen_i", "kennen_io", "calibration", "defences", "imagenet_zoo", "imagenet_probe",
+    "kennen_o_sweep", "levers", "kennen_i", "kennen_io", "calibration", "defences", "imagenet_zoo", "imagenet_probe",
     "imagenet_attack", "transfer",
 )  # fmt: skip
 

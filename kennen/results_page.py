@@ -73,8 +73,8 @@ def read_plots(plots: Path) -> dict[str, Any]:
     Args:
         plots: ``reports/plots``.
     Returns:
-        ``settings``, ``sweeps``, ``kennen_i_targets``, ``kennen_io_ext`` (empty when kennen-io ran no E split)
-        and ``probe_rows``.
+        ``settings``, ``sweeps``, ``kennen_i_targets``, ``kennen_io_ext`` (empty when kennen-io ran no E split),
+        ``probe_rows`` and ``lever_rows`` (empty without the levers stage's table).
     """
     io_ext = plots / "kennen_io" / "extrapolation.csv"
     return {
@@ -86,6 +86,7 @@ def read_plots(plots: Path) -> dict[str, Any]:
         "kennen_i_targets": _typed(read_csv(plots / "kennen_i" / "targets.csv")),
         "kennen_io_ext": _typed(read_csv(io_ext)) if io_ext.is_file() else [],
         "probe_rows": _typed(read_csv(plots / "imagenet_probe" / "accuracy.csv")),
+        "lever_rows": _typed(read_csv(levers)) if (levers := plots / "levers" / "table.csv").is_file() else [],
     }
 
 
@@ -114,6 +115,7 @@ def _settings_text(kp: dict[str, Any]) -> str:
 
 def _crafted_text(ki: dict[str, Any], kio: dict[str, Any], kennen_i: dict[str, Any]) -> str:
     """kennen-i's and kennen-io's query optimisation in two sentences."""
+
     def phases(key: str) -> str:
         return ", ".join(f"{ph['train']} {ph['epochs']}" for ph in kio.get(key) or kio["schedule"])
 
@@ -185,6 +187,45 @@ tested on the fold's boxes; the spread is over subsets.
 {res.learning_curve_text(learning_curve)}
 
 ![learning curve](figures/kennen_o/sweep_n_train.png)"""
+
+
+LEVER_NAMES = {
+    "mlp": "kennen-o's MLP",
+    "mlp_small": "small MLP",
+    "logreg": "logistic regression",
+    "pca_logreg": "logistic regression on PCA",
+    "centroid": "nearest centroid",
+    "knn": "k-nearest neighbours",
+}
+
+
+def levers_section(levers: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """What each lever adds to kennen-o (the ``levers`` stage): every combination, best first."""
+    ref = levers["reference"]
+    by_name = {r["lever"]: r for r in rows}
+
+    def line(r: dict[str, Any]) -> list[Any]:
+        gap = "reference" if r["lever"] == ref else f"{r['gap_diff']:+.1f} [{r['gap_low']:+.1f}, {r['gap_high']:+.1f}]"
+        verdict = "" if r["lever"] == ref else ("beyond noise" if r["gap_beyond_noise"] else "within noise")
+        return [
+            LEVER_NAMES.get(r["family"], r["family"]), r["n_queries"], r["selection"], r["decode"],
+            res.ci(r, "mean"), float(r["acc_mean"]), gap, verdict, f"{r['valid']:.0f}%",
+        ]  # fmt: skip
+
+    header = ["metamodel", "queries", "queries chosen", "answer", "over configurations [95% CI]", "over boxes",
+              "minus the reference [95% CI]", "", "valid answers"]  # fmt: skip
+    ordered = sorted(rows, key=lambda r: -r["mean"])
+    best = ordered[0] if ordered else by_name.get(ref, {})
+    return f"""## What each lever adds (ours, in the folds)
+
+Every combination of metamodel family, query choice (`first`: the first n of the random draw, the paper's;
+`greedy`: chosen on the training fold's boxes only) and answer (`argmax` per head, the paper's; `valid`: the
+most probable configuration of Table 1), trained in the same {levers["n_folds"]} folds as the headline:
+{levers["n_boxes"]} boxes of {levers["n_configs"]} configurations, each predicted once out of fold. Differences
+are paired against the reference, kennen-o as the `kennen_o` stage trains it (`{ref}`), on the same boxes,
+with intervals that resample configurations. Best: `{best.get("lever", ref)}`.
+
+{table(header, [line(r) for r in ordered])}"""
 
 
 def uncertainty_section(kennen_o: dict[str, Any], kennen_i: dict[str, Any], kennen_io: dict[str, Any]) -> str:
@@ -370,6 +411,8 @@ def render(
     transfer: dict[str, Any] | None = None,
     defences: dict[str, Any] | None = None,
     learning_curve: dict[str, Any] | None = None,
+    levers: dict[str, Any] | None = None,
+    lever_rows: list[dict[str, Any]] | None = None,
 ) -> str:
     """Markdown of the results page from the pipeline's own metrics and plot data."""
     kp, tz, pz = params["kennen_o"], params["train_zoo"], PAPER_ZOO
@@ -397,6 +440,8 @@ Every number below comes from the committed run of the current `params.yaml`; th
 {table(["", "this run", "paper"], res.zoo_rows(zoo, kennen_o, params))}
 
 {cv_section(kennen_o, kennen_i, kennen_io, sweeps.get("n_train", []), learning_curve or {})}
+
+{levers_section(levers, lever_rows or []) if levers else ""}
 
 ## Table 2: the paper's protocol, one random split ({kp["n_queries"]} queries; kennen-i: one per attribute)
 

@@ -711,6 +711,7 @@ METRICS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "transfer": (),
     "learning_curve": (),
+    "levers": (("reference", "text"), ("n_boxes", "count"), ("n_configs", "count"), ("n_folds", "count")),
 }
 _HOLDS = {
     "number": lambda v: type(v) in (int, float),

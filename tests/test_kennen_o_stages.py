@@ -236,3 +236,39 @@ def test_defences_stage_rejects_bad_settings_in_one_line(tiny_zoo, tmp_path, cap
         assert _run_stage(tiny_zoo, "defences", "--params", str(tmp_path / "params.yaml")) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and key in err, err
+
+
+def test_levers_stage_pairs_every_lever_with_kennen_o_itself(tiny_zoo):
+    assert _run_stage(tiny_zoo, "levers") == 0
+    lv = json.loads((tiny_zoo / "reports/metrics/levers.json").read_text())
+    ko = json.loads((tiny_zoo / "reports/metrics/kennen_o.json").read_text())
+    ref = lv["reference"]
+    assert ref == "mlp.q5.first.argmax"  # kennen_o.n_queries of the tiny params
+    # the reference row is the kennen_o stage's own cross-validation: same trainings, same predictions
+    assert lv[f"{ref}.acc_config.mean"] == ko["cv.acc_config.mean"] and lv[f"{ref}.acc.mean"] == ko["cv.acc.mean"]
+    assert lv[f"{ref}.gap.diff"] == 0 and lv["n_boxes"] == ko["cv.n_boxes"]
+    rows = read_csv(tiny_zoo / "reports/plots/levers/table.csv")
+    families = ("mlp", "mlp_small", "logreg", "pca_logreg", "centroid", "knn")
+    assert len(rows) == len(families) * 2 * 2 * 2  # x query budgets x selections x answers
+    for r in rows:
+        assert float(r["mean_low"]) <= float(r["mean"]) <= float(r["mean_high"])
+        if r["decode"] == "valid":
+            assert float(r["valid"]) == 100.0  # every decoded answer is a configuration of Table 1
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"families": ["mlp", "forest"]}, "levers.families: ['forest'] is not in"),
+        ({"n_queries": [2]}, "levers.n_queries: must hold kennen_o.n_queries (5)"),
+        ({"n_queries": [5, 50]}, "levers.n_queries: 50 exceeds the 20 stored queries"),
+    ],
+)
+def test_levers_stage_bad_params_are_one_line(tiny_zoo, tmp_path, capsys, override, needle):
+    params = yaml.safe_load((tiny_zoo / "params.yaml").read_text())
+    params["levers"] |= override
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _run_stage(tiny_zoo, "levers", "--params", str(path)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
