@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 BASELINES = ("logreg", "knn")  # beside kennen-o's MLP in the kennen_o stage
 FAMILIES = ("logreg", "pca_logreg", "centroid", "knn")  # everything fit_proba knows
@@ -97,11 +98,16 @@ def fit_proba(
 
 
 def task(job: tuple[int, str, np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """A parallel task (module level, picklable): ``fit_predict`` of (id, kind, x_train, y_train, x_test)."""
-    return fit_predict(*job[1:])
+    """A parallel task (module level, picklable): ``fit_predict`` of (id, kind, x_train, y_train, x_test).
+
+    On one BLAS thread, as the pool's workers run torch: two workers each starting a thread per core
+    oversubscribe the cores, measured ten times slower on 2 cores."""
+    with threadpool_limits(1):
+        return fit_predict(*job[1:])
 
 
 def proba_task(job: tuple[Any, str, np.ndarray, np.ndarray, np.ndarray, tuple[int, ...], int, int]) -> list[np.ndarray]:
     """A parallel task (module level, picklable): ``fit_proba`` of (id, kind, x_train, y_train, x_test, n_classes,
-    pca_dim, k)."""
-    return fit_proba(*job[1:])
+    pca_dim, k), on one BLAS thread (``task``)."""
+    with threadpool_limits(1):
+        return fit_proba(*job[1:])
