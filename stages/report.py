@@ -20,6 +20,7 @@ METRICS = {
     "attack": "attack",
     "transfer": "transfer",
     "defences": "defences",
+    "levers": "levers",
 }
 
 
