@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from kennen import stats
 from kennen.attributes import ATTRIBUTES
@@ -82,6 +83,9 @@ class LeversParams:
     def check(self, where: str) -> None:
         require(len(self.n_queries) >= 1, f"{where}.n_queries", "give at least one query budget")
         require(min(self.n_queries) >= 1, f"{where}.n_queries", f"each must be at least 1, got {self.n_queries}")
+        for key in ("n_queries", "families"):
+            values = getattr(self, key)
+            require(len(set(values)) == len(values), f"{where}.{key}", f"has a repeated value: {list(values)}")
         unknown = [f for f in self.families if f not in FAMILIES]
         require(not unknown, f"{where}.families", f"{unknown[:1]} is not in {', '.join(FAMILIES)}")
         require("mlp" in self.families, f"{where}.families", "must hold mlp, the reference row's family")
@@ -90,7 +94,7 @@ class LeversParams:
         require(self.ridge > 0, f"{where}.ridge", f"must be positive, got {self.ridge}")
 
 
-def _query_sets(
+def query_sets(
     outputs: np.ndarray, y: np.ndarray, folds: list[list[int]], lp: LeversParams
 ) -> dict[tuple[str, int, int], np.ndarray]:
     """Query indices per (selection, n, fold). Greedy choices are nested (the first n of the largest)."""
@@ -100,14 +104,15 @@ def _query_sets(
     sets = {}
     for f in range(len(folds)):
         train = fold_split(folds, f)["train"]
-        chosen = select_queries(outputs[train], y[train], n_max, ridge=lp.ridge)  # the training fold only
+        with threadpool_limits(1):  # one BLAS thread: near-tied gains must not depend on the machine's cores
+            chosen = select_queries(outputs[train], y[train], n_max, ridge=lp.ridge)  # the training fold only
         for n in lp.n_queries:
             sets["first", n, f] = np.arange(n)
             sets["greedy", n, f] = chosen[:n]
     return sets
 
 
-def _probabilities(
+def log_probabilities(
     outputs: np.ndarray,
     boxes: list[dict[str, Any]],
     folds: list[list[int]],
@@ -116,15 +121,16 @@ def _probabilities(
     kp: KennenOParams,
     seed: int,
 ) -> dict[tuple[str, str, int], list[np.ndarray]]:
-    """Out-of-fold class probabilities (per attribute [N, K_a]) of every (family, selection, n)."""
+    """Out-of-fold class log-probabilities (per attribute [N, K_a]) of every (family, selection, n)."""
     y = targets(boxes)
     keys = [(fam, sel, n) for fam, sel, n in itertools.product(lp.families, SELECTIONS, lp.n_queries)]
     per_fold: dict[tuple[str, str, int, int], list[np.ndarray]] = {}
     mlp_jobs, mlp_keys, sk_jobs = [], [], []
+    x_of = {key: features(outputs[:, idx], len(idx), kp.output) for key, idx in sets.items()}  # [N, 10 n] each
     for fam, sel, n in keys:
         for f in range(len(folds)):
             split = fold_split(folds, f)
-            x = features(outputs[:, sets[sel, n, f]], n, kp.output)
+            x = x_of[sel, n, f]
             train, test = split["train"], split["test"]
             if fam in MLPS:
                 hidden = kp.hidden if fam == "mlp" else lp.small_hidden
@@ -138,9 +144,10 @@ def _probabilities(
                 options = (N_CLASSES, lp.pca_dim, lp.knn_k)
                 sk_jobs.append(((fam, sel, n, f), fam, x[train].numpy(), y[train].numpy(), x[test].numpy(), *options))
     for key, out in zip(mlp_keys, run_jobs(mlp_jobs), strict=True):
-        per_fold[key] = [torch.softmax(torch.from_numpy(z), 1).numpy() for z in out["logits"]]
+        per_fold[key] = [torch.log_softmax(torch.from_numpy(z), 1).numpy() for z in out["logits"]]
     for job, probs in run_tasks(baselines.proba_task, sk_jobs, len(sk_jobs)):
-        per_fold[job[0]] = probs
+        with np.errstate(divide="ignore"):  # a probability of 0 is a log-probability of -inf: never chosen
+            per_fold[job[0]] = [np.log(p) for p in probs]
     return {
         k: [out_of_fold(folds, [per_fold[(*k, f)][a] for f in range(len(folds))], len(boxes)) for a in range(12)]
         for k in keys
@@ -148,7 +155,7 @@ def _probabilities(
 
 
 def _rows(
-    probs: dict[tuple[str, str, int], list[np.ndarray]],
+    log_probs: dict[tuple[str, str, int], list[np.ndarray]],
     y: np.ndarray,
     units: list[Any],
     reference: str,
@@ -157,10 +164,9 @@ def _rows(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Table rows and metrics of every lever, paired with the reference row."""
     preds = {}
-    for (fam, sel, n), p in probs.items():
-        preds[f"{fam}.q{n}.{sel}.argmax"] = np.stack([q.argmax(1) for q in p], 1)
-        with np.errstate(divide="ignore"):  # a probability of 0 is a log-probability of -inf: never chosen
-            preds[f"{fam}.q{n}.{sel}.valid"] = decode_valid([np.log(q) for q in p], max_members)
+    for (fam, sel, n), lq in log_probs.items():
+        preds[f"{fam}.q{n}.{sel}.argmax"] = np.stack([q.argmax(1) for q in lq], 1)
+        preds[f"{fam}.q{n}.{sel}.valid"] = decode_valid(lq, max_members)
     ref = preds[reference]
     rows, metrics = [], {"reference": reference, "n_boxes": len(y), "n_configs": len(set(map(str, units)))}
     for name, pred in preds.items():
@@ -196,10 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         outputs, _ = load_outputs(Path(a.outputs), boxes)
         folds = read_folds(Path(a.splits), boxes)
         y = targets(boxes).numpy()
-        sets = _query_sets(outputs, y, folds, lp)
-        probs = _probabilities(outputs, boxes, folds, sets, lp, kp, seed)
+        sets = query_sets(outputs, y, folds, lp)
+        log_probs = log_probabilities(outputs, boxes, folds, sets, lp, kp, seed)
         reference = f"mlp.q{kp.n_queries}.first.argmax"
-        rows, metrics = _rows(probs, y, units_of(boxes), reference, max_members, seed)
+        rows, metrics = _rows(log_probs, y, units_of(boxes), reference, max_members, seed)
         rows.sort(key=lambda r: -r["mean"])
         for r in rows[:5]:
             log.info("%s: %.1f [%.1f, %.1f]", r["lever"], r["mean"], r["mean_low"], r["mean_high"])

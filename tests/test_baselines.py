@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 from kennen.metamodel import baselines
 
@@ -29,16 +30,33 @@ def test_fit_proba_gives_a_distribution_over_every_label(kind):
 
 def test_fit_proba_agrees_with_fit_predict():
     x, y, x_test = _data(1)
-    for kind in baselines.BASELINES:
-        probs = baselines.fit_proba(kind, x, y, x_test, (3, 2, 1))
-        assert (np.stack([p.argmax(1) for p in probs], 1) == baselines.fit_predict(kind, x, y, x_test)).all()
+    for kind in baselines.FAMILIES:
+        probs = baselines.fit_proba(kind, x, y, x_test, (3, 2, 1), pca_dim=4)
+        expected = np.stack([baselines._model(kind, 4).fit(x, y[:, a]).predict(x_test) for a in range(2)], 1)
+        assert (np.stack([p.argmax(1) for p in probs[:2]], 1) == expected).all(), kind
+        if kind in baselines.BASELINES:
+            assert (np.stack([p.argmax(1) for p in probs], 1) == baselines.fit_predict(kind, x, y, x_test)).all()
 
 
-def test_parallel_tasks_run_on_one_blas_thread():
+def test_nearest_centroid_with_one_box_per_class():
+    x, y, x_test = np.array([[0.0, 0.0], [4.0, 4.0]]), np.array([[0], [1]]), np.array([[1.0, 0.0], [3.0, 5.0]])
+    (p,) = baselines.fit_proba("centroid", x, y, x_test, (2,))
+    assert p.argmax(1).tolist() == [0, 1] and np.isfinite(p).all()
+
+
+def test_parallel_tasks_run_on_one_blas_thread(monkeypatch):
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append({info["num_threads"] for info in threadpoolctl.threadpool_info()})
+        return "done"
+
+    monkeypatch.setattr(baselines, "fit_proba", spy)
+    monkeypatch.setattr(baselines, "fit_predict", spy)
     x, y, x_test = _data(2)
-    direct = baselines.fit_proba("logreg", x, y, x_test, (3, 2, 1))
-    via_task = baselines.proba_task(("id", "logreg", x, y, x_test, (3, 2, 1), 50, 5))
-    assert all(np.allclose(a, b) for a, b in zip(direct, via_task, strict=True))
+    assert baselines.proba_task(("id", "logreg", x, y, x_test, (3, 2, 1), 50, 5)) == "done"
+    assert baselines.task(("id", "logreg", x, y, x_test)) == "done"
+    assert seen == [{1}, {1}]
 
 
 def test_unknown_family_is_named():

@@ -256,12 +256,60 @@ def test_levers_stage_pairs_every_lever_with_kennen_o_itself(tiny_zoo):
             assert float(r["valid"]) == 100.0  # every decoded answer is a configuration of Table 1
 
 
+def _levers_inputs(root: Path):
+    from kennen.config import load_params, section
+    from kennen.metamodel.kennen_o import KennenOParams
+    from kennen.queries import load_outputs, read_boxes
+    from kennen.splits import read_folds
+    from stages import levers
+
+    params = load_params(root / "params.yaml")
+    lp, kp = section(levers.LeversParams, params, "levers"), section(KennenOParams, params, "kennen_o")
+    boxes = read_boxes(root / "data/queries/boxes.csv")
+    outputs, _ = load_outputs(root / "data/queries/outputs.npz", boxes)
+    return params, lp, kp, boxes, outputs, read_folds(root / "data/splits", boxes)
+
+
+def test_levers_reference_row_is_the_kennen_o_stages_own_predictions(tiny_zoo, monkeypatch):
+    from dataclasses import replace
+
+    from kennen.metamodel.kennen_o import targets
+    from stages import levers
+
+    monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
+    params, lp, kp, boxes, outputs, folds = _levers_inputs(tiny_zoo)
+    lp = replace(lp, families=("mlp",), n_queries=(kp.n_queries,))
+    sets = levers.query_sets(outputs, targets(boxes).numpy(), folds, lp)
+    log_probs = levers.log_probabilities(outputs, boxes, folds, sets, lp, kp, params["seed"])
+    pred = np.stack([q.argmax(1) for q in log_probs["mlp", "first", kp.n_queries]], 1)
+    ids, _, y_pred = read_predictions(tiny_zoo / "reports/plots/kennen_o/cv_predictions.csv")
+    assert ids == list(range(len(boxes))) and (pred == y_pred).all()
+
+
+def test_levers_greedy_queries_ignore_the_test_folds_outputs(tiny_zoo):
+    from kennen.metamodel.kennen_o import targets
+    from kennen.splits import fold_split
+    from stages import levers
+
+    _, lp, _, boxes, outputs, folds = _levers_inputs(tiny_zoo)
+    y = targets(boxes).numpy()
+    sets = levers.query_sets(outputs, y, folds, lp)
+    test = fold_split(folds, 0)["test"]
+    changed = outputs.copy()
+    changed[test] = np.log(np.random.default_rng(0).dirichlet(np.ones(10), changed[test].shape[:2]))
+    again = levers.query_sets(changed, y, folds, lp)
+    n = max(lp.n_queries)
+    assert (again["greedy", n, 0] == sets["greedy", n, 0]).all()  # fold 0 never saw its test boxes
+    assert any((again["greedy", n, f] != sets["greedy", n, f]).any() for f in range(1, len(folds)))
+
+
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
         ({"families": ["mlp", "forest"]}, "levers.families: ['forest'] is not in"),
         ({"n_queries": [2]}, "levers.n_queries: must hold kennen_o.n_queries (5)"),
         ({"n_queries": [5, 50]}, "levers.n_queries: 50 exceeds the 20 stored queries"),
+        ({"families": ["mlp", "knn", "knn"]}, "levers.families: has a repeated value"),
     ],
 )
 def test_levers_stage_bad_params_are_one_line(tiny_zoo, tmp_path, capsys, override, needle):

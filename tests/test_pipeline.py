@@ -37,6 +37,7 @@ METAMODEL_STAGES = (
     "kennen_o_sweep@n_queries",
     "kennen_o_sweep@output",
     "kennen_o_sweep@extrapolation",
+    "levers",
     "kennen_i",
     "kennen_io",
     "defences",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kennen.attributes import KEYS
 from kennen.results import ci
-from kennen.results_page import render, transfer_section, uncertainty_section
+from kennen.results_page import levers_section, render, transfer_section, uncertainty_section
 
 
 def test_ci_formats_the_interval_when_present():
@@ -222,3 +222,23 @@ def test_report_stage_renders_the_committed_metrics(tmp_path):
                     "## Output defences", "## Family-aware"):  # fmt: skip
         assert heading in page
     assert page == (root / "reports" / "README.md").read_text(encoding="utf-8")  # the committed page is this one
+
+
+def test_levers_section_sorts_by_mean_and_calls_gaps_uncorrected():
+    def row(name, mean, gap, low, high):
+        fam, q, sel, dec = name.split(".")
+        return {"lever": name, "family": fam, "n_queries": int(q[1:]), "selection": sel, "decode": dec,
+                "mean": mean, "mean_low": mean - 2, "mean_high": mean + 2, "acc_mean": mean + 0.5,
+                "gap_diff": gap, "gap_low": low, "gap_high": high, "gap_beyond_noise": float(low > 0 or high < 0),
+                "valid": 100.0 if dec == "valid" else 55.0}  # fmt: skip
+
+    rows = [row("mlp.q100.first.argmax", 57.4, 0.0, 0.0, 0.0), row("logreg.q100.greedy.valid", 61.9, 4.5, 2.4, 6.6),
+            row("knn.q10.first.argmax", 47.4, -10.0, -12.4, -7.9), row("mlp.q100.first.valid", 57.6, 0.2, -0.5, 0.8)]  # fmt: skip
+    levers = {"reference": "mlp.q100.first.argmax", "n_folds": 5, "n_boxes": 261, "n_configs": 178}
+    text = levers_section(levers, rows)
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
+    assert [ln.split(" | ")[0] for ln in lines] == [
+        "| logistic regression", "| kennen-o's MLP", "| kennen-o's MLP", "| k-nearest neighbours"]  # fmt: skip
+    assert "| 61.9 [59.9, 63.9] | 62.4 | +4.5 [+2.4, +6.6] | beyond noise | 100% |" in lines[0]
+    assert "| reference | | 55% |" in lines[2] and "within noise" in lines[1] and "beyond noise" in lines[3]
+    assert "uncorrected for the 3 comparisons" in text and "261 boxes of 178 configurations" in text

@@ -519,6 +519,7 @@ def test_the_repository_metrics_pass(tmp_path):
     root = Path("reports/metrics")
     names = {"zoo": "zoo", "kennen_o": "kennen_o", "kennen_i": "kennen_i", "kennen_io": "kennen_io"}
     names |= {"imagenet_probe": "imagenet_probe", "attack": "attack", "transfer": "transfer", "defences": "defences"}
+    names |= {"levers": "levers"}
     for kind, name in names.items():
         if (root / f"{name}.json").is_file():
             schemas.read_metrics(root / f"{name}.json", kind)

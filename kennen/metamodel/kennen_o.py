@@ -265,12 +265,6 @@ def predict(model: KennenO, x: torch.Tensor) -> np.ndarray:
     return torch.stack([z.argmax(1) for z in model(x).values()], 1).numpy()
 
 
-@torch.inference_mode()
-def predict_proba(model: KennenO, x: torch.Tensor) -> list[np.ndarray]:
-    """Per head (ATTRIBUTES order for kennen-o), class probabilities [N, K_a] (float64)."""
-    return [torch.softmax(z.double(), 1).numpy() for z in model(x).values()]
-
-
 def accuracies(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """Class-balanced accuracy per attribute (``acc.<key>``) and their plain mean (``acc.mean``)."""
     acc = {f"acc.{a.key}": round(balanced_accuracy(y_true[:, i], y_pred[:, i]), 2) for i, a in enumerate(ATTRIBUTES)}
