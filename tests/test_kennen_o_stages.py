@@ -258,10 +258,10 @@ def test_levers_stage_pairs_every_lever_with_kennen_o_itself(tiny_zoo):
 
 def _levers_inputs(root: Path):
     from kennen.config import load_params, section
+    from kennen.metamodel import levers
     from kennen.metamodel.kennen_o import KennenOParams
     from kennen.queries import load_outputs, read_boxes
     from kennen.splits import read_folds
-    from stages import levers
 
     params = load_params(root / "params.yaml")
     lp, kp = section(levers.LeversParams, params, "levers"), section(KennenOParams, params, "kennen_o")
@@ -273,8 +273,8 @@ def _levers_inputs(root: Path):
 def test_levers_reference_row_is_the_kennen_o_stages_own_predictions(tiny_zoo, monkeypatch):
     from dataclasses import replace
 
+    from kennen.metamodel import levers
     from kennen.metamodel.kennen_o import targets
-    from stages import levers
 
     monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
     params, lp, kp, boxes, outputs, folds = _levers_inputs(tiny_zoo)
@@ -287,9 +287,9 @@ def test_levers_reference_row_is_the_kennen_o_stages_own_predictions(tiny_zoo, m
 
 
 def test_levers_greedy_queries_ignore_the_test_folds_outputs(tiny_zoo):
+    from kennen.metamodel import levers
     from kennen.metamodel.kennen_o import targets
     from kennen.splits import fold_split
-    from stages import levers
 
     _, lp, _, boxes, outputs, folds = _levers_inputs(tiny_zoo)
     y = targets(boxes).numpy()
