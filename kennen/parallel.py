@@ -201,6 +201,7 @@ def run_tasks(
         def submit_next() -> bool:
             for task in pending:
                 running[ex.submit(fn, task)] = task
+                _watch_new_workers(ex)
                 return True
             return False
 
@@ -225,6 +226,19 @@ def run_tasks(
         finally:  # a failure, or a caller that stopped early: start nothing more
             for future in running:
                 future.cancel()
+
+
+def _watch_new_workers(ex: cf.Executor) -> None:
+    """Make a process pool watch the worker that ``submit`` may just have started.
+
+    CPython's ``ProcessPoolExecutor.submit`` (3.11 to 3.13) wakes the pool's manager thread *before* it
+    starts a new worker, so the manager may already be waiting on the old set of workers: a worker started
+    that way and then killed goes unnoticed, and the pool waits forever for its task. A second wake-up, after
+    ``submit`` returned, makes the manager wait on every worker.
+    """
+    wakeup = getattr(ex, "_executor_manager_thread_wakeup", None)
+    if wakeup is not None:
+        wakeup.wakeup()
 
 
 def _short_repr(task: Any, limit: int = 80) -> str:

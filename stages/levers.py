@@ -59,17 +59,16 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(a.params)
         lp = section(LeversParams, params, "levers")
         kp = section(KennenOParams, params, "kennen_o")
-        max_members = section(EnsembleParams, params, "ensembles").max_members
         seed = base_seed(params)
         hint = f"must hold kennen_o.n_queries ({kp.n_queries}), the reference row's budget"
         require(kp.n_queries in lp.n_queries, "levers.n_queries", hint)
+        reference = f"mlp.q{kp.n_queries}.first.argmax"
         boxes = read_boxes(Path(a.boxes))
         outputs, _ = load_outputs(Path(a.outputs), boxes)
         folds = read_folds(Path(a.splits), boxes)
         y = targets(boxes).numpy()
-        sets = query_sets(outputs, y, folds, lp)
-        log_probs = log_probabilities(outputs, boxes, folds, sets, lp, kp, seed)
-        reference = f"mlp.q{kp.n_queries}.first.argmax"
+        log_probs = log_probabilities(outputs, boxes, folds, query_sets(outputs, y, folds, lp), lp, kp, seed)
+        max_members = section(EnsembleParams, params, "ensembles").max_members
         rows, metrics = lever_rows(log_probs, y, units_of(boxes), reference, max_members, seed)
         rows.sort(key=lambda r: -r["mean"])
         for r in rows[:5]:
