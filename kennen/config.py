@@ -30,6 +30,7 @@ T = TypeVar("T")
 SEED_MAX = (1 << 32) - 1  # seeds are 32-bit words (kennen.seeds)
 _INT64 = 1 << 63
 
+
 def bounded(high: int | float, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
     """A dataclass field whose value (or, for a tuple, each item) may be at most ``high``.
 

@@ -41,6 +41,7 @@ from kennen.config import require
 from kennen.errors import KennenError
 from kennen.io import save_npz
 from kennen.limits import load_arrays
+from kennen.seeds import Purpose, StableRng
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -124,6 +125,18 @@ def normalise(images: np.ndarray) -> np.ndarray:
 
 
 # --- wheel source -------------------------------------------------------------------------
+
+
+def query_indices(n_images: int, n: int, seed: int) -> np.ndarray:
+    """Indices of the ``n`` query images among ``n_images`` test images, deterministic from ``seed``.
+
+    A prefix of one permutation: the first ``m`` of ``n`` are the indices for ``m``, so the zoo trainer's
+    checkpoint outputs (``train_zoo.checkpoint_queries``) and the ``queries`` stage's images agree.
+    """
+    if n > n_images:
+        raise KennenError(f"queries.n_max: {n} exceeds the {n_images} test images")
+    perm = StableRng(seed, Purpose.QUERIES).permutation_prefix(n_images)
+    return np.array([next(perm) for _ in range(n)], dtype=np.int64)
 
 
 def _fetch_wheel_member(requirement: str, member: str) -> bytes:

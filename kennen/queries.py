@@ -24,14 +24,14 @@ from safetensors import safe_open
 
 from kennen.attributes import KEYS
 from kennen.config import require
+from kennen.data import query_indices
 from kennen.errors import KennenError
 from kennen.io import save_npz
 from kennen.limits import load_arrays
 from kennen.schemas import BOXES, check_outputs
-from kennen.seeds import Purpose, StableRng
 from kennen.zoo.ensembles import ensemble_mean
 from kennen.zoo.net import MnistNet, NetConfig
-from kennen.zoo.store import read_table
+from kennen.zoo.store import read_checkpoints, read_table
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,8 @@ class QueryParams:
 
 
 def draw_queries(n_images: int, n_max: int, seed: int) -> np.ndarray:
-    """Indices of ``n_max`` distinct test images, deterministic from ``seed``."""
-    if n_max > n_images:
-        raise KennenError(f"queries.n_max: {n_max} exceeds the {n_images} test images")
-    perm = StableRng(seed, Purpose.QUERIES).permutation_prefix(n_images)
-    return np.array([next(perm) for _ in range(n_max)], dtype=np.int64)
+    """Indices of ``n_max`` distinct test images, deterministic from ``seed`` (:func:`kennen.data.query_indices`)."""
+    return query_indices(n_images, n_max, seed)
 
 
 def box_table(models: list[dict[str, Any]], kept: list[int], ensembles: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -135,6 +132,81 @@ def load_outputs(path: Path, boxes: list[dict[str, Any]] | None = None) -> tuple
         )
     check_outputs(path, outputs, query_index, boxes)
     return outputs, query_index
+
+
+@dataclass(frozen=True)
+class CheckpointBoxes:
+    """Extra training boxes (ours): kept zoo models caught part-way through their training.
+
+    Row ``i`` is the outputs of the model of box ``box[i]`` (a single-model row of ``boxes.csv``, whose
+    attributes it shares) after ``epoch[i]`` epochs. They are never test boxes: a metamodel may learn from
+    the checkpoints of the models of its training boxes only (:func:`kennen.metamodel.cv.with_checkpoints`).
+    """
+
+    outputs: np.ndarray  # float32 [K, Q, 10] log-probabilities on the stage's queries
+    box: np.ndarray  # int64 [K]: the row of the final model in boxes.csv
+    epoch: np.ndarray  # float32 [K]
+
+    def save(self, path: Path) -> None:
+        """Atomically write the three arrays to ``path`` (``.npz``)."""
+        save_npz(path, outputs=self.outputs.astype(np.float32), box=self.box, epoch=self.epoch.astype(np.float32))
+
+
+def checkpoint_boxes(
+    models: list[dict[str, Any]], kept: list[int], folder: Path, query_index: np.ndarray
+) -> CheckpointBoxes:
+    """The checkpoint boxes of the kept models, from the ``train_zoo`` stage's checkpoint files in ``folder``.
+
+    Every shard must have recorded the same epochs, on a prefix of the queries that holds ``query_index``.
+    """
+    by_id, position = {m["model_id"]: m for m in models}, {i: pos for pos, i in enumerate(sorted(kept))}
+    by_shard: dict[int, list[int]] = {}
+    for i in sorted(kept):
+        by_shard.setdefault(by_id[i]["shard"], []).append(i)
+    n = len(query_index)
+    outputs, box, epoch, epochs = [], [], [], None
+    for shard, ids in sorted(by_shard.items()):
+        c = read_checkpoints(folder, shard, ids)
+        if epochs is not None and c.epochs != epochs:
+            raise KennenError(f"{folder}: shards recorded different checkpoints ({list(epochs)}, {list(c.epochs)}); "
+                              "retrain the zoo with one train_zoo.checkpoints")  # fmt: skip
+        epochs = c.epochs
+        if c.epochs and not np.array_equal(c.query_index[:n], query_index):
+            raise KennenError(f"{folder}/shard-{shard}.safetensors: checkpoint outputs on {len(c.query_index)} "
+                              f"query images that do not begin with the queries stage's {n}: train_zoo.checkpoint_queries "
+                              "must be at least queries.n_max, with the same seed")  # fmt: skip
+        for i in ids:
+            for k, e in enumerate(c.epochs):
+                outputs.append(c.outputs[i][k, :n])
+                box.append(position[i])
+                epoch.append(e)
+    stacked = np.stack(outputs) if outputs else np.zeros((0, n, 10), np.float32)
+    return CheckpointBoxes(stacked.astype(np.float32), np.asarray(box, np.int64), np.asarray(epoch, np.float32))
+
+
+def load_checkpoint_boxes(path: Path, boxes: list[dict[str, Any]], n_queries: int) -> CheckpointBoxes:
+    """The ``queries`` stage's checkpoint boxes, checked against the boxes table and the outputs' queries."""
+    try:
+        a = load_arrays(path, ("outputs", "box", "epoch"))
+    except FileNotFoundError:
+        raise KennenError(f"{path}: file not found (run `dvc repro queries` or `dvc pull`)") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise KennenError(f"{path}: corrupt checkpoint boxes file ({e})") from None
+    outputs, box, epoch = a["outputs"], a["box"], a["epoch"]
+    k = len(outputs)
+    if outputs.dtype != np.float32 or outputs.shape[1:] != (n_queries, 10):
+        raise KennenError(
+            f"{path}: outputs must be float32 [boxes, {n_queries}, 10], got {outputs.dtype} {outputs.shape}"
+        )
+    if box.shape != (k,) or box.dtype.kind not in "iu" or epoch.shape != (k,):
+        raise KennenError(f"{path}: box and epoch must hold {k} values each, got {box.shape} and {epoch.shape}")
+    singles = {b["box"] for b in boxes if b["kind"] == "single"}
+    bad = [int(b) for b in box if int(b) not in singles]
+    if bad:
+        raise KennenError(f"{path}: box {bad[0]} is not a single model's row of the boxes table (rerun queries)")
+    if not np.isfinite(outputs).all() or (outputs > 1e-4).any():
+        raise KennenError(f"{path}: outputs must be finite log-probabilities (<= 0)")
+    return CheckpointBoxes(outputs, box.astype(np.int64), epoch.astype(np.float32))
 
 
 def read_boxes(path: Path) -> list[dict[str, Any]]:

@@ -210,17 +210,21 @@ def levers_section(levers: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             gap = f"{r['gap_diff']:+.1f} [{r['gap_low']:+.1f}, {r['gap_high']:+.1f}]"
             verdict = "beyond noise" if r["gap_beyond_noise"] else "within noise"
         family = LEVER_NAMES.get(r["family"], r["family"])
-        cells = [family, r["n_queries"], r["selection"], r["decode"], res.ci(r, "mean"), float(r["acc_mean"])]
+        boxes = "final + checkpoints" if r.get("boxes") == "checkpoints" else "final"
+        cells = [family, r["n_queries"], r["selection"], boxes, r["decode"], res.ci(r, "mean"), float(r["acc_mean"])]
         return [*cells, gap, verdict, f"{r['valid']:.0f}%"]
 
-    header = ["metamodel", "queries", "queries chosen", "answer", "over configurations [95% CI]", "over boxes"]
+    header = ["metamodel", "queries", "queries chosen", "training boxes", "answer", "over configurations [95% CI]"]
+    header += ["over boxes"]
     header += ["minus the reference [95% CI]", "", "valid answers"]
     ordered = sorted(rows, key=lambda r: -r["mean"])
     n_compared = max(len(rows) - 1, 0)
     return f"""## What each lever adds (ours, in the folds)
 
 Every combination of metamodel family, query choice (`first`: the first n of the random draw, the paper's;
-`greedy`: chosen on the training fold's boxes only) and answer (`argmax` per head, the paper's; `valid`: the
+`greedy`: chosen on the training fold's boxes only), training boxes (`final` models, the paper's; `final +
+checkpoints`: each training box's model also caught part-way through its training, `train_zoo.checkpoints`, with
+its labels; the boxes tested are always final models) and answer (`argmax` per head, the paper's; `valid`: the
 most probable configuration of Table 1), trained in the same {levers["n_folds"]} folds as the headline:
 {levers["n_boxes"]} boxes of {levers["n_configs"]} configurations, each predicted once out of fold. Differences
 are paired against the reference, kennen-o as the `kennen_o` stage trains it (`{ref}`), on the same boxes,
@@ -229,7 +233,36 @@ with intervals that resample configurations. The verdicts are uncorrected for th
 {len(rows)} noisy means: a lever counts when its row stands well clear, and the greedy queries' criterion was
 designed on these same folds.
 
-{table(header, [line(r) for r in ordered])}"""
+{table(header, [line(r) for r in ordered])}
+{foreign_levers_section(levers)}"""
+
+
+def foreign_levers_section(levers: dict[str, Any]) -> str:
+    """The levers on the transfer stage's foreign boxes (``foreign.*`` keys of the levers metrics), if any."""
+    regimes = [k.split(".")[1] for k in levers if k.startswith("foreign.") and k.endswith(".n_boxes")]
+    rows = []
+    for regime in regimes:
+        prefix = f"foreign.{regime}."
+        names = [k[len(prefix) : -len(".acc.mean")] for k in levers if k.startswith(prefix) and k.endswith(".acc.mean")]
+        for name in names:
+            m = {k[len(prefix + name) + 1 :]: v for k, v in levers.items() if k.startswith(f"{prefix}{name}.")}
+            gap = (
+                "reference"
+                if "gap.diff" not in m
+                else f"{m['gap.diff']:+.1f} [{m['gap.low']:+.1f}, {m['gap.high']:+.1f}]"
+            )
+            rows.append([regime, levers[f"{prefix}n_boxes"], name, res.ci(m, "acc.mean"), gap])
+    if not rows:
+        return ""
+    header = ["regime", "boxes", "lever", "mean of 10 attributes [95% CI]", "minus kennen-o's recipe [95% CI]"]
+    return f"""
+On the `transfer` stage's foreign boxes (trained by other code; the ten attributes it scores), each lever
+learns from every zoo box (and its checkpoints where said) on the same number of queries; greedy queries are
+chosen on all the zoo's boxes. Intervals resample the foreign boxes' configurations: with a handful of boxes
+per regime, they are wide.
+
+{table(header, rows)}
+"""
 
 
 def uncertainty_section(kennen_o: dict[str, Any], kennen_i: dict[str, Any], kennen_io: dict[str, Any]) -> str:

@@ -16,7 +16,15 @@ from kennen.errors import KennenError
 from kennen.io import write_csv
 from kennen.log import progress
 from kennen.parallel import run_tasks
-from kennen.queries import QueryParams, box_table, draw_queries, ensemble_outputs, save_outputs, shard_task
+from kennen.queries import (
+    QueryParams,
+    box_table,
+    checkpoint_boxes,
+    draw_queries,
+    ensemble_outputs,
+    save_outputs,
+    shard_task,
+)  # fmt: skip
 from kennen.schemas import BOX_COLUMNS, ENSEMBLES, MODELS, check_shards, check_zoo
 from kennen.zoo.net import NetConfig
 from kennen.zoo.prune import read_kept
@@ -42,13 +50,14 @@ def shard_tasks(
 
 
 def run(params: dict[str, Any], data: Path, models_csv: Path, kept_json: Path, ensembles_csv: Path, shards: Path,
-        out_dir: Path) -> None:  # fmt: skip
+        out_dir: Path, checkpoint_dir: Path | None = None) -> None:  # fmt: skip
     """Draw the queries, answer them with every black box, write ``outputs.npz`` and ``boxes.csv`` to ``out_dir``.
 
     Args:
         params: the params tree (section ``queries`` and the seed).
         data: ``mnist.npz``; models_csv, kept_json, ensembles_csv, shards: the zoo.
         out_dir: the stage's output folder.
+        checkpoint_dir: the ``train_zoo`` stage's checkpoint outputs; their boxes go to ``checkpoints.npz``.
     """
     qp = section(QueryParams, params, "queries")
     start = time.perf_counter()
@@ -72,5 +81,7 @@ def run(params: dict[str, Any], data: Path, models_csv: Path, kept_json: Path, e
     )
     save_outputs(out_dir / "outputs.npz", outputs, query_index)
     write_csv(out_dir / "boxes.csv", box_table(models, kept, ensembles), BOX_COLUMNS)
+    if checkpoint_dir is not None:
+        checkpoint_boxes(models, kept, checkpoint_dir, query_index).save(out_dir / "checkpoints.npz")
     log.info("outputs of %d single models and %d ensembles on %d queries in %.1f s", len(kept), len(ensembles),
              qp.n_max, time.perf_counter() - start)  # fmt: skip

@@ -2,7 +2,9 @@
 
 Writes ``boxes.csv`` (one row per black box, its 12 attributes) and
 ``outputs.npz`` (``outputs`` float32 [boxes, n_max, 10] log-probabilities, row
-order = ``boxes.csv``; ``query_index`` = the queries' MNIST test-image indices).
+order = ``boxes.csv``; ``query_index`` = the queries' MNIST test-image indices)
+and, with ``--checkpoints``, ``checkpoints.npz``: the kept models' outputs at
+their training checkpoints, extra training boxes (``kennen.queries.CheckpointBoxes``).
 The logic is ``kennen.run_queries.run``.
 """
 
@@ -19,10 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     for name in ("data", "models", "kept", "ensembles", "shards", "out-dir"):
         p.add_argument(f"--{name}", required=True)
+    p.add_argument("--checkpoints", help="the train_zoo stage's checkpoint outputs (folder): checkpoints.npz")
 
     def body(a) -> None:
         paths = (Path(a.data), Path(a.models), Path(a.kept), Path(a.ensembles), Path(a.shards), Path(a.out_dir))
-        run_queries.run(load_params(a.params), *paths)
+        run_queries.run(load_params(a.params), *paths, Path(a.checkpoints) if a.checkpoints else None)
 
     return run(body, p, argv)
 

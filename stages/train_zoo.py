@@ -9,6 +9,10 @@ the GPU). This process is the only writer of the shard files.
 A killed run loses at most the models in flight: every finished model is kept in
 ``--partial-dir`` (``store.save_partial``) and the rerun trains only the rest.
 Wall-clock times go to ``--timings`` (a metrics file), never into the shard.
+With ``train_zoo.checkpoints``, each model's log-probabilities on the first
+``train_zoo.checkpoint_queries`` query images at those epochs go to
+``--checkpoint-dir``/shard-N.safetensors (the ``queries`` stage makes them
+checkpoint boxes; ours, not the paper's).
 A shard with fewer models than ``sample_zoo.shard_size`` (the last one) keeps its
 partials, so that raising ``n_models`` trains only its new models. Every path is
 checked before the first model trains.
@@ -19,7 +23,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from kennen.config import load_params, section
+from kennen.config import base_seed, load_params, section
 from kennen.zoo.sample import SampleParams
 from kennen.zoo.shard import train_shard
 from kennen.zoo.store import read_sample
@@ -37,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", required=True, help="folder of the shard files")
     p.add_argument("--partial-dir", required=True, help="side folder of finished models (resume)")
     p.add_argument("--timings", required=True, help="metrics JSON of the shard's wall-clock times")
+    p.add_argument("--checkpoint-dir", required=True, help="folder of the shards' checkpoint outputs")
 
     def body(args) -> None:
         params = load_params(args.params)
@@ -44,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         shard_size = section(SampleParams, params, "sample_zoo").shard_size
         rows = read_sample(Path(args.sample))
         out_dir, partial_dir, timings = Path(args.out_dir), Path(args.partial_dir), Path(args.timings)
-        train_shard(args.shard, rows, tp, Path(args.data), out_dir, partial_dir, timings, shard_size)
+        ckpt_dir, seed = Path(args.checkpoint_dir), base_seed(params)
+        train_shard(args.shard, rows, tp, Path(args.data), out_dir, partial_dir, timings, shard_size, ckpt_dir, seed)
 
     return run(body, p, argv)
 

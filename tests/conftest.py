@@ -29,7 +29,7 @@ TINY = {
         "groups": [{"n_configs": 1, "n_seeds": 3}],
         "space": {"pool": [True], "n_conv": [2], "n_fc": [2], "ks": [5]},
     },
-    "train_zoo": {"shards": [0, 1], "epochs": 1, "pool_size": 400},
+    "train_zoo": {"shards": [0, 1], "epochs": 2, "pool_size": 400, "checkpoints": [1.0], "checkpoint_queries": 20},
     "prune": {"min_acc": 0},
     "ensembles": {"max_members": 3, "max_boxes_per_config": None},  # every subset: 3 pairs + 1 triple
     "queries": {"n_max": 20},

@@ -107,6 +107,8 @@ def _train(folder: Path, out: str, monkeypatch, **env) -> int:
             str(folder / f"{out}-partial"),
             "--timings",
             str(folder / f"{out}-timings.json"),
+            "--checkpoint-dir",
+            str(folder / f"{out}-checkpoints"),
         ]
     )
 
@@ -114,6 +116,8 @@ def _train(folder: Path, out: str, monkeypatch, **env) -> int:
 def _same_shard(a: Path, b: Path) -> None:
     assert (a / "shard-0.safetensors").read_bytes() == (b / "shard-0.safetensors").read_bytes()
     assert (a / "shard-0.csv").read_bytes() == (b / "shard-0.csv").read_bytes()  # no wall-clock column
+    checkpoints = [(p.parent / f"{p.name}-checkpoints" / "shard-0.safetensors").read_bytes() for p in (a, b)]
+    assert checkpoints[0] == checkpoints[1]
 
 
 def test_dask_gives_the_process_pool_results(cluster, shard_inputs, monkeypatch):
@@ -146,6 +150,8 @@ def test_killing_a_worker_mid_run_loses_nothing(cluster, shard_inputs, monkeypat
             str(shard_inputs / "dask-partial"),
             "--timings",
             str(shard_inputs / "dask-timings.json"),
+            "--checkpoint-dir",
+            str(shard_inputs / "dask-checkpoints"),
         ],
         cwd=REPO,
         env=env,

@@ -23,7 +23,7 @@ from kennen.metamodel.runs import read_predictions
 from tests.conftest import REPO, tiny_params
 
 UPSTREAM = ("data", "sample_zoo", ("train_zoo", 0), ("train_zoo", 1), "zoo_table", "prune", "ensembles", "queries",
-            "splits")  # fmt: skip
+            "splits", "transfer_boxes")  # fmt: skip
 SWEEPS = ("n_train", "n_queries", "output", "extrapolation")
 
 
@@ -249,7 +249,15 @@ def test_levers_stage_pairs_every_lever_with_kennen_o_itself(tiny_zoo):
     assert lv[f"{ref}.gap.diff"] == 0 and lv["n_boxes"] == ko["cv.n_boxes"]
     rows = read_csv(tiny_zoo / "reports/plots/levers/table.csv")
     families = ("mlp", "mlp_small", "logreg", "pca_logreg", "centroid", "knn")
-    assert len(rows) == len(families) * 2 * 2 * 2  # x query budgets x selections x answers
+    assert len(rows) == len(families) * 2 * 2 * 2 * 2  # x query budgets x selections x training boxes x answers
+    assert {r["boxes"] for r in rows} == {"final", "checkpoints"}
+    # on the transfer stage's foreign boxes: kennen-o's recipe and the other levers, trained on every zoo box
+    for regime in ("zoo", "long"):
+        assert lv[f"foreign.{regime}.n_boxes"] == 2
+        for lever in ("mlp.q5.first", "mlp.q5.greedy.checkpoints", "logreg.q5.greedy", "logreg.q5.first.checkpoints"):
+            key = f"foreign.{regime}.{lever}.argmax.acc.mean"
+            assert lv[f"{key}_low"] <= lv[key] <= lv[f"{key}_high"], key
+        assert f"foreign.{regime}.logreg.q5.greedy.argmax.gap.diff" in lv
     for r in rows:
         assert float(r["mean_low"]) <= float(r["mean"]) <= float(r["mean_high"])
         if r["decode"] == "valid":
@@ -278,10 +286,10 @@ def test_levers_reference_row_is_the_kennen_o_stages_own_predictions(tiny_zoo, m
 
     monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
     params, lp, kp, boxes, outputs, folds = _levers_inputs(tiny_zoo)
-    lp = replace(lp, families=("mlp",), n_queries=(kp.n_queries,))
+    lp = replace(lp, families=("mlp",), n_queries=(kp.n_queries,), boxes=("final",))
     sets = levers.query_sets(outputs, targets(boxes).numpy(), folds, lp)
     log_probs = levers.log_probabilities(outputs, boxes, folds, sets, lp, kp, params["seed"])
-    pred = np.stack([q.argmax(1) for q in log_probs["mlp", "first", kp.n_queries]], 1)
+    pred = np.stack([q.argmax(1) for q in log_probs["mlp", "first", kp.n_queries, "final"]], 1)
     ids, _, y_pred = read_predictions(tiny_zoo / "reports/plots/kennen_o/cv_predictions.csv")
     assert ids == list(range(len(boxes))) and (pred == y_pred).all()
 
@@ -303,10 +311,53 @@ def test_levers_greedy_queries_ignore_the_test_folds_outputs(tiny_zoo):
     assert any((again["greedy", n, f] != sets["greedy", n, f]).any() for f in range(1, len(folds)))
 
 
+def test_queries_stage_writes_the_checkpoint_boxes_of_the_kept_models(tiny_zoo):
+    from kennen.queries import load_checkpoint_boxes, read_boxes
+
+    boxes = read_boxes(tiny_zoo / "data/queries/boxes.csv")
+    c = load_checkpoint_boxes(tiny_zoo / "data/queries/checkpoints.npz", boxes, 20)
+    singles = [b["box"] for b in boxes if b["kind"] == "single"]
+    assert sorted(c.box.tolist()) == singles and c.epoch.tolist() == [1.0] * len(singles)  # one checkpoint each
+    assert np.allclose(np.exp(c.outputs).sum(-1), 1, atol=1e-4)
+    with np.load(tiny_zoo / "data/queries/outputs.npz") as z:
+        final = z["outputs"][c.box]
+    assert np.abs(c.outputs - final).max() > 1e-3  # one epoch of two is not the final model
+
+
+def test_levers_checkpoint_boxes_of_a_test_fold_never_teach_it(tiny_zoo, monkeypatch):
+    from dataclasses import replace
+
+    from kennen.metamodel import levers
+    from kennen.metamodel.kennen_o import targets
+    from kennen.queries import load_checkpoint_boxes
+    from kennen.splits import fold_split
+
+    monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
+    params, lp, kp, boxes, outputs, folds = _levers_inputs(tiny_zoo)
+    c = load_checkpoint_boxes(tiny_zoo / "data/queries/checkpoints.npz", boxes, outputs.shape[1])
+    lp = replace(lp, families=("logreg",), n_queries=(kp.n_queries,), boxes=("final", "checkpoints"))
+    sets = levers.query_sets(outputs, targets(boxes).numpy(), folds, lp)
+    before = levers.log_probabilities(outputs, boxes, folds, sets, lp, kp, params["seed"], c)
+    test = fold_split(folds, 0)["test"]
+    in_test = np.isin(c.box, test)
+    assert in_test.any() and not in_test.all()
+    changed = c.outputs.copy()
+    changed[in_test] = np.log(np.random.default_rng(0).dirichlet(np.ones(10), changed[in_test].shape[:2]))
+    after = levers.log_probabilities(outputs, boxes, folds, sets, lp, kp, params["seed"], replace(c, outputs=changed))
+    key = ("logreg", "first", kp.n_queries, "checkpoints")
+    for a, b in zip(before[key], after[key], strict=True):
+        np.testing.assert_array_equal(a[test], b[test])  # fold 0 never learnt from its own models' checkpoints
+    others = [i for i in range(len(boxes)) if i not in set(test)]
+    assert any((a[others] != b[others]).any() for a, b in zip(before[key], after[key], strict=True))
+    final = ("logreg", "first", kp.n_queries, "final")
+    assert all((a == b).all() for a, b in zip(before[final], after[final], strict=True))
+
+
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
         ({"families": ["mlp", "forest"]}, "levers.families: ['forest'] is not in"),
+        ({"boxes": ["checkpoints"]}, "levers.boxes: must hold final"),
         ({"n_queries": [2]}, "levers.n_queries: must hold kennen_o.n_queries (5)"),
         ({"n_queries": [5, 50]}, "levers.n_queries: 50 exceeds the 20 stored queries"),
         ({"families": ["mlp", "knn", "knn"]}, "levers.families: has a repeated value"),

@@ -41,6 +41,7 @@ def _args(folder: Path, out: str) -> list[str]:
         "--params", str(folder / "params.yaml"), "--shard", "0", "--sample", str(folder / "sample"),
         "--data", str(folder / "mnist.npz"), "--out-dir", str(folder / out),
         "--partial-dir", str(folder / f"{out}-partial"), "--timings", str(folder / f"{out}-timings.json"),
+        "--checkpoint-dir", str(folder / f"{out}-checkpoints"),
     ]  # fmt: skip
 
 
@@ -68,6 +69,10 @@ def test_a_killed_shard_resumes_model_by_model_with_identical_bytes(shard_inputs
     assert f'"trained_now": {6 - kept}' in (shard_inputs / "cut-timings.json").read_text()
     for name in ("shard-0.safetensors", "shard-0.csv"):
         assert (shard_inputs / "cut" / name).read_bytes() == (shard_inputs / "whole" / name).read_bytes()
+    checkpoints = [
+        (shard_inputs / f"{out}-checkpoints" / "shard-0.safetensors").read_bytes() for out in ("cut", "whole")
+    ]
+    assert checkpoints[0] == checkpoints[1]  # the resumed models' checkpoint outputs came back from their partials
     assert not partial.exists()
 
 
@@ -90,7 +95,7 @@ def _zoo(folder: Path, idx_dir: Path, n_models: int, trainer: str = "loop") -> P
     params = tiny_params(
         idx_dir,
         sample_zoo={"n_models": n_models, "shard_size": 4, "groups": []},
-        train_zoo={"shards": [0], "trainer": trainer},
+        train_zoo={"shards": [0], "trainer": trainer, "checkpoints": [1.0] if trainer == "loop" else []},
     )
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     assert sample_stage.main(["--params", str(folder / "params.yaml"), "--out-dir", str(folder / "sample")]) == 0
@@ -166,7 +171,7 @@ def test_a_bad_data_path_is_one_line(tmp_path, idx_dir, capfd, bad):
     assert capfd.readouterr().err == f"error: {data}: {what}; give the MNIST .npz written by the data stage\n"
 
 
-@pytest.mark.parametrize("flag", ["--timings", "--out-dir", "--partial-dir"])
+@pytest.mark.parametrize("flag", ["--timings", "--out-dir", "--partial-dir", "--checkpoint-dir"])
 def test_a_bad_output_path_is_refused_before_any_model_trains(tmp_path, idx_dir, capfd, flag):
     folder = _zoo(tmp_path, idx_dir, 2)
     (folder / "a-file").write_text("")

@@ -95,6 +95,8 @@ def test_corrupt_data_file_stops_training(tmp_path, idx_dir, capsys):
             str(tmp_path / "partial"),
             "--timings",
             str(tmp_path / "timings.json"),
+            "--checkpoint-dir",
+            str(tmp_path / "checkpoints"),
         ]
     )
     assert_one_line_error(capsys, code, "mnist.npz: corrupt MNIST file")
@@ -121,6 +123,8 @@ def test_shard_outside_the_sample(tmp_path, idx_dir, capsys):
             str(tmp_path / "partial"),
             "--timings",
             str(tmp_path / "timings.json"),
+            "--checkpoint-dir",
+            str(tmp_path / "checkpoints"),
         ]
     )
     assert_one_line_error(capsys, code, "train_zoo.shards: shard 9 holds no models (the sample has shards [0, 1])")
@@ -152,13 +156,14 @@ def _train_shard(tmp_path, idx_dir, name: str, **train_zoo) -> tuple:
     assert sample_stage.main(["--params", params_path, "--out-dir", str(sample)]) == 0
     args = ["--params", params_path, "--shard", "0", "--sample", str(sample), "--data", str(npz)]
     args += ["--partial-dir", str(folder / "partial"), "--timings", str(folder / "timings.json")]
+    args += ["--checkpoint-dir", str(folder / "checkpoints")]
     assert train_stage.main([*args, "--out-dir", str(folder / "shards")]) == 0
     return read_table(folder / "shards" / "shard-0.csv"), state_dicts(folder / "shards" / "shard-0.safetensors")
 
 
 def test_fused_trainer_writes_the_loop_trainers_shard(tmp_path, idx_dir):
     loop_rows, loop_w = _train_shard(tmp_path, idx_dir, "loop")
-    fused_rows, fused_w = _train_shard(tmp_path, idx_dir, "fused", trainer="fused", fuse_max=2)
+    fused_rows, fused_w = _train_shard(tmp_path, idx_dir, "fused", trainer="fused", fuse_max=2, checkpoints=[])
     assert [r["model_id"] for r in fused_rows] == [r["model_id"] for r in loop_rows]
     assert fused_w.keys() == loop_w.keys()
     for model_id, state in loop_w.items():

@@ -74,3 +74,42 @@ def test_outputs_get_the_umask_mode_and_a_folder_is_not_a_file(tmp_path):
     with pytest.raises(KennenError, match="is a folder"):
         write_json(tmp_path, {"a": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "m.json", "w.safetensors"]
+
+
+def _with_checkpoints(model_id: int, epochs: int, queries: int):
+    from kennen.zoo.train import TrainResult
+
+    outputs = np.log(np.random.default_rng(model_id).dirichlet(np.ones(10), (epochs, queries))).astype(np.float32)
+    return TrainResult(model_id, {"w": np.arange(3, dtype=np.float32)}, 91.0, 0.2, 1.0, False, outputs)
+
+
+def test_partials_keep_the_checkpoint_outputs(tmp_path):
+    from kennen.zoo.store import load_partials, save_partial
+
+    r = _with_checkpoints(5, 2, 7)
+    save_partial(tmp_path, r, "digest")
+    back = load_partials(tmp_path, {5: "digest"})[5]
+    assert set(back.state) == {"w"}  # the outputs are not a weight
+    np.testing.assert_array_equal(back.checkpoints, r.checkpoints)
+
+
+def test_checkpoint_file_round_trip_and_refusals(tmp_path):
+    from kennen.errors import KennenError
+    from kennen.zoo.store import read_checkpoints, write_checkpoints
+
+    results = [_with_checkpoints(i, 2, 7) for i in (9, 4)]
+    write_checkpoints(tmp_path, 1, results, (0.5, 1.0), np.arange(100, 107))
+    c = read_checkpoints(tmp_path, 1, [4, 9])
+    assert c.epochs == (0.5, 1.0) and c.query_index.tolist() == list(range(100, 107))
+    np.testing.assert_array_equal(c.outputs[9], results[0].checkpoints)
+    with pytest.raises(KennenError, match="holds no checkpoint outputs of model 3"):
+        read_checkpoints(tmp_path, 1, [3])
+    with pytest.raises(KennenError, match=r"shard-2\.safetensors: checkpoint file not found"):
+        read_checkpoints(tmp_path, 2, [4])
+    with pytest.raises(KennenError, match=r"expected \(3, 7, 10\)"):
+        write_checkpoints(tmp_path, 3, results, (0.5, 1.0, 1.5), np.arange(7))
+    (tmp_path / "shard-5.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(KennenError, match=r"shard-5\.safetensors: unreadable checkpoint file"):
+        read_checkpoints(tmp_path, 5, [4])
+    write_checkpoints(tmp_path, 6, results, (), np.zeros(0, int))  # none recorded: an empty file
+    assert read_checkpoints(tmp_path, 6, [4, 9]).outputs == {}

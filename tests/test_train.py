@@ -125,3 +125,49 @@ def test_cuda_without_a_gpu_is_a_one_line_error(idx_dir, tmp_path):
     mnist_data.save(mnist_data.read_idx_dir(idx_dir), path)
     with pytest.raises(KennenError, match="train_zoo.device: cuda, but torch sees no CUDA device"):
         load_train_data(str(path), 400, 20, 256, "cuda")
+
+
+def test_checkpoints_record_the_outputs_part_way_and_leave_the_weights_alone(train_data):
+    from kennen.zoo.net import MnistNet
+    from kennen.zoo.train import probe_outputs
+
+    probes = train_data.test_x[:30]
+    spec = TrainSpec(0, NET, "adam", 64, "all", torch_seed=5, epochs=2)
+    plain = train_model(spec, train_data)
+    recorded = train_model(replace(spec, checkpoints=(0.5, 1.0)), train_data, probe_x=probes)
+    for k in plain.state:  # recording reads the weights and draws no random numbers
+        np.testing.assert_array_equal(plain.state[k], recorded.state[k])
+    assert plain.checkpoints.shape == (0, 0, 10) and recorded.checkpoints.shape == (2, 30, 10)
+    # after one of two epochs: the model that a one-epoch training of the same seed ends with
+    one = train_model(replace(spec, epochs=1), train_data)
+    net = MnistNet(NET)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in one.state.items()})
+    np.testing.assert_allclose(recorded.checkpoints[1], probe_outputs(net, probes, 256), atol=1e-4)
+    assert np.abs(recorded.checkpoints[0] - recorded.checkpoints[1]).max() > 1e-2  # half an epoch earlier
+
+
+def test_checkpoints_need_probe_images_and_distinct_steps(train_data):
+    from kennen.errors import KennenError
+
+    spec = TrainSpec(0, NET, "sgd", 64, "quarter_0", torch_seed=5, epochs=1, checkpoints=(0.5,))
+    with pytest.raises(KennenError, match="no probe images"):
+        train_model(spec, train_data)
+    # a quarter of 400 images in batches of 64 is 2 steps an epoch: 0.4 and 0.6 both round to step 1
+    with pytest.raises(KennenError, match="repeated steps"):
+        train_model(replace(spec, checkpoints=(0.4, 0.6)), train_data, probe_x=train_data.test_x[:4])
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"checkpoints": (0.5, 2.0)}, "train_zoo.checkpoints: each must lie between 0 and epochs (2)"),
+        ({"checkpoints": (1.0, 0.5)}, "train_zoo.checkpoints: must increase"),
+        ({"checkpoints": (0.5,), "trainer": "fused"}, "train_zoo.checkpoints: are recorded by the loop trainer"),
+        ({"checkpoint_queries": 0}, "train_zoo.checkpoint_queries: must be within 1..10000"),
+    ],
+)
+def test_checkpoint_params_are_checked(override, needle):
+    from kennen.errors import KennenError
+
+    with pytest.raises(KennenError, match=needle.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        TrainParams(shards=(0,), epochs=2, **override).check("train_zoo")

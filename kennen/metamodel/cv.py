@@ -36,6 +36,16 @@ def out_of_fold(folds: Sequence[Sequence[int]], per_fold: Sequence[np.ndarray], 
     return out
 
 
+def checkpoint_rows(train: Sequence[int], checkpoint_box: np.ndarray) -> np.ndarray:
+    """The checkpoint boxes a metamodel trained on the boxes ``train`` may learn from: those of their models.
+
+    ``checkpoint_box`` [K] is each checkpoint box's final box (``kennen.queries.CheckpointBoxes.box``). A
+    checkpoint has its model's configuration, so it sits in its model's fold: never beside a test box of
+    its configuration.
+    """
+    return np.flatnonzero(np.isin(checkpoint_box, np.asarray(list(train), dtype=np.int64)))
+
+
 def fold_of(folds: Sequence[Sequence[int]], n_boxes: int) -> np.ndarray:
     """The fold of every box [n_boxes] (int64), from the folds' box ids."""
     out = np.full(n_boxes, -1, dtype=np.int64)

@@ -34,12 +34,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from kennen import data as mnist_data
 from kennen.errors import KennenError
 from kennen.io import check_writable, write_json
 from kennen.log import progress
 from kennen.parallel import run_tasks
 from kennen.zoo.fused import fusion_groups, train_group_task
-from kennen.zoo.store import fingerprint, load_partials, save_partial, shard_name, write_shard
+from kennen.zoo.store import fingerprint, load_partials, save_partial, shard_name, write_checkpoints, write_shard
 from kennen.zoo.train import TrainParams, TrainResult, TrainSpec, check_device, relative_cost, train_task
 
 log = logging.getLogger("kennen.train_zoo")
@@ -90,7 +93,7 @@ def _file_digest(path: Path) -> str:
 
 def train_shard(
     shard: int, rows: list[dict[str, Any]], tp: TrainParams, data: Path, out_dir: Path, partial_root: Path,
-    timings: Path, shard_size: int | None = None,
+    timings: Path, shard_size: int | None = None, checkpoint_dir: Path | None = None, seed: int = 0,
 ) -> list[TrainResult]:  # fmt: skip
     """Train the models of ``shard`` (rows of the sample table), write the shard and its timing metrics.
 
@@ -104,6 +107,10 @@ def train_shard(
         timings: metrics JSON of wall-clock and per-model seconds (out of the data tables on purpose).
         shard_size: ``sample_zoo.shard_size``; a shard with fewer models keeps its partials, to grow without
             retraining them. None: every shard counts as full.
+        checkpoint_dir: folder of ``shard-N.safetensors``, the models' outputs on the first
+            ``tp.checkpoint_queries`` query images of ``seed`` at each of ``tp.checkpoints`` (written, empty
+            when there are none); None: none recorded.
+        seed: the base seed, which draws the query images (as in the ``queries`` stage).
 
     Returns:
         The shard's results in model-id order.
@@ -112,10 +119,12 @@ def train_shard(
     if not mine:
         shards = sorted({r["shard"] for r in rows})
         raise KennenError(f"train_zoo.shards: shard {shard} holds no models (the sample has shards {shards})")
-    _check_paths(shard, data, out_dir, partial_root, timings)
+    _check_paths(shard, data, out_dir, partial_root, timings, checkpoint_dir)
     check_device(tp.device)
     start = time.perf_counter()
-    specs = [TrainSpec.of(r, tp.epochs) for r in mine]
+    checkpoints = tp.checkpoints if checkpoint_dir is not None else ()
+    specs = [TrainSpec.of(r, tp.epochs, checkpoints) for r in mine]
+    probes = (seed, tp.checkpoint_queries) if checkpoints else None
     settings = {
         "pool_size": tp.pool_size,
         "perm_seed": tp.perm_seed,
@@ -124,14 +133,15 @@ def train_shard(
         "trainer": tp.trainer,
         "data": _file_digest(data),
         "code": code_digest(),
+        "probes": probes,
     }
     if tp.trainer == "fused":
         groups = fusion_groups(specs, tp.fuse_max)  # from the whole shard: the grouping of an uninterrupted run
-        job = functools.partial(train_group_task, **_data_args(tp, data))
+        job = functools.partial(train_group_task, **_data_args(tp, data))  # no checkpoints (TrainParams.check)
         digests = {s.model_id: fingerprint(s, group=[m.model_id for m in g], **settings) for g in groups for s in g}
     else:
         groups = [(s,) for s in specs]
-        job = functools.partial(_train_one, **_data_args(tp, data))
+        job = functools.partial(_train_one, **_data_args(tp, data), probes=probes)
         digests = {s.model_id: fingerprint(s, **settings) for s in specs}
     partial = partial_root / shard_name(shard)
     done = load_partials(partial, digests)
@@ -150,6 +160,10 @@ def train_shard(
             done[r.model_id] = r
     results = sorted(done.values(), key=lambda r: r.model_id)
     write_shard(out_dir, shard, results)
+    if checkpoint_dir is not None:
+        m = mnist_data.load(data) if checkpoints else None
+        index = mnist_data.query_indices(len(m.test_images), tp.checkpoint_queries, seed) if m else np.zeros(0, int)
+        write_checkpoints(checkpoint_dir, shard, results, checkpoints, index)
     write_json(timings, {
         "shard": shard,
         "models": len(results),
@@ -172,7 +186,8 @@ def _models(group: Sequence[TrainSpec]) -> str:
     return f"model {ids[0]}" if len(ids) == 1 else f"models {', '.join(map(str, ids))}"
 
 
-def _check_paths(shard: int, data: Path, out_dir: Path, partial_root: Path, timings: Path) -> None:
+def _check_paths(shard: int, data: Path, out_dir: Path, partial_root: Path, timings: Path,
+                 checkpoint_dir: Path | None) -> None:  # fmt: skip
     """One-line errors for the input and every output path, before any model trains."""
     if not data.is_file():
         what = "is a folder" if data.is_dir() else "file not found"
@@ -181,6 +196,8 @@ def _check_paths(shard: int, data: Path, out_dir: Path, partial_root: Path, timi
         check_writable(out_dir / f"{shard_name(shard)}.{suffix}")
     check_writable(partial_root / shard_name(shard), folder=True)
     check_writable(timings)
+    if checkpoint_dir is not None:
+        check_writable(checkpoint_dir / f"{shard_name(shard)}.safetensors")
 
 
 def _data_args(tp: TrainParams, data: Path) -> dict[str, Any]:

@@ -29,13 +29,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 from safetensors.torch import load_file
 
@@ -76,6 +77,63 @@ def write_shard(folder: Path, shard: int, results: Iterable[TrainResult]) -> Non
         for r in results
     ]
     write_csv(folder / f"{shard_name(shard)}.csv", rows, OUTCOME_COLUMNS)
+
+
+def write_checkpoints(
+    folder: Path, shard: int, results: Iterable[TrainResult], epochs: Sequence[float], query_index: np.ndarray
+) -> None:
+    """Write one shard's checkpoint outputs atomically: ``folder/shard-N.safetensors``, key ``<model_id>``.
+
+    Each tensor is the model's log-probabilities on the first ``len(query_index)`` query images at each of
+    ``epochs``, float32 [checkpoints, queries, 10]; the metadata names the epochs and the images.
+    """
+    results = sorted(results, key=lambda r: r.model_id)
+    tensors = {str(r.model_id): np.ascontiguousarray(r.checkpoints, np.float32) for r in results if len(epochs)}
+    for model_id, t in tensors.items():
+        if t.shape != (len(epochs), len(query_index), 10):
+            raise KennenError(f"model {model_id}: checkpoint outputs of shape {t.shape}, expected "
+                              f"{(len(epochs), len(query_index), 10)} (train_zoo.checkpoints)")  # fmt: skip
+    meta = {"kennen": json.dumps({
+        "format": "kennen-zoo-checkpoints/1", "shard": shard, "model_ids": [r.model_id for r in results],
+        "epochs": [float(e) for e in epochs], "query_index": [int(i) for i in query_index],
+    })}  # fmt: skip
+    with atomic_path(Path(folder) / f"{shard_name(shard)}.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """The checkpoint outputs of some zoo models: what :func:`read_checkpoints` returns."""
+
+    epochs: tuple[float, ...]
+    query_index: np.ndarray  # int64 [queries]: MNIST test-image indices
+    outputs: dict[int, np.ndarray]  # model id -> float32 [len(epochs), queries, 10]
+
+
+def read_checkpoints(folder: Path, shard: int, model_ids: Iterable[int]) -> Checkpoints:
+    """The checkpoint outputs of ``model_ids`` in one shard's file, checked; a bad file is one KennenError line."""
+    path = Path(folder) / f"{shard_name(shard)}.safetensors"
+    if not path.is_file():
+        raise KennenError(f"{path}: checkpoint file not found (run the train_zoo stage, or `dvc pull`)")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = json.loads((f.metadata() or {}).get("kennen", "{}"))
+            if meta.get("format") != "kennen-zoo-checkpoints/1":
+                raise KennenError(f"{path}: not a kennen checkpoint file (format {meta.get('format')!r})")
+            epochs, index = tuple(float(e) for e in meta["epochs"]), np.asarray(meta["query_index"], np.int64)
+            want = (len(epochs), len(index), 10)
+            outputs = {}
+            for model_id in model_ids if epochs else ():
+                if str(model_id) not in f.keys():  # noqa: SIM118 (safe_open has no iterator)
+                    raise KennenError(f"{path}: holds no checkpoint outputs of model {model_id}")
+                t = f.get_tensor(str(model_id))
+                if t.shape != want or t.dtype != np.float32 or not np.isfinite(t).all():
+                    raise KennenError(f"{path}: model {model_id}'s checkpoint outputs are {t.dtype} {t.shape}, "
+                                      f"expected finite float32 {want}")  # fmt: skip
+                outputs[int(model_id)] = t
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
+        raise KennenError(f"{path}: unreadable checkpoint file ({type(e).__name__}: {e})") from None
+    return Checkpoints(epochs, index, outputs)
 
 
 def shard_tables(folder: Path) -> list[Path]:
@@ -142,6 +200,9 @@ def fingerprint(spec: Any, **settings: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+CHECKPOINTS_KEY = "checkpoints/outputs"  # a partial's checkpoint outputs (no state_dict key holds a slash)
+
+
 def _partial_path(folder: Path, model_id: int) -> Path:
     return Path(folder) / f"model-{model_id}.safetensors"
 
@@ -162,6 +223,8 @@ def save_partial(folder: Path, result: TrainResult, digest: str) -> None:
         )
     }
     tensors = {k: np.ascontiguousarray(v) for k, v in result.state.items()}
+    if len(result.checkpoints):
+        tensors[CHECKPOINTS_KEY] = np.ascontiguousarray(result.checkpoints)
     Path(folder).mkdir(parents=True, exist_ok=True)
     with atomic_path(_partial_path(folder, result.model_id)) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -185,7 +248,9 @@ def load_partials(folder: Path, digests: dict[int, str]) -> dict[int, TrainResul
             continue
         if meta.get("fingerprint") != digest or meta.get("model_id") != model_id:
             continue
-        out[model_id] = TrainResult(
-            model_id, state, meta["test_acc"], meta["train_loss"], meta["seconds"], bool(meta["diverged"])
+        ckpt = state.pop(CHECKPOINTS_KEY, None)
+        scores = (meta["test_acc"], meta["train_loss"], meta["seconds"], bool(meta["diverged"]))
+        out[model_id] = (
+            TrainResult(model_id, state, *scores) if ckpt is None else TrainResult(model_id, state, *scores, ckpt)
         )
     return out

@@ -26,6 +26,7 @@ or the completion order.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import time
@@ -73,6 +74,8 @@ class TrainParams:
     trainer: str = "loop"  # loop | fused (see the module docstring)
     device: str = "cpu"  # cpu | cuda
     fuse_max: int = 64  # most models in one fused group
+    checkpoints: tuple[float, ...] = ()  # epochs (fractions allowed) at which outputs on the queries are recorded
+    checkpoint_queries: int = bounded(10_000, 1000)  # how many of the query images (the queries stage's first n)
 
     def check(self, where: str) -> None:
         require(self.trainer in TRAINERS, f"{where}.trainer", f"expected one of {', '.join(TRAINERS)}, got {self.trainer!r}")  # fmt: skip
@@ -83,6 +86,11 @@ class TrainParams:
         require(self.test_batch >= 1, f"{where}.test_batch", f"must be at least 1, got {self.test_batch}")
         require(self.perm_seed >= 0, f"{where}.perm_seed", f"must be a non-negative int, got {self.perm_seed}")
         require(len(set(self.shards)) == len(self.shards), f"{where}.shards", "has duplicates")
+        ckpts, key = self.checkpoints, f"{where}.checkpoints"
+        require(all(0 < c < self.epochs for c in ckpts), key, f"each must lie between 0 and epochs ({self.epochs}), exclusive, got {list(ckpts)}")  # fmt: skip
+        require(list(ckpts) == sorted(set(ckpts)), key, f"must increase, without repeats, got {list(ckpts)}")
+        require(not ckpts or self.trainer == "loop", key, "are recorded by the loop trainer only (trainer: loop)")
+        require(1 <= self.checkpoint_queries <= 10_000, f"{where}.checkpoint_queries", f"must be within 1..10000 (MNIST test images), got {self.checkpoint_queries}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -96,11 +104,13 @@ class TrainSpec:
     split: str
     torch_seed: int
     epochs: int
+    checkpoints: tuple[float, ...] = ()  # epochs at which the model's outputs on the probe images are recorded
 
     @classmethod
-    def of(cls, row: Mapping[str, Any], epochs: int) -> TrainSpec:
+    def of(cls, row: Mapping[str, Any], epochs: int, checkpoints: tuple[float, ...] = ()) -> TrainSpec:
         """The training task of one sample-table row."""
-        return cls(row["model_id"], NetConfig.of(row), row["alg"], row["bs"], row["split"], row["torch_seed"], epochs)
+        net = NetConfig.of(row)
+        return cls(row["model_id"], net, row["alg"], row["bs"], row["split"], row["torch_seed"], epochs, checkpoints)
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,8 @@ class TrainResult:
     train_loss: float
     seconds: float
     diverged: bool
+    # Log-probabilities on the probe images at each of the spec's checkpoints, float32 [checkpoints, images, 10].
+    checkpoints: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0, 10), np.float32))
 
 
 def relative_cost(spec: TrainSpec) -> float:
@@ -209,16 +221,42 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> 
 
 
 def finish(
-    spec: TrainSpec, net: MnistNet, test_acc: float, loss_sum: float | torch.Tensor, n_seen: int, seconds: float
-) -> TrainResult:
+    spec: TrainSpec, net: MnistNet, test_acc: float, loss_sum: float | torch.Tensor, n_seen: int, seconds: float,
+    checkpoints: np.ndarray | None = None,
+) -> TrainResult:  # fmt: skip
     """A trained model's result: CPU weights in the default layout, divergence, last epoch's mean loss."""
     loss_sum = float(loss_sum)
     state = {k: v.detach().cpu().contiguous().numpy().copy() for k, v in net.state_dict().items()}
     diverged = not all(np.isfinite(v).all() for v in state.values())
     train_loss = loss_sum / max(n_seen, 1)
-    return TrainResult(
-        spec.model_id, state, test_acc, train_loss if math.isfinite(train_loss) else float("nan"), seconds, diverged
-    )
+    loss = train_loss if math.isfinite(train_loss) else float("nan")
+    if checkpoints is None:
+        return TrainResult(spec.model_id, state, test_acc, loss, seconds, diverged)
+    return TrainResult(spec.model_id, state, test_acc, loss, seconds, diverged, checkpoints)
+
+
+def checkpoint_steps(spec: TrainSpec, n_images: int) -> list[int]:
+    """The optimiser steps after which each of ``spec.checkpoints`` is recorded (epoch e: round(e * steps per epoch))."""
+    per_epoch = math.ceil(n_images / spec.bs)
+    steps = [round(c * per_epoch) for c in spec.checkpoints]
+    if any(not 0 < s < spec.epochs * per_epoch for s in steps) or len(set(steps)) < len(steps):
+        raise KennenError(f"train_zoo.checkpoints: {list(spec.checkpoints)} fall on repeated steps or on the "
+                          f"ends of training at {per_epoch} steps an epoch (model {spec.model_id})")  # fmt: skip
+    return steps
+
+
+@torch.inference_mode()
+def probe_outputs(net: nn.Module, x: torch.Tensor, batch: int) -> np.ndarray:
+    """``net``'s log-probabilities on the probe images ``x`` in eval mode [N, 10]; its mode is restored after.
+
+    Reads the weights only and draws no random numbers (dropout is off in eval mode), so recording
+    checkpoints leaves the trained weights bit for bit as they are without them.
+    """
+    was_training = net.training
+    net.eval()
+    out = torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)])
+    net.train(was_training)
+    return out.float().cpu().numpy()
 
 
 @contextlib.contextmanager
@@ -239,6 +277,7 @@ def train_model(
     device: str = "cpu",
     channels_last: bool = True,
     on_epoch: Callable[[int, MnistNet], None] | None = None,
+    probe_x: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train one model as the official code does (one test pass, at the end) and measure its test accuracy.
 
@@ -251,6 +290,8 @@ def train_model(
             before that change, kept for the benchmark.
         on_epoch: called as ``on_epoch(epoch, net)`` after each epoch (``benchmarks/zoo_regimes.py`` reads
             test accuracy there); it must leave the net's weights as they are.
+        probe_x: the probe (query) images, on ``device``; required when ``spec.checkpoints`` is not empty. The
+            model's log-probabilities on them are recorded after each checkpoint's step (``TrainResult.checkpoints``).
     """
     start = time.perf_counter()
     with single_thread(device):
@@ -259,6 +300,11 @@ def train_model(
         net = net.to(memory_format=layout)
         opt = make_optimiser(spec.alg, net.parameters())
         subset = data.subsets[spec.split]
+        record_at = checkpoint_steps(spec, len(subset)) if spec.checkpoints else []
+        if record_at and probe_x is None:
+            raise KennenError(f"train_zoo.checkpoints: model {spec.model_id} has checkpoints but no probe images")
+        probes = probe_x.contiguous(memory_format=layout) if record_at else None
+        recorded, step = [], 0
         loss_sum, n_seen = torch.zeros((), device=device), 0
         for epoch in range(spec.epochs):
             net.train()
@@ -271,14 +317,41 @@ def train_model(
                 opt.step()
                 loss_sum += loss.detach() * len(batch)  # no host sync per step
                 n_seen += len(batch)
+                step += 1
+                if step in record_at:
+                    recorded.append(probe_outputs(net, probes, data.test_batch))
             if on_epoch is not None:
                 on_epoch(epoch, net)
         acc = evaluate(net, data.test_x, data.test_y, data.test_batch)
-        return finish(spec, net, acc, loss_sum, n_seen, time.perf_counter() - start)
+        outputs = np.stack(recorded) if recorded else None
+        return finish(spec, net, acc, loss_sum, n_seen, time.perf_counter() - start, outputs)
 
 
 def train_task(
-    spec: TrainSpec, data_path: str, pool_size: int, perm_seed: int, test_batch: int, device: str = "cpu"
-) -> TrainResult:
-    """Worker entry point: load (cached) data, then train one model."""
-    return train_model(spec, load_train_data(data_path, pool_size, perm_seed, test_batch, device), device)
+    spec: TrainSpec, data_path: str, pool_size: int, perm_seed: int, test_batch: int, device: str = "cpu",
+    probes: tuple[int, int] | None = None,
+) -> TrainResult:  # fmt: skip
+    """Worker entry point: load (cached) data, then train one model.
+
+    ``probes``: (seed, n) of the query images whose outputs the model's checkpoints record
+    (:func:`kennen.data.query_indices`: the first n of the ``queries`` stage's images for that seed).
+    """
+    data = load_train_data(data_path, pool_size, perm_seed, test_batch, device)
+    probe_x = probe_images(data_path, *probes, device) if probes and spec.checkpoints else None
+    return train_model(spec, data, device, probe_x=probe_x)
+
+
+def probe_images(path: str, seed: int, n: int, device: str = "cpu") -> torch.Tensor:
+    """The first ``n`` query images of ``seed`` (normalised MNIST test images) [n, 1, 28, 28] on ``device``.
+
+    Cached per worker like :func:`load_train_data`, again whenever the file changes.
+    """
+    stat = Path(path).stat() if Path(path).exists() else None
+    return _probe_images(path, (stat.st_size, stat.st_mtime_ns) if stat else None, seed, n, device)
+
+
+@functools.lru_cache(maxsize=2)
+def _probe_images(path: str, file_key: object, seed: int, n: int, device: str) -> torch.Tensor:
+    m = mnist_data.load(Path(path))
+    index = mnist_data.query_indices(len(m.test_images), n, seed)
+    return torch.from_numpy(mnist_data.normalise(m.test_images[index])).to(device)
