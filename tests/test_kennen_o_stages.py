@@ -371,3 +371,21 @@ def test_levers_stage_bad_params_are_one_line(tiny_zoo, tmp_path, capsys, overri
     assert _run_stage(tiny_zoo, "levers", "--params", str(path)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
+
+
+def test_schema_checks_benchmark_counts_every_reader(tiny_zoo, tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("schema_checks", REPO / "benchmarks" / "schema_checks.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.chdir(tiny_zoo)
+    out = tmp_path / "checks.json"
+    monkeypatch.setattr(
+        sys, "argv", ["schema_checks.py", "--pipeline-seconds", "100", "--repeat", "1", "--out", str(out)]
+    )
+    bench.main()
+    r = json.loads(out.read_text())
+    assert r["outputs_readers"] >= 10 and r["shards_readers"] >= 3  # kennen_o, 4 sweeps, levers, ...; queries, ...
+    assert r["outputs_checked_s"] > 0 and r["share_of_run_percent"] == round(100 * r["extra_s_per_run"] / 100, 3)
