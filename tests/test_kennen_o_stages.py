@@ -388,4 +388,4 @@ def test_schema_checks_benchmark_counts_every_reader(tiny_zoo, tmp_path, monkeyp
     bench.main()
     r = json.loads(out.read_text())
     assert r["outputs_readers"] >= 10 and r["shards_readers"] >= 3  # kennen_o, 4 sweeps, levers, ...; queries, ...
-    assert r["outputs_checked_s"] > 0 and r["share_of_run_percent"] == round(100 * r["extra_s_per_run"] / 100, 3)
+    assert r["outputs_checked_s"] > 0 and abs(r["share_of_run_percent"] - r["extra_s_per_run"]) <= 0.01  # of 100 s
