@@ -47,12 +47,16 @@ def best_of(fn: Callable[[], Any], repeat: int) -> float:
 
 
 def readers(dvc_yaml: Path, dep: str) -> int:
-    """How many stages (``foreach`` items and ``matrix`` cells counted) list ``dep`` among their deps."""
+    """How many stages list ``dep`` among their deps: ``foreach`` items and literal ``matrix`` cells counted, a
+    ``matrix`` axis that is a params reference (``${train_zoo.shards}``) once."""
     n = 0
     for spec in yaml.safe_load(dvc_yaml.read_text())["stages"].values():
-        if dep in spec.get("deps", []):
+        body = spec.get("do", spec)  # a foreach stage keeps its command and deps under "do"
+        if dep in body.get("deps", []):
             if "foreach" in spec:
                 n += len(spec["foreach"])
+            elif "matrix" in spec:
+                n += int(np.prod([len(v) if isinstance(v, list) else 1 for v in spec["matrix"].values()]))
             else:
                 n += 1
     return n
