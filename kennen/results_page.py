@@ -199,6 +199,12 @@ LEVER_NAMES = {
 }
 
 
+def _gap(r: dict[str, Any], prefix: str) -> str:
+    """``+1.2 [-0.3, +2.8], within noise`` from a row's ``<prefix>_diff``, ``_low``, ``_high``, ``_beyond_noise``."""
+    verdict = "beyond noise" if r[f"{prefix}_beyond_noise"] else "within noise"
+    return f"{r[f'{prefix}_diff']:+.1f} [{r[f'{prefix}_low']:+.1f}, {r[f'{prefix}_high']:+.1f}], {verdict}"
+
+
 def levers_section(levers: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """What each lever adds to kennen-o (the ``levers`` stage): every combination, highest first."""
     ref = levers["reference"]
@@ -212,11 +218,12 @@ def levers_section(levers: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         family = LEVER_NAMES.get(r["family"], r["family"])
         boxes = "final + checkpoints" if r.get("boxes") == "checkpoints" else "final"
         cells = [family, r["n_queries"], r["selection"], boxes, r["decode"], res.ci(r, "mean"), float(r["acc_mean"])]
-        return [*cells, gap, verdict, f"{r['valid']:.0f}%"]
+        ckpt = "" if r.get("ckpt_gap_diff", "") == "" else _gap(r, "ckpt_gap")
+        return [*cells, gap, verdict, ckpt, f"{r['valid']:.0f}%"]
 
     header = ["metamodel", "queries", "queries chosen", "training boxes", "answer", "over configurations [95% CI]"]
     header += ["over boxes"]
-    header += ["minus the reference [95% CI]", "", "valid answers"]
+    header += ["minus the reference [95% CI]", "", "checkpoints add [95% CI]", "valid answers"]
     ordered = sorted(rows, key=lambda r: -r["mean"])
     n_compared = max(len(rows) - 1, 0)
     return f"""## What each lever adds (ours, in the folds)
@@ -251,10 +258,14 @@ def foreign_levers_section(levers: dict[str, Any]) -> str:
                 if "gap.diff" not in m
                 else f"{m['gap.diff']:+.1f} [{m['gap.low']:+.1f}, {m['gap.high']:+.1f}]"
             )
-            rows.append([regime, levers[f"{prefix}n_boxes"], name, res.ci(m, "acc.mean"), gap])
+            ckpt = ""
+            if "ckpt_gap.diff" in m:
+                ckpt = f"{m['ckpt_gap.diff']:+.1f} [{m['ckpt_gap.low']:+.1f}, {m['ckpt_gap.high']:+.1f}]"
+            rows.append([regime, levers[f"{prefix}n_boxes"], name, res.ci(m, "acc.mean"), gap, ckpt])
     if not rows:
         return ""
     header = ["regime", "boxes", "lever", "mean of 10 attributes [95% CI]", "minus kennen-o's recipe [95% CI]"]
+    header += ["checkpoints add [95% CI]"]
     return f"""
 On the `transfer` stage's foreign boxes (trained by other code; the ten attributes it scores), each lever
 learns from every zoo box (and its checkpoints where said) on the same number of queries; greedy queries are

@@ -251,6 +251,9 @@ def test_levers_stage_pairs_every_lever_with_kennen_o_itself(tiny_zoo):
     families = ("mlp", "mlp_small", "logreg", "pca_logreg", "centroid", "knn")
     assert len(rows) == len(families) * 2 * 2 * 2 * 2  # x query budgets x selections x training boxes x answers
     assert {r["boxes"] for r in rows} == {"final", "checkpoints"}
+    # with and without checkpoints, paired: for kennen-o's own recipe the same as its gap to the reference
+    ckpt = "mlp.q5.first.checkpoints.argmax"
+    assert lv[f"{ckpt}.ckpt_gap.diff"] == lv[f"{ckpt}.gap.diff"] and "mlp.q5.first.argmax.ckpt_gap.diff" not in lv
     # on the transfer stage's foreign boxes: kennen-o's recipe and the other levers, trained on every zoo box
     for regime in ("zoo", "long"):
         assert lv[f"foreign.{regime}.n_boxes"] == 2
@@ -258,6 +261,7 @@ def test_levers_stage_pairs_every_lever_with_kennen_o_itself(tiny_zoo):
             key = f"foreign.{regime}.{lever}.argmax.acc.mean"
             assert lv[f"{key}_low"] <= lv[key] <= lv[f"{key}_high"], key
         assert f"foreign.{regime}.logreg.q5.greedy.argmax.gap.diff" in lv
+        assert f"foreign.{regime}.logreg.q5.greedy.checkpoints.argmax.ckpt_gap.diff" in lv
     for r in rows:
         assert float(r["mean_low"]) <= float(r["mean"]) <= float(r["mean_high"])
         if r["decode"] == "valid":

@@ -163,7 +163,8 @@ def lever_rows(
     seed: int,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Table rows and metrics of every lever, highest first, each paired with the reference row: kennen-o's
-    recipe at ``n_reference`` (``kennen_o.n_queries``) queries."""
+    recipe at ``n_reference`` (``kennen_o.n_queries``) queries; a lever trained with checkpoint boxes is also
+    paired with the same lever without them (``ckpt_gap``)."""
     reference = lever_name("mlp", n_reference, "first", "final", "argmax")
     preds = {}
     for (fam, sel, n, tb), lq in log_probs.items():
@@ -180,6 +181,12 @@ def lever_rows(
         gap = stats.paired_difference(y, pred, ref, units, per_config=True, seed=seed)
         row |= {f"gap_{k}": v for k, v in gap.items()}
         row["valid"] = round(100 * float(is_valid(pred, max_members).mean()), 2)
+        without = preds.get((fam, n, sel, "final", dec)) if tb == "checkpoints" else None
+        ckpt_gap = (
+            {} if without is None else stats.paired_difference(y, pred, without, units, per_config=True, seed=seed)
+        )
+        row |= {f"ckpt_gap_{k}": ckpt_gap.get(k, "") for k in ("diff", "low", "high", "beyond_noise")}
+        metrics |= {f"{name}.ckpt_gap.{k}": v for k, v in ckpt_gap.items()}
         rows.append(row)
         metrics |= {f"{name}.acc_config.{k}": row[k] for k in ("mean", "mean_low", "mean_high")}
         metrics |= {f"{name}.acc.mean": row["acc_mean"], f"{name}.valid": row["valid"]}
@@ -259,8 +266,9 @@ def foreign_metrics(
     """Per regime and lever, the transfer stage's score (the ten scorable attributes) and the paired gap to kennen-o.
 
     Keys ``foreign.<regime>.<lever>.acc.mean`` (``_low``/``_high``: 95%, resampling the foreign boxes'
-    configurations), ``.gap.*`` (minus ``mlp.first`` on final boxes, kennen-o's recipe, on the same boxes) and
-    ``foreign.<regime>.n_boxes``.
+    configurations; the bootstrap draws from the base seed, the transfer stage's from ``transfer.seed``),
+    ``.gap.*`` (minus ``mlp.first`` on final boxes, kennen-o's recipe, on the same boxes), ``.ckpt_gap.*`` (a
+    lever with checkpoint boxes minus the same without) and ``foreign.<regime>.n_boxes`` (the boxes scored).
     """
     metrics: dict[str, Any] = {}
     reference = ("mlp", "first", "final")
@@ -278,6 +286,10 @@ def foreign_metrics(
                     y_true, pred[pick], preds[reference][pick], units, keys=SCORABLE, seed=seed
                 )
                 metrics |= {f"{name}.gap.{k}": v for k, v in gap.items()}
+            if tb == "checkpoints" and (fam, sel, "final") in preds:
+                without = preds[fam, sel, "final"][pick]
+                gap = stats.paired_difference(y_true, pred[pick], without, units, keys=SCORABLE, seed=seed)
+                metrics |= {f"{name}.ckpt_gap.{k}": v for k, v in gap.items()}
     return metrics
 
 
