@@ -4,7 +4,8 @@ without ``train_zoo.checkpoints``.
 Trains ``--models`` rows spread over the default sample (its mix of configurations, ``train_zoo.epochs`` on the
 first ``train_zoo.pool_size`` images) with the pipeline's ``loop`` trainer on one thread, each model twice in
 alternating order (plain, then with the checkpoints of ``params.yaml``; the next model the other way round), and
-prints the seconds of each, their ratio, whether the weights are bit for bit the same, and the bytes the
+prints the seconds of each, their ratio, whether the weights are bit for bit the same (NaN equal to NaN: a
+diverged model), and the bytes the
 checkpoint outputs take per model (float32 [checkpoints, checkpoint_queries, 10]). Usage, after ``dvc repro data``:
 
     python benchmarks/checkpoint_cost.py [--models 6] [--out reports/bench/checkpoint_cost.json]
@@ -50,7 +51,8 @@ def main() -> None:
                 start = time.perf_counter()
                 runs[kind] = train_model(s, data, probe_x=probes if kind == "checkpoints" else None)
                 seconds[kind].append(time.perf_counter() - start)
-            same.append(all(np.array_equal(v, runs["checkpoints"].state[n]) for n, v in runs["plain"].state.items()))
+            state = runs["checkpoints"].state  # a diverged model's NaN weights compare equal to NaN
+            same.append(all(np.array_equal(v, state[n], equal_nan=True) for n, v in runs["plain"].state.items()))
             print(f"model {spec.model_id}: {seconds['plain'][-1]:.1f} s plain, {seconds['checkpoints'][-1]:.1f} s "
                   f"with checkpoints, same weights: {same[-1]}", flush=True)  # fmt: skip
     total = {kind: sum(v) for kind, v in seconds.items()}
