@@ -20,7 +20,7 @@ def _load(name: str):
 
 
 def test_checkpoint_cost_trains_the_same_weights_with_and_without(tmp_path, idx_dir, monkeypatch):
-    params = tiny_params(idx_dir, train_zoo={"checkpoints": [0.5, 1.0], "checkpoint_queries": 20})
+    params = tiny_params(idx_dir, train_zoo={"epochs": 3, "checkpoints": [1.0, 2.0], "checkpoint_queries": 20})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     mnist_data.save(mnist_data.read_idx_dir(idx_dir), tmp_path / "mnist.npz")
     out = tmp_path / "cost.json"
