@@ -239,6 +239,14 @@ def test_levers_section_sorts_by_mean_and_calls_gaps_uncorrected():
     lines = [ln for ln in text.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
     assert [ln.split(" | ")[0] for ln in lines] == [
         "| logistic regression", "| kennen-o's MLP", "| kennen-o's MLP", "| k-nearest neighbours"]  # fmt: skip
-    assert "| 61.9 [59.9, 63.9] | 62.4 | +4.5 [+2.4, +6.6] | beyond noise | 100% |" in lines[0]
-    assert "| reference | | 55% |" in lines[2] and "within noise" in lines[1] and "beyond noise" in lines[3]
+    assert "| final | valid | 61.9 [59.9, 63.9] | 62.4 | +4.5 [+2.4, +6.6] | beyond noise | | 100% |" in lines[0]
+    assert "| reference | | | 55% |" in lines[2] and "within noise" in lines[1] and "beyond noise" in lines[3]
     assert "uncorrected for the 3 comparisons" in text and "261 boxes of 178 configurations" in text
+    # a lever with checkpoint boxes says what they add, paired with the same lever without them
+    ckpt = row("mlp.q100.first.argmax", 59.2, 2.9, 1.1, 4.9) | {
+        "boxes": "checkpoints",
+        "lever": "mlp.q100.first.checkpoints.argmax",
+    }
+    ckpt |= {"ckpt_gap_diff": 2.9, "ckpt_gap_low": 1.1, "ckpt_gap_high": 4.9, "ckpt_gap_beyond_noise": 1.0}
+    line = [ln for ln in levers_section(levers, [*rows, ckpt]).splitlines() if "final + checkpoints" in ln]
+    assert len(line) == 1 and "| +2.9 [+1.1, +4.9], beyond noise | 55% |" in line[0]
