@@ -385,8 +385,10 @@ def cv_attribute_rows(methods: dict[str, dict[str, Any]], kind: str = "acc_confi
     ]
 
 
-def _gap_text(m: dict[str, Any], prefix: str) -> str:
-    g = {k.removeprefix(f"{prefix}."): v for k, v in m.items() if k.startswith(f"{prefix}.")}
+def gap_text(m: dict[str, Any], prefix: str, sep: str = ".") -> str:
+    """``+1.2 [-0.3, +2.8], within noise`` from ``<prefix><sep>diff``, ``low``, ``high`` and ``beyond_noise`` of
+    ``m`` (metrics keys, or a CSV row's columns with ``sep`` ``_``); ``–`` when ``m`` has no such difference."""
+    g = {k.removeprefix(f"{prefix}{sep}"): v for k, v in m.items() if k.startswith(f"{prefix}{sep}")}
     if "diff" not in g:
         return "–"
     called = "beyond noise" if g.get("beyond_noise") else "within noise"
@@ -400,15 +402,15 @@ def cv_notes(kennen_o: dict[str, Any], kennen_io: dict[str, Any]) -> list[str]:
         if f"cv.vs_{kind}.acc_config.diff" in kennen_o:
             lines.append(
                 f"- kennen-o's MLP − {label}, same boxes, over configurations: "
-                f"{_gap_text(kennen_o, f'cv.vs_{kind}.acc_config')} (over boxes: "
-                f"{_gap_text(kennen_o, f'cv.vs_{kind}.acc')})."
+                f"{gap_text(kennen_o, f'cv.vs_{kind}.acc_config')} (over boxes: "
+                f"{gap_text(kennen_o, f'cv.vs_{kind}.acc')})."
             )
     if "cv.gap_vs_o.acc_config.diff" in kennen_io:
         paper = METHOD_MEANS["kennen-io"] - METHOD_MEANS["kennen-o"]
         lines.append(
             f"- kennen-io − its warm start (kennen-o on the initial queries, same seed and folds), over "
-            f"configurations: {_gap_text(kennen_io, 'cv.gap_vs_o.acc_config')} (over boxes: "
-            f"{_gap_text(kennen_io, 'cv.gap_vs_o.acc')}). The paper: {paper:+.1f}."
+            f"configurations: {gap_text(kennen_io, 'cv.gap_vs_o.acc_config')} (over boxes: "
+            f"{gap_text(kennen_io, 'cv.gap_vs_o.acc')}). The paper: {paper:+.1f}."
         )
     if "cv.seeds.acc_config.mean_sd" in kennen_o:
         lines.append(

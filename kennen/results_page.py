@@ -199,12 +199,6 @@ LEVER_NAMES = {
 }
 
 
-def _gap(r: dict[str, Any], prefix: str) -> str:
-    """``+1.2 [-0.3, +2.8], within noise`` from a row's ``<prefix>_diff``, ``_low``, ``_high``, ``_beyond_noise``."""
-    verdict = "beyond noise" if r[f"{prefix}_beyond_noise"] else "within noise"
-    return f"{r[f'{prefix}_diff']:+.1f} [{r[f'{prefix}_low']:+.1f}, {r[f'{prefix}_high']:+.1f}], {verdict}"
-
-
 def levers_section(levers: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """What each lever adds to kennen-o (the ``levers`` stage): every combination, highest first."""
     ref = levers["reference"]
@@ -218,7 +212,7 @@ def levers_section(levers: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         family = LEVER_NAMES.get(r["family"], r["family"])
         boxes = "final + checkpoints" if r.get("boxes") == "checkpoints" else "final"
         cells = [family, r["n_queries"], r["selection"], boxes, r["decode"], res.ci(r, "mean"), float(r["acc_mean"])]
-        ckpt = "" if r.get("ckpt_gap_diff", "") == "" else _gap(r, "ckpt_gap")
+        ckpt = "" if r.get("ckpt_gap_diff", "") == "" else res.gap_text(r, "ckpt_gap", sep="_")
         return [*cells, gap, verdict, ckpt, f"{r['valid']:.0f}%"]
 
     header = ["metamodel", "queries", "queries chosen", "training boxes", "answer", "over configurations [95% CI]"]
@@ -253,14 +247,8 @@ def foreign_levers_section(levers: dict[str, Any]) -> str:
         names = [k[len(prefix) : -len(".acc.mean")] for k in levers if k.startswith(prefix) and k.endswith(".acc.mean")]
         for name in names:
             m = {k[len(prefix + name) + 1 :]: v for k, v in levers.items() if k.startswith(f"{prefix}{name}.")}
-            gap = (
-                "reference"
-                if "gap.diff" not in m
-                else f"{m['gap.diff']:+.1f} [{m['gap.low']:+.1f}, {m['gap.high']:+.1f}]"
-            )
-            ckpt = ""
-            if "ckpt_gap.diff" in m:
-                ckpt = f"{m['ckpt_gap.diff']:+.1f} [{m['ckpt_gap.low']:+.1f}, {m['ckpt_gap.high']:+.1f}]"
+            gap = res.gap_text(m, "gap") if "gap.diff" in m else "reference"
+            ckpt = res.gap_text(m, "ckpt_gap") if "ckpt_gap.diff" in m else ""
             rows.append([regime, levers[f"{prefix}n_boxes"], name, res.ci(m, "acc.mean"), gap, ckpt])
     if not rows:
         return ""

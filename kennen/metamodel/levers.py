@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,17 +118,13 @@ def log_probabilities(
     x_of = {key: features(outputs[:, idx], len(idx), kp.output) for key, idx in sets.items()}  # [N, 10 n] each
     if "checkpoints" in lp.boxes:
         xc_of = {key: features(checkpoints.outputs[:, idx], len(idx), kp.output) for key, idx in sets.items()}
-        yc = y[torch.from_numpy(checkpoints.box)]
     for fam, sel, n, tb in keys:
         for f in range(len(folds)):
             split = fold_split(folds, f)
             x = x_of[sel, n, f]
             train, test = split["train"], split["test"]
-            x_train, y_train, groups = x[train], y[train], configs(boxes, train)
-            if tb == "checkpoints":
-                rows = checkpoint_rows(train, checkpoints.box)
-                x_train, y_train = torch.cat([x_train, xc_of[sel, n, f][rows]]), torch.cat([y_train, yc[rows]])
-                groups += configs(boxes, checkpoints.box[rows].tolist())
+            extra = (checkpoints, xc_of[sel, n, f]) if tb == "checkpoints" else None
+            x_train, y_train, groups = training_rows(x, y, boxes, train, extra)
             if fam in MLPS:
                 hidden = kp.hidden if fam == "mlp" else lp.small_hidden
                 opt, stop = kp.optimisers[kp.optimiser], kp.early_stop
@@ -147,6 +144,26 @@ def log_probabilities(
         k: [out_of_fold(folds, [per_fold[(*k, f)][a] for f in range(len(folds))], len(boxes)) for a in range(12)]
         for k in keys
     }
+
+
+def training_rows(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    boxes: list[dict[str, Any]],
+    train: Sequence[int],
+    checkpoints: tuple[CheckpointBoxes, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[Any, ...]]:
+    """Features, labels and early-stopping carve groups of the boxes ``train``; with ``checkpoints`` (the boxes
+    and their features), followed by the checkpoint boxes of those boxes' models, with their labels
+    (:func:`kennen.metamodel.cv.checkpoint_rows`)."""
+    x_train, y_train, groups = x[train], y[train], configs(boxes, train)
+    if checkpoints is None:
+        return x_train, y_train, groups
+    ckpt, xc = checkpoints
+    rows = checkpoint_rows(train, ckpt.box)
+    owners = ckpt.box[rows]
+    x_train, y_train = torch.cat([x_train, xc[rows]]), torch.cat([y_train, y[torch.from_numpy(owners)]])
+    return x_train, y_train, groups + configs(boxes, owners.tolist())
 
 
 def lever_name(family: str, n_queries: int, selection: str, boxes: str, decode: str) -> str:
@@ -199,10 +216,8 @@ def lever_rows(
 
 # --- the levers on the foreign boxes of the transfer stage -----------------------------------------------------------
 
-FOREIGN_FAMILIES = (
-    "mlp",
-    "logreg",
-)  # the reference's family and the best in the folds: each trained once, on every box
+# The reference's family and the best in the folds: each trained once, on every box.
+FOREIGN_FAMILIES = ("mlp", "logreg")
 
 
 def foreign_outputs(rows: list[dict[str, Any]], box_dir: Path, images: np.ndarray) -> np.ndarray:
@@ -236,12 +251,11 @@ def foreign_levers(
     jobs, sk_jobs = [], []
     for fam, sel, tb in keys:
         idx = sets[sel]
-        x, x_test = features(outputs[:, idx], n, kp.output), features(foreign[:, idx], n, kp.output)
-        groups = configs(boxes, range(len(boxes)))
-        if tb == "checkpoints":
-            x = torch.cat([x, features(checkpoints.outputs[:, idx], n, kp.output)])
-            groups += configs(boxes, checkpoints.box.tolist())
-        y_train = torch.cat([y, y[torch.from_numpy(checkpoints.box)]]) if tb == "checkpoints" else y
+        x_test = features(foreign[:, idx], n, kp.output)
+        extra = (checkpoints, features(checkpoints.outputs[:, idx], n, kp.output)) if tb == "checkpoints" else None
+        x, y_train, groups = training_rows(
+            features(outputs[:, idx], n, kp.output), y, boxes, list(range(len(boxes))), extra
+        )
         if fam == "mlp":
             opt, stop = kp.optimisers[kp.optimiser], kp.early_stop
             jobs.append(
@@ -281,15 +295,13 @@ def foreign_metrics(
             name = f"foreign.{regime}.{lever_name(fam, n_queries, sel, tb, 'argmax')}"
             scores = method_metrics(y_true, pred[pick], seed)
             metrics |= {f"{name}.{k}": scores[k] for k in ("acc.mean", "acc.mean_low", "acc.mean_high")}
-            if reference in preds and (fam, sel, tb) != reference:
-                gap = stats.paired_difference(
-                    y_true, pred[pick], preds[reference][pick], units, keys=SCORABLE, seed=seed
-                )
-                metrics |= {f"{name}.gap.{k}": v for k, v in gap.items()}
-            if tb == "checkpoints" and (fam, sel, "final") in preds:
-                without = preds[fam, sel, "final"][pick]
-                gap = stats.paired_difference(y_true, pred[pick], without, units, keys=SCORABLE, seed=seed)
-                metrics |= {f"{name}.ckpt_gap.{k}": v for k, v in gap.items()}
+            against = {"gap": reference, "ckpt_gap": (fam, sel, "final") if tb == "checkpoints" else None}
+            for label, other in against.items():
+                if other in preds and other != (fam, sel, tb):
+                    gap = stats.paired_difference(
+                        y_true, pred[pick], preds[other][pick], units, keys=SCORABLE, seed=seed
+                    )
+                    metrics |= {f"{name}.{label}.{k}": v for k, v in gap.items()}
     return metrics
 
 
