@@ -140,7 +140,7 @@ class CheckpointBoxes:
 
     Row ``i`` is the outputs of the model of box ``box[i]`` (a single-model row of ``boxes.csv``, whose
     attributes it shares) after ``epoch[i]`` epochs. They are never test boxes: a metamodel may learn from
-    the checkpoints of the models of its training boxes only (:func:`kennen.metamodel.cv.with_checkpoints`).
+    the checkpoints of the models of its training boxes only (:func:`kennen.metamodel.cv.checkpoint_rows`).
     """
 
     outputs: np.ndarray  # float32 [K, Q, 10] log-probabilities on the stage's queries

@@ -90,14 +90,16 @@ def table2_rows(
         ["paper: chance", "–", *(TABLE2["chance"][k] for k in REPORT_ORDER), TABLE2["chance"]["mean"]],
     ]
     kp, ki = params["kennen_o"], params["kennen_i"]
+    ckpt = kp.get("boxes") == "checkpoints"
     for s in settings:
         headline = s["setting"] == kp["optimiser"]
-        label = f"kennen-o, `{s['setting']}` optimiser" + (" (headline)" if headline else "")
+        label = f"kennen-o, `{s['setting']}` optimiser" + (", checkpoint boxes (ours)" if ckpt else "")
+        label += " (headline)" if headline else ""
         mean = ci(kennen_o, "acc.mean") if headline else s["mean"]
         rows.append([label, kp["output"], *(s[k] for k in REPORT_ORDER), mean])
     for r in output_sweep:
         if r["output"] != kp["output"] and r["output"] in ("top10", "top1", "bottom1"):
-            label = f"kennen-o, `{kp['optimiser']}` optimiser"
+            label = f"kennen-o, `{kp['optimiser']}` optimiser" + (", final boxes" if ckpt else "")
             rows.append([label, r["output"], *(r[k] for k in REPORT_ORDER), r["acc_mean"]])
     target_text = {"each": "one query per attribute", "all": "one query for all (official run.py)"}
     for t in kennen_i_targets:
@@ -361,9 +363,15 @@ def cv_rows(kennen_o: dict[str, Any], kennen_i: dict[str, Any], kennen_io: dict[
     def row(name: str, m: dict[str, Any], prefix: str = "cv") -> Row:
         return [name, ci(m, f"{prefix}.acc_config.mean"), ci(m, f"{prefix}.acc.mean")]
 
-    rows = [row("kennen-o (prob; ours: adam, early stopping)", kennen_o)]
+    ckpt = kennen_o.get("cv.checkpoint_boxes", 0) > 0
+    rows = [row(f"kennen-o (prob; ours: adam, early stopping{', checkpoint boxes' if ckpt else ''})", kennen_o)]
+    if "cv.final_boxes.acc_config.mean" in kennen_o:
+        rows.append(
+            row("kennen-o (prob; adam, early stopping; final boxes only, the paper's)", kennen_o, "cv.final_boxes")
+        )
     if "cv.official.acc_config.mean" in kennen_o:
-        rows.append(row("kennen-o (prob; official optimiser settings)", kennen_o, "cv.official"))
+        label = "official optimiser settings" + (", checkpoint boxes" if ckpt else "")
+        rows.append(row(f"kennen-o (prob; {label})", kennen_o, "cv.official"))
     for kind, label in (("logreg", "logistic regression (baseline)"), ("knn", "5-nearest neighbours (baseline)")):
         if f"cv.{kind}.acc_config.mean" in kennen_o:
             rows.append(row(label, kennen_o, f"cv.{kind}"))
@@ -398,6 +406,13 @@ def gap_text(m: dict[str, Any], prefix: str, sep: str = ".") -> str:
 def cv_notes(kennen_o: dict[str, Any], kennen_io: dict[str, Any]) -> list[str]:
     """Bullet lines: what the MLP adds over the baselines, io - o, and the spread over metamodel seeds."""
     lines = []
+    if "cv.vs_final_boxes.acc_config.diff" in kennen_o:
+        lines.append(
+            f"- kennen-o with the {int(kennen_o['cv.checkpoint_boxes'])} checkpoint boxes of its training boxes' models "
+            f"− without them (the paper's recipe), same folds and seed, over configurations: "
+            f"{gap_text(kennen_o, 'cv.vs_final_boxes.acc_config')} (over boxes: "
+            f"{gap_text(kennen_o, 'cv.vs_final_boxes.acc')})."
+        )
     for kind, label in (("logreg", "logistic regression"), ("knn", "5-nearest neighbours")):
         if f"cv.vs_{kind}.acc_config.diff" in kennen_o:
             lines.append(
@@ -422,20 +437,33 @@ def cv_notes(kennen_o: dict[str, Any], kennen_io: dict[str, Any]) -> list[str]:
 
 
 def learning_curve_rows(sweep: list[dict[str, Any]]) -> list[Row]:
-    """The learning curve: training boxes, subsets, mean over configurations +- sd over subsets, over boxes."""
+    """The learning curve: training boxes, subsets, mean over configurations +- sd over subsets, over boxes; then
+    the same for the curve with checkpoint boxes where the sweep has it (``checkpoints_*`` columns)."""
+    prefixes = ("", "checkpoints_") if sweep and "checkpoints_acc_config_mean" in sweep[0] else ("",)
     return [
-        [
-            r["n_train"],
-            r.get("subsets", 1),
-            f"{r['acc_config_mean']:.1f} ± {r.get('acc_config_sd', 0.0):.1f}",
-            f"{r['acc_mean']:.1f} ± {r.get('acc_sd', 0.0):.1f}",
+        [r["n_train"]]
+        + [
+            cell
+            for p in prefixes
+            for cell in (
+                r.get(f"{p}subsets", 1),
+                f"{r[f'{p}acc_config_mean']:.1f} ± {r.get(f'{p}acc_config_sd', 0.0):.1f}",
+                f"{r[f'{p}acc_mean']:.1f} ± {r.get(f'{p}acc_sd', 0.0):.1f}",
+            )
         ]
         for r in sweep
     ]
 
 
 def learning_curve_text(fit: dict[str, Any]) -> str:
-    """The fitted power law and the boxes it says each target needs (with configuration-bootstrap intervals)."""
+    """The fitted power law and the boxes it says each target needs (with configuration-bootstrap intervals); the
+    same for the curve with checkpoint boxes where ``fit`` has it (``checkpoints.fit.*``)."""
+    text = _curve_fit_text({k: v for k, v in fit.items() if k.startswith("fit.")})
+    ckpt = {k.removeprefix("checkpoints."): v for k, v in fit.items() if k.startswith("checkpoints.fit.")}
+    return text if not ckpt else f"{text}\n\nWith checkpoint boxes: {_curve_fit_text(ckpt)}"
+
+
+def _curve_fit_text(fit: dict[str, Any]) -> str:
     if not fit.get("fit.ok"):
         return "The power law could not be fitted to these points."
 

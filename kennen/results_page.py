@@ -147,10 +147,10 @@ def cv_section(
     methods = {"kennen-o": kennen_o, "kennen-i": kennen_i, "kennen-io": kennen_io}
     per_attr = table(["method", *_titles(REPORT_ORDER), "mean"], res.cv_attribute_rows(methods))
     per_attr_boxes = table(["method", *_titles(REPORT_ORDER), "mean"], res.cv_attribute_rows(methods, "acc"))
-    curve = table(
-        ["training boxes per fold", "subsets", "mean over configurations ± sd", "mean over boxes ± sd"],
-        res.learning_curve_rows(n_train),
-    )
+    columns = ["subsets", "mean over configurations ± sd", "mean over boxes ± sd"]
+    ckpt = bool(n_train) and "checkpoints_acc_config_mean" in n_train[0]
+    with_ckpt = [f"with checkpoint boxes: {c}" for c in columns] if ckpt else []
+    curve = table(["training boxes per fold", *columns, *with_ckpt], res.learning_curve_rows(n_train))
     return f"""## Headline: cross-validation over configurations (ours)
 
 Every box of the zoo is predicted once, by a metamodel trained in one of {int(kennen_o["cv.k"])} folds that never saw
@@ -180,13 +180,21 @@ Per attribute, over boxes:
 
 kennen-o trained on random subsets of each fold's training boxes ({n_train[0].get("subsets", 1) if n_train else 0}
 subsets per point; the largest point takes every training box of a fold and varies the metamodel seed only),
-tested on the fold's boxes; the spread is over subsets.
+tested on the fold's boxes; the spread is over subsets.{_checkpoint_curve_text(n_train) if ckpt else ""}
 
 {curve}
 
 {res.learning_curve_text(learning_curve)}
 
 ![learning curve](figures/kennen_o/sweep_n_train.png)"""
+
+
+def _checkpoint_curve_text(n_train: list[dict[str, Any]]) -> str:
+    return (
+        f" Ours beside it: the same subsets' boxes (the first {n_train[0]['checkpoints_subsets']} of each point) "
+        "and the checkpoint boxes of their models, tested on the same final boxes; every other sweep learns from "
+        "final boxes only, as the paper."
+    )
 
 
 LEVER_NAMES = {

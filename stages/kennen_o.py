@@ -20,6 +20,10 @@ parallel (``kennen.metamodel.runs``). Writes:
 - a per-setting table, per-attribute confusion matrices, the trained metamodel
   (safetensors + JSON) and DVCLive training curves of the headline.
 
+With ``kennen_o.boxes: checkpoints`` (ours) every training also learns from the ``--checkpoints`` boxes of its
+training boxes' models, never tested on; the methods table then has the paper's recipe (final boxes only,
+headline setting, first seed) as a row, and ``cv.vs_final_boxes.*`` is the paired difference to it.
+
 ``--headline`` repeats the cross-validated means over configurations and over boxes, their intervals and
 ``cv.n_boxes``/``cv.n_configs`` (``runner.HEADLINE``), listed first in dvc.yaml so that ``dvc metrics diff``
 leads with them.
@@ -41,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     for name in ("data", "outputs", "boxes", "splits", *OUTPUTS):
         p.add_argument(f"--{name}", required=True)
+    p.add_argument("--checkpoints", help="the queries stage's checkpoint boxes (read with kennen_o.boxes: checkpoints)")
 
     def body(a) -> None:
         inputs = (Path(a.data), Path(a.outputs), Path(a.boxes), Path(a.splits))
-        run_kennen_o.run(load_params(a.params), *inputs, Outputs.of(a))
+        ckpt = Path(a.checkpoints) if a.checkpoints else None
+        run_kennen_o.run(load_params(a.params), *inputs, Outputs.of(a), ckpt)
 
     return run(body, p, argv)
 

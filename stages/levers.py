@@ -19,9 +19,10 @@ queries, one argmax per attribute head):
 
 Every combination is trained in every fold of ``data/splits/folds.json``, the folds kennen-o, kennen-i,
 kennen-io, the sweeps and the defences share, so every box is predicted once, out of fold, and every row is
-paired with the reference row ``mlp.q<kennen_o.n_queries>.first.argmax`` (``mlp.q100.first.argmax``): kennen-o
-as the ``kennen_o`` stage trains it (same boxes, features, seed and early stopping, so the same predictions as
-its ``cv_predictions.csv``).
+paired with the reference row ``mlp.q<kennen_o.n_queries>.first.argmax`` (``mlp.q100.first.argmax``): the
+paper's recipe as the ``kennen_o`` stage trains it (same boxes, features, seed and early stopping, so the same
+predictions as its ``final_boxes`` row; its headline, with ``kennen_o.boxes: checkpoints``, is the row
+``mlp.q100.first.checkpoints.argmax``).
 Writes:
 
 - ``--metrics``: per row ``<row>.acc_config.mean`` with ``_low``/``_high`` (each configuration counts

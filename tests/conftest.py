@@ -35,7 +35,8 @@ TINY = {
     "queries": {"n_max": 20},
     "splits": {"test_fraction": 0.3},
     "kennen_o": {"n_queries": 5, "hidden": 16, "optimisers": {"default": {"epochs": 3}, "official": {"epochs": 3}}},
-    "kennen_o_sweep": {"n_train": [2, 4], "n_queries": [1, 5], "outputs": ["prob", "top1", "bottom1"], "subsets": 2},
+    "kennen_o_sweep": {"n_train": [2, 4, 5000], "n_queries": [1, 5], "outputs": ["prob", "top1", "bottom1"], "subsets": 2,
+                       "checkpoint_subsets": 1},
     "levers": {"n_queries": [2, 5], "small_hidden": 4, "pca_dim": 3, "knn_k": 2},
     "kennen_i": {"epochs": 1, "step": {"batch": 4}},
     "kennen_io": {

@@ -77,8 +77,10 @@ def test_kennen_o_stage_writes_intervals_seed_spread_and_predictions(tiny_zoo):
         assert f"seeds.acc.{k}" in m and f"seeds.acc.{k}_sd" in m
     assert m["seeds.n"] == 3 and m["seeds.acc.mean_low"] <= m["seeds.acc.mean"] <= m["seeds.acc.mean_high"]
     assert {"default.acc.mean", "official.acc.mean", "n_train", "n_test", "train.epochs", "train.n_val"} <= set(m)
-    # the saved metamodel learns from every box (its early-stopping carve included)
-    assert m["train.n_val"] > 0 and m["train.n_fit"] + m["train.n_val"] == m["cv.n_boxes"]
+    # the saved metamodel learns from every box (its early-stopping carve included) and from the checkpoint
+    # boxes of their models, less those of the configurations the carve holds out
+    n_rows = m["train.n_fit"] + m["train.n_val"]
+    assert m["train.n_val"] > 0 and m["cv.n_boxes"] < n_rows < m["cv.n_boxes"] + m["cv.checkpoint_boxes"]
     ids, y_true, y_pred = read_predictions(tiny_zoo / "reports/plots/kennen_o/predictions.csv")
     assert ids == json.loads((tiny_zoo / "data/splits/r.json").read_text())["test"]
     assert accuracies(y_true, y_pred) == {f"acc.{k}": m[f"acc.{k}"] for k in (*KEYS, "mean")}
@@ -111,10 +113,20 @@ def test_kennen_o_stage_cross_validates_over_configurations(tiny_zoo):
     assert stats_accuracies(y_true, y_pred)["mean"] == m["cv.acc.mean"]
     assert stats_accuracies(y_true, y_pred, units=units, per_config=True)["mean"] == m["cv.acc_config.mean"]
     methods = [r["method"] for r in read_csv(tiny_zoo / "reports/plots/kennen_o/methods.csv")]
-    assert methods == ["kennen-o (default)", "kennen-o (official)", "logreg (baseline)", "knn (baseline)"]
-    assert {"cv.logreg.acc_config.mean", "cv.vs_logreg.acc_config.diff", "cv.seeds.acc_config.mean_sd"} <= set(m)
+    assert methods == [
+        "kennen-o (default) (with checkpoint boxes)",
+        "kennen-o (official) (with checkpoint boxes)",
+        "kennen-o (default; final boxes only: the paper's)",
+        "logreg (baseline)",
+        "knn (baseline)",
+    ]
+    keys = {"cv.logreg.acc_config.mean", "cv.vs_logreg.acc_config.diff", "cv.seeds.acc_config.mean_sd"}
+    assert keys | {"cv.final_boxes.acc_config.mean", "cv.vs_final_boxes.acc_config.diff"} <= set(m)
+    ckpt = np.load(tiny_zoo / "data/queries/checkpoints.npz")["box"]
+    assert m["cv.checkpoint_boxes"] == len(ckpt) > 0
     meta = json.loads((tiny_zoo / "models/kennen_o.json").read_text())
     assert meta["test_accuracy"]["acc.mean"] == m["cv.acc.mean"]  # what whiten shows: the cross-validated figure
+    assert meta["boxes"] == "checkpoints" and f"{len(ckpt)} checkpoint boxes" in meta["trained_on"]
 
 
 @pytest.mark.parametrize("name", SWEEPS)
@@ -123,9 +135,16 @@ def test_kennen_o_sweep_stage(tiny_zoo, monkeypatch, name):
     assert _run_stage(tiny_zoo, ("kennen_o_sweep", name)) == 0
     rows = read_csv(tiny_zoo / f"reports/plots/kennen_o/sweep_{name}.csv")
     assert rows and {"acc_mean", "acc_mean_low", "acc_mean_high"} <= set(rows[0])
+    if name == "n_train":  # the learning curve with checkpoint boxes beside the paper's, on the same boxes
+        assert all(float(r["checkpoints_subsets"]) == 1 and r["checkpoints_acc_config_mean"] for r in rows)
+        fit = json.loads((tiny_zoo / "reports/metrics/kennen_o_sweep/n_train.json").read_text())
+        assert "fit.points" in fit and "checkpoints.fit.points" in fit
     m = json.loads((tiny_zoo / "reports/metrics/kennen_o.json").read_text())
-    if name == "output":  # the headline's own point, read from its out-of-fold predictions
-        assert float(next(r for r in rows if r["output"] == "prob")["acc_mean"]) == m["cv.acc.mean"]
+    if name == "output":  # the sweeps learn from final boxes: the headline's point on them is the paper recipe's
+        assert float(next(r for r in rows if r["output"] == "prob")["acc_mean"]) == m["cv.final_boxes.acc.mean"]
+    if name == "n_train":  # the checkpoint curve's point on all boxes, first subset: the headline's own
+        top = max(rows, key=lambda r: float(r["n_train"]))
+        assert int(top["checkpoints_subsets"]) == 1 and float(top["checkpoints_acc_mean"]) == m["cv.acc.mean"]
     fit = json.loads((tiny_zoo / f"reports/metrics/kennen_o_sweep/{name}.json").read_text())
     if name == "n_train":
         assert {"subsets", "acc_config_sd"} <= set(rows[0]) and int(rows[0]["subsets"]) == 2
@@ -244,8 +263,11 @@ def test_levers_stage_pairs_every_lever_with_kennen_o_itself(tiny_zoo):
     ko = json.loads((tiny_zoo / "reports/metrics/kennen_o.json").read_text())
     ref = lv["reference"]
     assert ref == "mlp.q5.first.argmax"  # kennen_o.n_queries of the tiny params
-    # the reference row is the kennen_o stage's own cross-validation: same trainings, same predictions
-    assert lv[f"{ref}.acc_config.mean"] == ko["cv.acc_config.mean"] and lv[f"{ref}.acc.mean"] == ko["cv.acc.mean"]
+    # the reference row is the kennen_o stage's own cross-validation of the paper's recipe (final boxes), and
+    # its row with checkpoint boxes the stage's headline: same trainings, same predictions
+    assert lv[f"{ref}.acc_config.mean"] == ko["cv.final_boxes.acc_config.mean"]
+    assert lv[f"{ref}.acc.mean"] == ko["cv.final_boxes.acc.mean"]
+    assert lv["mlp.q5.first.checkpoints.argmax.acc.mean"] == ko["cv.acc.mean"]
     assert lv[f"{ref}.gap.diff"] == 0 and lv["n_boxes"] == ko["cv.n_boxes"]
     rows = read_csv(tiny_zoo / "reports/plots/levers/table.csv")
     families = ("mlp", "mlp_small", "logreg", "pca_logreg", "centroid", "knn")
@@ -287,13 +309,16 @@ def test_levers_reference_row_is_the_kennen_o_stages_own_predictions(tiny_zoo, m
 
     from kennen.metamodel import levers
     from kennen.metamodel.kennen_o import targets
+    from kennen.queries import load_checkpoint_boxes
 
     monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
     params, lp, kp, boxes, outputs, folds = _levers_inputs(tiny_zoo)
-    lp = replace(lp, families=("mlp",), n_queries=(kp.n_queries,), boxes=("final",))
+    assert kp.boxes == "checkpoints"  # the headline learns from checkpoint boxes too: so does the row it equals
+    lp = replace(lp, families=("mlp",), n_queries=(kp.n_queries,), boxes=("final", "checkpoints"))
     sets = levers.query_sets(outputs, targets(boxes).numpy(), folds, lp)
-    log_probs = levers.log_probabilities(outputs, boxes, folds, sets, lp, kp, params["seed"])
-    pred = np.stack([q.argmax(1) for q in log_probs["mlp", "first", kp.n_queries, "final"]], 1)
+    ckpt = load_checkpoint_boxes(tiny_zoo / "data/queries/checkpoints.npz", boxes, outputs.shape[1])
+    log_probs = levers.log_probabilities(outputs, boxes, folds, sets, lp, kp, params["seed"], ckpt)
+    pred = np.stack([q.argmax(1) for q in log_probs["mlp", "first", kp.n_queries, "checkpoints"]], 1)
     ids, _, y_pred = read_predictions(tiny_zoo / "reports/plots/kennen_o/cv_predictions.csv")
     assert ids == list(range(len(boxes))) and (pred == y_pred).all()
 

@@ -108,6 +108,25 @@ def test_carve_splits_the_training_rows_only():
     assert EarlyStop(0.25, min_val=1).carve(4, seed=3, groups=[7, 7, 7, 7]) is None
 
 
+def test_carve_with_checkpoint_rows_validates_on_final_boxes_and_drops_the_held_out_checkpoints():
+    from kennen.metamodel.kennen_o import EarlyStop
+
+    stop = EarlyStop(0.25, min_val=5)
+    groups = [i // 5 for i in range(40)]  # 40 final boxes of 8 configurations, then 3 checkpoints of each box
+    with_ckpt = groups + [g for g in groups for _ in range(3)]
+    fit_rows, val_rows = stop.carve(len(with_ckpt), seed=3, groups=with_ckpt, n_boxes=40)
+    plain_fit, plain_val = stop.carve(40, seed=3, groups=groups)
+    assert torch.equal(val_rows, plain_val)  # the same carve as without checkpoints, on final boxes only
+    assert fit_rows[: len(plain_fit)].tolist() == plain_fit.tolist()
+    held = {groups[i] for i in val_rows.tolist()}
+    extra = fit_rows[len(plain_fit) :].tolist()
+    assert extra and all(r >= 40 and with_ckpt[r] not in held for r in extra)
+    assert len(extra) == sum(with_ckpt[r] not in held for r in range(40, len(with_ckpt)))
+    assert torch.equal(stop.carve(40, seed=3, groups=groups, n_boxes=40)[1], plain_val)
+    with pytest.raises(ValueError, match="groups"):
+        stop.carve(50, seed=3, n_boxes=40)
+
+
 def test_training_boxes_of_one_configuration_train_on_the_fixed_schedule():
     from kennen.metamodel.kennen_o import EarlyStop, Optimiser, fit_curve
 

@@ -117,3 +117,27 @@ def test_stage_runs_seed_the_headline_and_early_stop_it_only():
     assert names == ["default", "default", "default", "official"]
     assert [r.replica for r in runs] == [0, 1, 2, 0] and [r.keep_model for r in runs] == [True, False, False, False]
     assert [r.early_stop for r in runs] == [True, True, True, False]  # comparison settings keep their schedule
+
+
+def test_checkpoint_boxes_of_test_boxes_never_reach_a_metamodel():
+    """A run learning from checkpoint boxes gets only those of its training boxes' models: poison (NaN) every
+    other checkpoint, and the trained weights stay finite; unpoisoned, the checkpoints change the model."""
+    from kennen.queries import CheckpointBoxes
+
+    outputs, boxes, split = _world()
+    rng = np.random.default_rng(1)
+    owner = np.repeat(np.arange(len(boxes)), 2)
+    ckpt_outputs = outputs[owner] + rng.normal(scale=0.1, size=(len(owner), *outputs.shape[1:])).astype(np.float32)
+    clean = CheckpointBoxes(ckpt_outputs.copy(), owner, np.full(len(owner), 1.0, dtype=np.float32))
+    ckpt_outputs[np.isin(owner, split["test"])] = np.nan
+    poisoned = CheckpointBoxes(ckpt_outputs, owner, clean.epoch)
+    run = Run(split, 4, "prob", OPT, keep_model=True, checkpoints=True)
+    (res,) = evaluate_runs([run], outputs, boxes, 16, 1, STOP, checkpoints=poisoned)
+    assert all(torch.isfinite(v).all() for v in res.model.state_dict().values())
+    assert res.curve.n_fit + res.curve.n_val > len(split["train"])  # it did learn from checkpoint rows
+    (same,) = evaluate_runs([run], outputs, boxes, 16, 1, STOP, checkpoints=clean)
+    assert np.array_equal(same.y_pred, res.y_pred)
+    (without,) = evaluate_runs([Run(split, 4, "prob", OPT, keep_model=True)], outputs, boxes, 16, 1, STOP)
+    assert without.curve.n_fit < res.curve.n_fit
+    with pytest.raises(KennenError, match="checkpoints"):
+        evaluate_runs([run], outputs, boxes, 16, 1, STOP)

@@ -64,12 +64,26 @@ def test_learning_curve_subsets_come_from_the_training_folds_only(world):
     outputs, boxes, splits, folds = world
     points = sweep_points("n_train", SP, KP, outputs, splits, folds, {}, 3)
     assert {p[0] for p, _, _ in points} == {20, "all"}
-    for (value, replica), f, run in points:
+    for (value, replica, boxes_), f, run in points:
         assert not set(run.split["train"]) & set(folds[f]) and run.split["test"] == folds[f]
+        assert boxes_ == "final" and not run.checkpoints
         if value == 20:
             assert len(run.split["train"]) == 20 and run.replica == replica
     subsets = {(p, f): tuple(run.split["train"]) for p, f, run in points if p[0] == 20}
-    assert subsets[(20, 0), 0] != subsets[(20, 1), 0]  # subsets differ between replicas
+    assert subsets[(20, 0, "final"), 0] != subsets[(20, 1, "final"), 0]  # subsets differ between replicas
+
+
+def test_the_checkpoint_curve_learns_from_the_final_curves_first_subsets(world):
+    from dataclasses import replace
+
+    outputs, boxes, splits, folds = world
+    sp = replace(SP, curves=("final", "checkpoints"), checkpoint_subsets=1)
+    points = sweep_points("n_train", sp, KP, outputs, splits, folds, {}, 3)
+    final = {(p[0], p[1], f): run for p, f, run in points if p[2] == "final"}
+    ckpt = {(p[0], p[1], f): run for p, f, run in points if p[2] == "checkpoints"}
+    assert {k[1] for k in ckpt} == {0} and len(ckpt) == len(final) // SP.subsets
+    for key, run in ckpt.items():
+        assert run.checkpoints and run.split == final[key].split and run.replica == final[key].replica
 
 
 def test_power_law_fit_recovers_a_known_curve_and_answers_targets():
@@ -83,7 +97,7 @@ def test_power_law_fit_recovers_a_known_curve_and_answers_targets():
         p_right = power_law(np.array(n), c, a, b) / 100
         for r in range(3):
             right = rng.random((n_boxes, 12)) < p_right
-            preds[v, r] = np.where(right, y_true, 1 - y_true)
+            preds[v, r, "final"] = np.where(right, y_true, 1 - y_true)
     fit = fit_learning_curve(y_true, preds, sizes, units, (65.0, 99.0), seed=1, n_boot=50)
     assert fit["fit.ok"] == 1.0 and abs(fit["fit.c"] - c) < 10
     assert fit["fit.boxes_for_65_low"] <= fit["fit.boxes_for_65"] <= fit["fit.boxes_for_65_high"]

@@ -39,6 +39,8 @@ from kennen.metamodel.encode import OUTPUT_TYPES, encode
 from kennen.metamodel.metrics import balanced_accuracy
 from kennen.seeds import Purpose, derive
 
+BOXES = ("final", "checkpoints")  # a metamodel's training boxes: final models only, or with their checkpoints
+
 
 def model_seed(base: int, replica: int = 0) -> int:
     """The seed of a kennen-o model (initialisation, batch order, validation carve); replica 0 is the headline."""
@@ -91,17 +93,30 @@ class EarlyStop:
         require(self.patience >= 1, f"{where}.patience", f"must be at least 1, got {self.patience}")
         require(self.min_val >= 1, f"{where}.min_val", f"must be at least 1, got {self.min_val}")
 
-    def carve(self, n: int, seed: int, groups: Sequence[Any] | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def carve(
+        self, n: int, seed: int, groups: Sequence[Any] | None = None, n_boxes: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(fitting rows, validation rows) of ``n`` training rows, both sorted; None when no carve is made.
 
-        ``groups``: the rows' configurations, held out whole (``calibration.carve_rows``).
+        ``groups``: the rows' configurations, held out whole (``calibration.carve_rows``). ``n_boxes``: only
+        the first ``n_boxes`` rows are boxes of final models, the rest are checkpoint boxes of their models
+        (``runs.training_rows``). The carve is drawn on the final boxes alone, as without checkpoints, and
+        validates on them alone (a checkpoint is not what a metamodel is tested on); the checkpoint rows of
+        a held-out configuration are left out of the fit.
         """
-        n_val = round(self.val_fraction * n)
-        if n_val < self.min_val or n - n_val < 1:
+        n_final = n if n_boxes is None else n_boxes
+        if n_final < n and groups is None:
+            raise ValueError("EarlyStop.carve: checkpoint rows need their groups")
+        n_val = round(self.val_fraction * n_final)
+        if n_val < self.min_val or n_final - n_val < 1:
             return None
-        fit_rows, val_rows = carve_rows(n, n_val, derive(seed, Purpose.CARVE), groups)
+        keys = None if groups is None else list(groups)[:n_final]
+        fit_rows, val_rows = carve_rows(n_final, n_val, derive(seed, Purpose.CARVE), keys)
         if len(val_rows) < self.min_val:  # whole configurations can leave less (none, for one configuration)
             return None
+        if n_final < n:
+            held = {keys[r] for r in val_rows}
+            fit_rows += [r for r in range(n_final, n) if groups[r] not in held]
         return torch.tensor(fit_rows, dtype=torch.long), torch.tensor(val_rows, dtype=torch.long)
 
 
@@ -212,8 +227,9 @@ def fit_curve(
     on_epoch=None,
     stop: EarlyStop | None = None,
     groups: Sequence[Any] | None = None,
+    n_boxes: int | None = None,
 ) -> tuple[KennenO, Curve]:
-    """``fit`` that also returns the training curve.
+    """``fit`` that also returns the training curve (``n_boxes``: ``EarlyStop.carve``).
 
     Without a carve (``stop`` None, off, or too few boxes) this is the fixed schedule: the same
     initialisation, batch order and updates as before early stopping existed.
@@ -225,7 +241,7 @@ def fit_curve(
         if on_epoch is not None:
             on_epoch(epoch, loss)
 
-    rows = stop.carve(len(x), seed, groups) if stop is not None else None
+    rows = stop.carve(len(x), seed, groups, n_boxes) if stop is not None else None
     shuffle = torch.Generator().manual_seed(seed)
     if rows is None:
         curve.n_fit = len(x)
@@ -341,11 +357,13 @@ class KennenOParams:
     optimiser: str = "default"
     seeds: int = bounded(100, 3)  # headline seed replicas; the first is the headline
     early_stop: EarlyStop = EarlyStop()  # off unless params turn it on
+    boxes: str = "final"  # training boxes: final models (the paper's) | checkpoints (and their checkpoints, ours)
 
     def check(self, where: str) -> None:
         require(self.n_queries >= 1, f"{where}.n_queries", f"must be at least 1, got {self.n_queries}")
         require(self.hidden >= 1, f"{where}.hidden", f"must be at least 1, got {self.hidden}")
         require(self.seeds >= 1, f"{where}.seeds", f"must be at least 1, got {self.seeds}")
+        require(self.boxes in BOXES, f"{where}.boxes", f"expected one of {', '.join(BOXES)}, got {self.boxes!r}")
         require(
             self.output in OUTPUT_TYPES,
             f"{where}.output",

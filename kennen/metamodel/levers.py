@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,10 @@ from kennen.attributes import ATTRIBUTES
 from kennen.config import bounded, require
 from kennen.errors import KennenError
 from kennen.metamodel import baselines
-from kennen.metamodel.cv import checkpoint_rows, out_of_fold
+from kennen.metamodel.cv import out_of_fold
 from kennen.metamodel.decode import decode_valid, is_valid
-from kennen.metamodel.kennen_o import KennenOParams, configs, features, model_seed, targets
-from kennen.metamodel.runs import Job, run_jobs
+from kennen.metamodel.kennen_o import BOXES, KennenOParams, features, model_seed, targets
+from kennen.metamodel.runs import Job, run_jobs, training_rows
 from kennen.metamodel.select import select_queries
 from kennen.parallel import run_tasks
 from kennen.queries import CheckpointBoxes
@@ -42,7 +41,6 @@ MLPS = ("mlp", "mlp_small")
 FAMILIES = (*MLPS, *baselines.FAMILIES)
 SELECTIONS = ("first", "greedy")
 DECODES = ("argmax", "valid")
-BOXES = ("final", "checkpoints")  # the training boxes: final models only (the paper's), or with their checkpoints
 N_CLASSES = tuple(a.n_classes for a in ATTRIBUTES)
 log = logging.getLogger("kennen.levers")
 
@@ -128,7 +126,10 @@ def log_probabilities(
             if fam in MLPS:
                 hidden = kp.hidden if fam == "mlp" else lp.small_hidden
                 opt, stop = kp.optimisers[kp.optimiser], kp.early_stop
-                job = Job(x_train, y_train, x[test], hidden, opt, model_seed(seed), stop, groups=groups, logits=True)
+                job = Job(
+                    x_train, y_train, x[test], hidden, opt, model_seed(seed), stop, groups=groups, logits=True,
+                    n_boxes=len(train),
+                )  # fmt: skip
                 mlp_jobs.append(job)
                 mlp_keys.append((fam, sel, n, tb, f))
             else:
@@ -144,26 +145,6 @@ def log_probabilities(
         k: [out_of_fold(folds, [per_fold[(*k, f)][a] for f in range(len(folds))], len(boxes)) for a in range(12)]
         for k in keys
     }
-
-
-def training_rows(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    boxes: list[dict[str, Any]],
-    train: Sequence[int],
-    checkpoints: tuple[CheckpointBoxes, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, tuple[Any, ...]]:
-    """Features, labels and early-stopping carve groups of the boxes ``train``; with ``checkpoints`` (the boxes
-    and their features), followed by the checkpoint boxes of those boxes' models, with their labels
-    (:func:`kennen.metamodel.cv.checkpoint_rows`)."""
-    x_train, y_train, groups = x[train], y[train], configs(boxes, train)
-    if checkpoints is None:
-        return x_train, y_train, groups
-    ckpt, xc = checkpoints
-    rows = checkpoint_rows(train, ckpt.box)
-    owners = ckpt.box[rows]
-    x_train, y_train = torch.cat([x_train, xc[rows]]), torch.cat([y_train, y[torch.from_numpy(owners)]])
-    return x_train, y_train, groups + configs(boxes, owners.tolist())
 
 
 def lever_name(family: str, n_queries: int, selection: str, boxes: str, decode: str) -> str:
@@ -258,9 +239,8 @@ def foreign_levers(
         )
         if fam == "mlp":
             opt, stop = kp.optimisers[kp.optimiser], kp.early_stop
-            jobs.append(
-                ((fam, sel, tb), Job(x, y_train, x_test, kp.hidden, opt, model_seed(seed), stop, groups=groups))
-            )
+            job = Job(x, y_train, x_test, kp.hidden, opt, model_seed(seed), stop, groups=groups, n_boxes=len(boxes))
+            jobs.append(((fam, sel, tb), job))
         else:
             options = (N_CLASSES, lp.pca_dim, lp.knn_k)
             # copies: sending a tensor to a worker moves its storage to shared memory, under any NumPy view of it

@@ -2,7 +2,10 @@
 
 The headline setting is trained with ``kennen_o.seeds`` seeds and ``kennen_o.early_stop``, the
 other settings with the first seed and their fixed schedule, all in parallel
-(``kennen.metamodel.runs``); :func:`run` writes through ``kennen.metamodel.runner``.
+(``kennen.metamodel.runs``); :func:`run` writes through ``kennen.metamodel.runner``. Every training
+learns from ``kennen_o.boxes``: the final models' boxes (the paper's), or those and the checkpoint
+boxes of their models (ours); with checkpoints, the headline setting is also cross-validated on the
+final boxes alone, the paper's recipe, as a row of the methods table and a paired difference.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from kennen import data as mnist_data
 from kennen.attributes import KEYS
 from kennen.config import base_seed, section
+from kennen.errors import KennenError
 from kennen.metamodel import baselines, cv
 from kennen.metamodel.baselines import BASELINES
 from kennen.metamodel.calibration import CalibrationParams, calibrate_out_of_fold, standardise
@@ -26,11 +30,12 @@ from kennen.metamodel.kennen_o import Curve, KennenOParams, features, targets
 from kennen.metamodel.runner import ATTRIBUTE_KEYS, Outputs, Report, finish
 from kennen.metamodel.runs import Run, evaluate_runs, seed_metrics, stage_runs, write_predictions
 from kennen.parallel import run_tasks
-from kennen.queries import load_outputs, read_boxes
+from kennen.queries import CheckpointBoxes, load_checkpoint_boxes, load_outputs, read_boxes
 from kennen.splits import fold_split, read_folds, read_split
 
 log = logging.getLogger("kennen.kennen_o")
 ACC_KEYS = (*KEYS, "mean")
+FINAL_BOXES = "final_boxes"  # the headline setting trained on final boxes only, next to one with checkpoints
 
 
 def _training(curve: Curve) -> dict[str, float]:
@@ -51,16 +56,23 @@ def cv_runs(kp: KennenOParams, folds: list[list[int]]) -> tuple[list[tuple[str, 
 
     Every fold trains ``kp.seeds`` replicas of the headline setting (with early stopping,
     asking for the test rows' logits, which calibrate the saved metamodel) and one of every
-    other setting on its fixed schedule, as the R split does.
+    other setting on its fixed schedule, as the R split does; all on ``kp.boxes``. With checkpoint
+    boxes, one more replica of the headline setting learns from the final boxes alone (``FINAL_BOXES``).
     """
     labels, runs = [], []
+    ckpt = kp.boxes == "checkpoints"
     for name, opt in kp.optimisers.items():
         headline = name == kp.optimiser
         for k in range(kp.seeds if headline else 1):
             for f in range(len(folds)):
                 labels.append((name, k, f))
                 split = fold_split(folds, f)
-                runs.append(Run(split, kp.n_queries, kp.output, opt, replica=k, early_stop=headline, logits=headline))
+                run = Run(split, kp.n_queries, kp.output, opt, replica=k, early_stop=headline, logits=headline)
+                runs.append(dataclasses.replace(run, checkpoints=ckpt))
+    if ckpt:
+        for f in range(len(folds)):
+            labels.append((FINAL_BOXES, 0, f))
+            runs.append(Run(fold_split(folds, f), kp.n_queries, kp.output, kp.optimisers[kp.optimiser]))
     return labels, runs
 
 
@@ -76,7 +88,15 @@ def baseline_rows(x: np.ndarray, y: np.ndarray, folds: list[list[int]]) -> dict[
     return {kind: out_of_fold(folds, [done[i * k + f] for f in range(k)], len(x)) for i, kind in enumerate(BASELINES)}
 
 
-def run(params: dict[str, Any], data: Path, outputs_npz: Path, boxes_csv: Path, splits: Path, out: Outputs) -> None:
+def run(
+    params: dict[str, Any],
+    data: Path,
+    outputs_npz: Path,
+    boxes_csv: Path,
+    splits: Path,
+    out: Outputs,
+    checkpoints_npz: Path | None = None,
+) -> None:
     """Train, evaluate, calibrate and write kennen-o (module docstring; the stage's docstring lists the outputs).
 
     Args:
@@ -84,20 +104,28 @@ def run(params: dict[str, Any], data: Path, outputs_npz: Path, boxes_csv: Path, 
         data: ``mnist.npz``, for the query images saved with the metamodel.
         outputs_npz, boxes_csv, splits: the ``queries`` and ``splits`` stages' outputs.
         out: where to write.
+        checkpoints_npz: the ``queries`` stage's checkpoint boxes (read with ``kennen_o.boxes: checkpoints``).
     """
     kp = section(KennenOParams, params, "kennen_o")
     cp = section(CalibrationParams, params, "calibration")
     seed = base_seed(params)
     boxes = read_boxes(boxes_csv)
     outputs, query_index = load_outputs(outputs_npz, boxes)
+    checkpoints = _checkpoints(kp, checkpoints_npz, boxes, outputs.shape[1])
+    ckpt = checkpoints is not None
     split = read_split(splits, "r", boxes)
     folds = read_folds(splits, boxes)
     all_ids = [b["box"] for b in boxes]
     r_names, r_runs = stage_runs(kp, split)
-    r_runs = [dataclasses.replace(r, keep_model=False) for r in r_runs]
+    r_runs = [dataclasses.replace(r, keep_model=False, checkpoints=ckpt) for r in r_runs]
     cv_labels, c_runs = cv_runs(kp, folds)
-    final = Run({"train": all_ids, "test": []}, kp.n_queries, kp.output, kp.optimisers[kp.optimiser], keep_model=True)
-    results = evaluate_runs([*r_runs, *c_runs, final], outputs, boxes, kp.hidden, seed, kp.early_stop)
+    final = Run(
+        {"train": all_ids, "test": []}, kp.n_queries, kp.output, kp.optimisers[kp.optimiser], keep_model=True,
+        checkpoints=ckpt,
+    )  # fmt: skip
+    results = evaluate_runs(
+        [*r_runs, *c_runs, final], outputs, boxes, kp.hidden, seed, kp.early_stop, checkpoints=checkpoints
+    )
     r_results, c_results, final_res = results[: len(r_runs)], results[len(r_runs) : -1], results[-1]
 
     # The paper's protocol: the R split (Table 2's row), as before.
@@ -128,22 +156,24 @@ def run(params: dict[str, Any], data: Path, outputs_npz: Path, boxes_csv: Path, 
     x_all = features(outputs, kp.n_queries, kp.output)
     base = baseline_rows(x_all.numpy(), y_all, folds)
     table = []
-    methods = {f"kennen-o ({name})": preds[name, 0] for name in kp.optimisers} | {
-        f"{kind} (baseline)": p for kind, p in base.items()
-    }
-    for method, pred in methods.items():
+    trained_on = " (with checkpoint boxes)" if ckpt else ""
+    methods = {name: (f"kennen-o ({name}){trained_on}", preds[name, 0]) for name in kp.optimisers}
+    if ckpt:
+        methods[FINAL_BOXES] = (f"kennen-o ({kp.optimiser}; final boxes only: the paper's)", preds[FINAL_BOXES, 0])
+    methods |= {kind: (f"{kind} (baseline)", p) for kind, p in base.items()}
+    for tag, (method, pred) in methods.items():
         m = cv.metrics(y_all, pred, units, seed, prefix="m")
         table.append({"method": method} | {k[2:]: v for k, v in m.items()})
-        tag = method.split(" ")[0] if "baseline" in method else method[len("kennen-o (") : -1]
         metrics |= {f"cv.{tag}.{k}": m[f"m.{k}"] for k in ("acc.mean", "acc_config.mean")}
         metrics |= {
             f"cv.{tag}.{k}_{b}": m[f"m.{k}_{b}"] for k in ("acc.mean", "acc_config.mean") for b in ("low", "high")
         }
-    for kind, pred in base.items():
-        metrics |= cv.paired(y_all, cv_pred, pred, units, seed, f"cv.vs_{kind}")
+    for kind in (*base, *([FINAL_BOXES] if ckpt else [])):
+        metrics |= cv.paired(y_all, cv_pred, methods[kind][1], units, seed, f"cv.vs_{kind}")
     for (name, k, f), res in zip(cv_labels, c_results, strict=True):
         if name == kp.optimiser and k == 0 and res.curve is not None:
             metrics[f"cv.fold{f}.epochs"] = res.curve.epochs
+    metrics["cv.checkpoint_boxes"] = len(checkpoints.box) if ckpt else 0
     log.info(
         "kennen-o CV (%d folds, %d boxes, %d configurations): mean over boxes %.2f [%.2f, %.2f], over "
         "configurations %.2f [%.2f, %.2f]; R split %.2f",
@@ -182,8 +212,10 @@ def run(params: dict[str, Any], data: Path, outputs_npz: Path, boxes_csv: Path, 
             "hidden": kp.hidden,
             "optimiser": kp.optimiser,
             "attributes": ATTRIBUTE_KEYS,
-            "trained_on": f"all {len(boxes)} boxes; test_accuracy: {len(folds)}-fold cross-validation over "
-            f"{metrics['cv.n_configs']} configurations",
+            "boxes": kp.boxes,
+            "trained_on": f"all {len(boxes)} boxes"
+            + (f" and the {len(checkpoints.box)} checkpoint boxes of their models" if ckpt else "")
+            + f"; test_accuracy: {len(folds)}-fold cross-validation over {metrics['cv.n_configs']} configurations",
             "query_index": query_index[: kp.n_queries].tolist(),
             "image_space": "pixels in [0, 1], [Q, 1, 28, 28]; normalise with MNIST mean/std before querying",
         },
@@ -196,6 +228,17 @@ def run(params: dict[str, Any], data: Path, outputs_npz: Path, boxes_csv: Path, 
     finish(report, out, params, cp)
     write_predictions(out.plots / "predictions.csv", headline.test_ids, headline.y_true, headline.y_pred)
     write_predictions(out.plots / "cv_predictions.csv", all_ids, y_all, cv_pred)
+
+
+def _checkpoints(
+    kp: KennenOParams, path: Path | None, boxes: list[dict[str, Any]], n_queries: int
+) -> CheckpointBoxes | None:
+    """The checkpoint boxes the stage learns from (``kennen_o.boxes: checkpoints``), or None."""
+    if kp.boxes != "checkpoints":
+        return None
+    if path is None:
+        raise KennenError("kennen_o.boxes: checkpoints needs the queries stage's checkpoint boxes (--checkpoints)")
+    return load_checkpoint_boxes(path, boxes, n_queries)
 
 
 def _optimiser_rows(kp: KennenOParams, names: list[str], results: list) -> list[dict[str, Any]]:

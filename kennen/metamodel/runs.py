@@ -17,6 +17,7 @@ configurations (``kennen.stats``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 from kennen.attributes import ATTRIBUTES
 from kennen.errors import KennenError
 from kennen.io import read_csv, write_csv
+from kennen.metamodel.cv import checkpoint_rows
 from kennen.metamodel.kennen_o import (
     EarlyStop,
     KennenO,
@@ -43,6 +45,7 @@ from kennen.metamodel.kennen_o import (
     train_ids,
 )
 from kennen.parallel import run_tasks
+from kennen.queries import CheckpointBoxes
 from kennen.stats import bootstrap, seed_interval
 
 
@@ -68,6 +71,7 @@ class Job:
     keep_model: bool = False
     groups: tuple | None = None  # the training rows' configurations: the carve holds them out whole
     logits: bool = False  # also return the logits on the test rows (calibration on out-of-fold predictions)
+    n_boxes: int | None = None  # the first n_boxes rows are final boxes, the rest checkpoints (None: all final)
 
     @property
     def cost(self) -> float:
@@ -85,7 +89,9 @@ def run_job(job: Job, threads: int | None = 1) -> dict[str, Any]:
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        model, curve = fit_curve(job.x, job.y, job.hidden, job.opt, job.seed, stop=job.stop, groups=job.groups)
+        model, curve = fit_curve(
+            job.x, job.y, job.hidden, job.opt, job.seed, stop=job.stop, groups=job.groups, n_boxes=job.n_boxes
+        )
         state = model.state_dict() if job.keep_model else None
         out = {"y_pred": predict(model, job.x_test), "state": state, "curve": curve}
         if job.logits:
@@ -119,6 +125,7 @@ class Run:
     keep_model: bool = False
     early_stop: bool = True  # False: the fixed schedule whatever ``stop`` evaluate_runs is given
     logits: bool = False  # keep the test rows' logits (``Result.logits``)
+    checkpoints: bool = False  # also learn from the checkpoint boxes of the training boxes' models
 
 
 def stage_runs(kp: KennenOParams, split: dict[str, list[int]]) -> tuple[list[str], list[Run]]:
@@ -149,6 +156,7 @@ def evaluate_runs(
     seed: int,
     stop: EarlyStop | None = None,
     max_workers: int | None = None,
+    checkpoints: CheckpointBoxes | None = None,
 ) -> list[Result]:
     """Train and test every run in parallel; results in the order of ``runs``, metrics from ``scored``.
 
@@ -160,29 +168,37 @@ def evaluate_runs(
         seed: the base seed (subset: ``seed``; model: ``model_seed(seed, replica)``; the bootstrap's).
         stop: early stopping (None: the fixed schedule).
         max_workers: cap on local workers.
+        checkpoints: the checkpoint boxes, for the runs that learn from them (``Run.checkpoints``).
     """
+    if any(r.checkpoints for r in runs) and (checkpoints is None or not len(checkpoints.box)):
+        raise KennenError("kennen_o.boxes: checkpoints, but the zoo recorded none (set train_zoo.checkpoints)")
     y = targets(boxes)
-    x_cache: dict[tuple[int, str], torch.Tensor] = {}
+    x_cache: dict[tuple[int, str, bool], torch.Tensor] = {}
+
+    def x_of(r: Run, of_checkpoints: bool = False) -> torch.Tensor:
+        key = (r.n_queries, r.output, of_checkpoints)
+        if key not in x_cache:
+            x_cache[key] = features(checkpoints.outputs if of_checkpoints else outputs, r.n_queries, r.output)
+        return x_cache[key]
+
     jobs = []
     for r in runs:
-        if (r.n_queries, r.output) not in x_cache:
-            x_cache[r.n_queries, r.output] = features(outputs, r.n_queries, r.output)
-        x = x_cache[r.n_queries, r.output]
-        train = train_ids(r.split, r.n_train, seed)
-        seed_r = model_seed(seed, r.replica)
-        job_stop = stop if r.early_stop else None
+        x, train = x_of(r), train_ids(r.split, r.n_train, seed)
+        extra = (checkpoints, x_of(r, True)) if r.checkpoints else None
+        x_train, y_train, groups = training_rows(x, y, boxes, train, extra)
         jobs.append(
             Job(
-                x[train],
-                y[train],
+                x_train,
+                y_train,
                 x[r.split["test"]],
                 hidden,
                 r.opt,
-                seed_r,
-                stop=job_stop,
+                model_seed(seed, r.replica),
+                stop=stop if r.early_stop else None,
                 keep_model=r.keep_model,
-                groups=configs(boxes, train),
+                groups=groups,
                 logits=r.logits,
+                n_boxes=len(train),
             )
         )
     results = []
@@ -197,6 +213,26 @@ def evaluate_runs(
         metrics = scored(y_true, out["y_pred"], list(configs(boxes, test)), seed) if test else {}
         results.append(Result(model, y_true, out["y_pred"], metrics, out["curve"], tuple(test), out.get("logits")))
     return results
+
+
+def training_rows(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    boxes: list[dict[str, Any]],
+    train: Sequence[int],
+    checkpoints: tuple[CheckpointBoxes, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[Any, ...]]:
+    """Features, labels and early-stopping carve groups of the boxes ``train``; with ``checkpoints`` (the boxes
+    and their features), followed by the checkpoint boxes of those boxes' models, with their labels
+    (:func:`kennen.metamodel.cv.checkpoint_rows`). The first ``len(train)`` rows are the final boxes."""
+    x_train, y_train, groups = x[train], y[train], configs(boxes, train)
+    if checkpoints is None:
+        return x_train, y_train, groups
+    ckpt, xc = checkpoints
+    rows = checkpoint_rows(train, ckpt.box)
+    owners = ckpt.box[rows]
+    x_train, y_train = torch.cat([x_train, xc[rows]]), torch.cat([y_train, y[torch.from_numpy(owners)]])
+    return x_train, y_train, groups + configs(boxes, owners.tolist())
 
 
 def seed_metrics(results: list[Result]) -> dict[str, float]:

@@ -12,8 +12,15 @@ out-of-fold predictions instead of being trained again.
   noise the one-subset curve of the paper's Figure 4 hides. A power law
   ``acc(n) = c - a * n^(-b)`` is fitted to the points' means over configurations, and refitted
   on configuration-bootstrap resamples to say how many boxes would reach given accuracies.
+  With ``curves`` holding ``checkpoints`` (ours), a second curve learns from the same subsets' boxes
+  and the checkpoint boxes of their models (its first ``checkpoint_subsets`` subsets); its columns in
+  the table are prefixed ``checkpoints_``, its fit ``checkpoints.fit.*``.
 - ``n_queries``, ``output``: one training per fold and point.
 - ``extrapolation``: the paper's E splits (Table 3), one training each.
+
+Apart from that second curve, every sweep learns from the final models' boxes: the paper's recipe,
+whatever ``kennen_o.boxes`` the headline uses (a point is read back from the headline only when
+its training is the headline's).
 """
 
 from __future__ import annotations
@@ -30,12 +37,12 @@ from kennen.errors import KennenError
 from kennen.io import write_json
 from kennen.metamodel.cv import out_of_fold, units_of
 from kennen.metamodel.encode import OUTPUT_TYPES
-from kennen.metamodel.kennen_o import KennenOParams, targets
+from kennen.metamodel.kennen_o import BOXES, KennenOParams, targets
 from kennen.metamodel.metrics import relative
 from kennen.metamodel.report import plot_bars, plot_curve, write_table
 from kennen.metamodel.runs import Run, evaluate_runs, read_predictions
 from kennen.paper import KENNEN_O_BY_OUTPUT, METHOD_MEANS, PAPER_ZOO, TABLE3_KENNEN_IO
-from kennen.queries import load_outputs, read_boxes
+from kennen.queries import CheckpointBoxes, load_checkpoint_boxes, load_outputs, read_boxes
 from kennen.schemas import read_metrics
 from kennen.splits import SplitParams, fold_split, read_folds, read_split, subset
 from kennen.stats import accuracies as box_accuracies
@@ -56,8 +63,15 @@ class SweepParams:
     outputs: tuple[str, ...] = OUTPUT_TYPES
     subsets: int = bounded(1_000, 5)  # random training subsets per learning-curve point (and fold)
     targets: tuple[float, ...] = (65.0, METHOD_MEANS["kennen-o"])  # accuracies the fitted curve is asked about
+    curves: tuple[str, ...] = ("final",)  # learning curves by training boxes (kennen_o.BOXES); final comes first
+    checkpoint_subsets: int = bounded(1_000, 3)  # subsets per point of the checkpoints curve (its first ones)
 
     def check(self, where: str) -> None:
+        require(self.curves[:1] == ("final",), f"{where}.curves", f"must begin with final, got {list(self.curves)}")
+        unknown = [c for c in self.curves if c not in BOXES]
+        require(not unknown and len(set(self.curves)) == len(self.curves), f"{where}.curves",
+                f"expected distinct values of {', '.join(BOXES)}, got {list(self.curves)}")  # fmt: skip
+        require(self.checkpoint_subsets >= 1, f"{where}.checkpoint_subsets", "must be at least 1")
         for key in ("n_train", "n_queries", "outputs"):
             require(len(getattr(self, key)) > 0, f"{where}.{key}", "needs at least one value")
         require(all(n >= 1 for n in self.n_train), f"{where}.n_train", "values must be at least 1")
@@ -131,7 +145,7 @@ def _empty_row(name: str, split: dict[str, list[int]]) -> dict[str, Any]:
     )
 
 
-Point = tuple[Any, int]  # (the swept value, the subset or seed replica)
+Point = tuple[Any, int, str]  # (the swept value, the subset or seed replica, the training boxes)
 
 
 def sweep_points(
@@ -147,7 +161,8 @@ def sweep_points(
     """The trainings of one sweep as ((value, replica), fold, run); fold -1 for an E split's single training.
 
     Learning-curve subsets are seeded by (value, replica, fold) and the metamodel seed by the replica, so
-    a point's replicas differ in both. A value at least a fold's training size takes all of them.
+    a point's replicas differ in both; the checkpoints curve's subsets are the final curve's first ones.
+    A value at least a fold's training size takes all of them.
     """
     opt = kp.optimisers[kp.optimiser]
     k = range(len(folds))
@@ -155,14 +170,17 @@ def sweep_points(
         smallest = min(len(fold_split(folds, f)["train"]) for f in k)
         values = sorted({min(n, smallest) for n in sp.n_train})
         out = []
-        for n in values:
-            full = n >= smallest
-            for r in range(sp.subsets):
-                for f in k:
-                    split = fold_split(folds, f)
-                    if not full:
-                        split = {"train": subset(split["train"], n, seed, n, r, f), "test": split["test"]}
-                    out.append(((n if not full else "all", r), f, Run(split, kp.n_queries, kp.output, opt, replica=r)))
+        for boxes in sp.curves:
+            ckpt = boxes == "checkpoints"
+            for n in values:
+                full = n >= smallest
+                for r in range(sp.checkpoint_subsets if ckpt else sp.subsets):
+                    for f in k:
+                        split = fold_split(folds, f)
+                        if not full:
+                            split = {"train": subset(split["train"], n, seed, n, r, f), "test": split["test"]}
+                        run = Run(split, kp.n_queries, kp.output, opt, replica=r, checkpoints=ckpt)
+                        out.append(((n if not full else "all", r, boxes), f, run))
         return out
     if name == "n_queries":
         too_many = [q for q in sp.n_queries if q > outputs.shape[1]]
@@ -170,12 +188,12 @@ def sweep_points(
             raise KennenError(
                 f"kennen_o_sweep.n_queries: {too_many} exceed the {outputs.shape[1]} stored queries (queries.n_max)"
             )
-        return [((q, 0), f, Run(fold_split(folds, f), q, kp.output, opt)) for q in sp.n_queries for f in k]
+        return [((q, 0, "final"), f, Run(fold_split(folds, f), q, kp.output, opt)) for q in sp.n_queries for f in k]
     if name == "output":
-        return [((o, 0), f, Run(fold_split(folds, f), kp.n_queries, o, opt)) for o in sp.outputs for f in k]
+        return [((o, 0, "final"), f, Run(fold_split(folds, f), kp.n_queries, o, opt)) for o in sp.outputs for f in k]
     if name == "extrapolation":
         return [
-            ((s, 0), -1, Run(splits[s], kp.n_queries, kp.output, opt))
+            ((s, 0, "final"), -1, Run(splits[s], kp.n_queries, kp.output, opt))
             for s in held
             if splits[s]["train"] and splits[s]["test"]
         ]
@@ -183,11 +201,15 @@ def sweep_points(
 
 
 def _is_headline(name: str, point: Point, kp: KennenOParams) -> bool:
-    value, replica = point
-    return replica == 0 and (
-        (name == "n_train" and value == "all")
-        or (name == "n_queries" and value == kp.n_queries)
-        or (name == "output" and value == kp.output)
+    value, replica, boxes = point
+    return (
+        replica == 0
+        and boxes == kp.boxes
+        and (
+            (name == "n_train" and value == "all")
+            or (name == "n_queries" and value == kp.n_queries)
+            or (name == "output" and value == kp.output)
+        )
     )
 
 
@@ -200,15 +222,18 @@ def evaluate_points(
     folds: list[list[int]],
     seed: int,
     headline: np.ndarray | None,
+    checkpoints: CheckpointBoxes | None = None,
 ) -> dict[Point, np.ndarray]:
     """Out-of-fold predictions [N, 12] of every point (E splits: the test boxes' predictions), by point.
 
     ``headline``: the ``kennen_o`` stage's out-of-fold predictions, which stand for the point that is
-    its own training (not trained again; None: every point is trained).
+    its own training (not trained again; None: every point is trained). ``checkpoints``: the checkpoint
+    boxes, for the points that learn from them.
     """
     known = {p for p, _, _ in points if headline is not None and _is_headline(name, p, kp)}
     todo = [(p, f, run) for p, f, run in points if p not in known]
-    results = evaluate_runs([run for _, _, run in todo], outputs, boxes, kp.hidden, seed, kp.early_stop)
+    runs = [run for _, _, run in todo]
+    results = evaluate_runs(runs, outputs, boxes, kp.hidden, seed, kp.early_stop, checkpoints=checkpoints)
     per_fold: dict[Point, list[np.ndarray]] = {}
     out: dict[Point, np.ndarray] = dict.fromkeys(known, headline)
     for (p, f, _), res in zip(todo, results, strict=True):
@@ -269,7 +294,7 @@ def fit_learning_curve(
 
     def curve(w: np.ndarray) -> np.ndarray:  # [B, points]: mean over subsets of the mean accuracy
         per_value = {v: [] for v in values}
-        for (v, _), pred in preds.items():
+        for (v, *_), pred in preds.items():
             per_value[v].append(balanced_scores(w, y_true, pred, keys)["mean"])
         return np.stack([np.mean(per_value[v], axis=0) for v in values], axis=1)
 
@@ -308,53 +333,63 @@ def run_sweep(
     seed: int,
     r_metrics: dict[str, float] | None = None,
     headline: np.ndarray | None = None,
+    checkpoints: CheckpointBoxes | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Rows of one sweep, and its summary metrics (the learning curve's fit; empty for the other sweeps).
+    """Rows of one sweep, and its summary metrics (the learning curves' fits; empty for the other sweeps).
 
     Every point is a full kennen-o training per fold with the headline settings, in parallel
-    (``runs.evaluate_runs``); ``headline``: the ``kennen_o`` stage's out-of-fold predictions.
+    (``runs.evaluate_runs``); ``headline``: the ``kennen_o`` stage's out-of-fold predictions;
+    ``checkpoints``: the checkpoint boxes (needed when ``sp.curves`` holds ``checkpoints``).
     """
     points = sweep_points(name, sp, kp, outputs, splits, folds, held, seed)
-    preds = evaluate_points(name, points, kp, outputs, boxes, folds, seed, headline)
+    preds = evaluate_points(name, points, kp, outputs, boxes, folds, seed, headline, checkpoints)
     y = targets(boxes).numpy()
     units = units_of(boxes)
     if name == "extrapolation":
         assert r_metrics is not None
         rows = []
         for split_name, held_values in held.items():
-            if (split_name, 0) not in preds:
+            if (split_name, 0, "final") not in preds:
                 rows.append(_empty_row(split_name, splits[split_name]))
                 continue
             test = splits[split_name]["test"]
-            y_test, pred = y[test], preds[split_name, 0]
+            y_test, pred = y[test], preds[split_name, 0, "final"]
             metrics = {f"acc.{k}": v for k, v in box_accuracies(y_test, pred).items()}
             row = extrapolation_row(split_name, splits[split_name], held_values, metrics, r_metrics)
             ci = bootstrap(y_test, pred, units_of(boxes, test), extrapolation_keys(held_values), seed=seed)
             rows.append(row | {"acc_mean_low": ci["acc.mean_low"], "acc_mean_high": ci["acc.mean_high"]})
         return rows, {}
     sizes = {}
-    for (value, _), _fold, run in points:
+    for (value, *_), _fold, run in points:
         sizes.setdefault(value, []).append(len(run.split["train"]))
     size = {v: float(np.mean(s)) for v, s in sizes.items()}
     if name != "n_train":
-        return [
-            _row(name, v, y, preds[v, 0], units, seed, size[v]) for (v, _) in dict.fromkeys(p for p, _, _ in points)
-        ], {}
-    rows = []
-    for value in sorted(size, key=lambda v: size[v]):
-        reps = [preds[p] for p in preds if p[0] == value]
-        per_rep = [box_accuracies(y, p, units=units, per_config=True)["mean"] for p in reps]
-        per_rep_box = [box_accuracies(y, p)["mean"] for p in reps]
-        row = _row("n_train", value, y, reps[0], units, seed, size[value])
-        row |= {
-            "subsets": len(reps),
-            "acc_config_mean": round(float(np.mean(per_rep)), 2),
-            "acc_config_sd": round(float(np.std(per_rep, ddof=1)), 2) if len(reps) > 1 else 0.0,
-            "acc_mean": round(float(np.mean(per_rep_box)), 2),
-            "acc_sd": round(float(np.std(per_rep_box, ddof=1)), 2) if len(reps) > 1 else 0.0,
-        }
-        rows.append(row)
-    return rows, fit_learning_curve(y, preds, size, units, sp.targets, seed)
+        values = dict.fromkeys(p[0] for p, _, _ in points)
+        return [_row(name, v, y, preds[v, 0, "final"], units, seed, size[v]) for v in values], {}
+    rows, fits = [], {}
+    for boxes_ in sp.curves:
+        curve = {p: pred for p, pred in preds.items() if p[2] == boxes_}
+        prefix = "" if boxes_ == "final" else f"{boxes_}_"
+        for i, value in enumerate(sorted(size, key=lambda v: size[v])):
+            reps = [pred for p, pred in curve.items() if p[0] == value]
+            per_rep = [box_accuracies(y, p, units=units, per_config=True)["mean"] for p in reps]
+            per_rep_box = [box_accuracies(y, p)["mean"] for p in reps]
+            row = _row("n_train", value, y, reps[0], units, seed, size[value])
+            row |= {
+                "subsets": len(reps),
+                "acc_config_mean": round(float(np.mean(per_rep)), 2),
+                "acc_config_sd": round(float(np.std(per_rep, ddof=1)), 2) if len(reps) > 1 else 0.0,
+                "acc_mean": round(float(np.mean(per_rep_box)), 2),
+                "acc_sd": round(float(np.std(per_rep_box, ddof=1)), 2) if len(reps) > 1 else 0.0,
+            }
+            if not prefix:
+                rows.append(row)
+            else:  # beside the final curve's point: the same subsets' boxes with their models' checkpoints
+                keep = ("subsets", "acc_config_mean", "acc_config_sd", "acc_mean", "acc_sd")
+                rows[i] |= {f"{prefix}{k}": row[k] for k in (*keep, "acc_config_mean_low", "acc_config_mean_high")}
+        fit = fit_learning_curve(y, curve, size, units, sp.targets, seed)
+        fits |= {(f"{boxes_}." if prefix else "") + k: v for k, v in fit.items()}
+    return rows, fits
 
 
 # How the curve sweeps are drawn: (x column, x label, title); the bar sweeps carry the paper's values.
@@ -375,9 +410,11 @@ def run_stage(
     plots: Path,
     figures: Path,
     metrics: Path,
+    checkpoints: Path | None = None,
 ) -> list[dict[str, Any]]:
     """The ``kennen_o_sweep@<name>`` stage: run one sweep, write its table, figure and summary metrics (the
-    learning curve's fit; ``{}`` for the other sweeps)."""
+    learning curves' fits; ``{}`` for the other sweeps). ``checkpoints``: the ``queries`` stage's checkpoint
+    boxes, read for the learning curve with checkpoints (``kennen_o_sweep.curves``)."""
     kp = section(KennenOParams, params, "kennen_o")
     sp = section(SweepParams, params, "kennen_o_sweep")
     held = section(SplitParams, params, "splits").extrapolation
@@ -389,9 +426,13 @@ def run_stage(
     if ids != [b["box"] for b in boxes]:
         raise KennenError(f"{predictions}: not the out-of-fold predictions of every box of {boxes_csv}")
     seed = base_seed(params)
-    rows, fit = run_sweep(
-        name, sp, kp, out, boxes, splits, folds, held, seed, read_metrics(r_metrics, "kennen_o"), headline
-    )
+    ckpt = None
+    if name == "n_train" and "checkpoints" in sp.curves:
+        if checkpoints is None:
+            raise KennenError("kennen_o_sweep.curves: checkpoints needs the checkpoint boxes (--checkpoints)")
+        ckpt = load_checkpoint_boxes(checkpoints, boxes, out.shape[1])
+    r_metric = read_metrics(r_metrics, "kennen_o")
+    rows, fit = run_sweep(name, sp, kp, out, boxes, splits, folds, held, seed, r_metric, headline, ckpt)
     write_table(plots / f"sweep_{name}.csv", rows)
     write_json(metrics, fit)
     figure = figures / f"sweep_{name}.png"
@@ -409,7 +450,8 @@ def run_stage(
 
 
 def plot_learning_curve(rows: list[dict[str, Any]], fit: dict[str, float], path: Path) -> None:
-    """Mean accuracy over configurations against training boxes, +-1 sd over subsets, and the fitted power law."""
+    """Mean accuracy over configurations against training boxes, +-1 sd over subsets, and the fitted power law;
+    the same for the curve with checkpoint boxes where the rows have it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -418,13 +460,19 @@ def plot_learning_curve(rows: list[dict[str, Any]], fit: dict[str, float], path:
     from kennen.io import atomic_path
 
     n = np.array([r["n_train"] for r in rows], dtype=float)
-    acc = np.array([r["acc_config_mean"] for r in rows])
-    sd = np.array([r.get("acc_config_sd", 0.0) for r in rows])
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.errorbar(n, acc, yerr=sd, fmt="o", capsize=3, label="CV, mean over configurations (+-1 sd over subsets)")
-    if fit.get("fit.ok"):
-        grid = np.geomspace(max(n.min() / 2, 1), n.max() * 30, 200)
-        ax.plot(grid, power_law(grid, fit["fit.c"], fit["fit.a"], fit["fit.b"]), "--", label="c - a n^-b")
+    grid = np.geomspace(max(n.min() / 2, 1), n.max() * 30, 200)
+    series = (("", "final boxes", "C0"), ("checkpoints_", "with checkpoint boxes (ours)", "C1"))
+    for prefix, label, color in series:
+        if f"{prefix}acc_config_mean" not in rows[0]:
+            continue
+        acc = np.array([r[f"{prefix}acc_config_mean"] for r in rows])
+        sd = np.array([r.get(f"{prefix}acc_config_sd", 0.0) for r in rows])
+        ax.errorbar(n, acc, yerr=sd, fmt="o", color=color, capsize=3, label=f"CV, {label} (+-1 sd over subsets)")
+        f = prefix.replace("_", ".")
+        if fit.get(f"{f}fit.ok"):
+            curve = power_law(grid, fit[f"{f}fit.c"], fit[f"{f}fit.a"], fit[f"{f}fit.b"])
+            ax.plot(grid, curve, "--", color=color, label=f"c - a n^-b, {label}")
     paper = METHOD_MEANS["kennen-o"]
     ax.axhline(paper, color="grey", lw=0.8, ls=":", label=f"paper kennen-o ({PAPER_ZOO['n_train']:,} boxes)")
     ax.set_xscale("log")
