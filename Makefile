@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (see README):
 #   make repro   - set up .venv and run the pipeline (`dvc repro` on params.yaml)
-#   make test    - set up .venv and run the test suite (what CI runs)
+#   make test    - set up .venv, check lint and formatting, run the test suite (what CI runs)
+#   make test-fast - the tests not marked slow (no training, no DVC): a quick check while editing
 # Both install the s3 and dask extras too, so remote storage and Dask work out of the box.
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,9 @@ BIN := $(CURDIR)/$(VENV)/bin
 # Stages call `python -m stages.<name>`: put the venv first on PATH so that `python` is ours.
 RUN := PATH="$(BIN):$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: setup repro test lint pull
+PY_DIRS := kennen stages tests benchmarks scripts
+
+.PHONY: setup repro test test-fast lint pull
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -24,8 +27,12 @@ repro: setup
 pull: setup
 	$(RUN) python -m kennen.remote && $(RUN) dvc pull
 
-test: setup
+test: setup lint
 	$(RUN) python -m pytest
 
+test-fast: setup
+	$(RUN) python -m pytest -m "not slow" -q
+
 lint: setup
-	$(BIN)/ruff check kennen stages tests
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)

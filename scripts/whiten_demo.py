@@ -7,10 +7,12 @@ under --out, and then whitened with the trained metamodels in models/. Usage, af
 
     python scripts/whiten_demo.py [--boxes 8] [--out demo] [--seed 0]
 
-Prints the first box's `kennen whiten` table and, over all boxes, the accuracy of the
-predictions against the true attributes next to chance: once with the boxes' scores
-(log-probabilities, the command line) and once with their top-1 labels only (the
-Python API with a label-only wrapper, so kennen-i).
+Prints the first box's `kennen whiten` table and, over the boxes whose test accuracy reaches
+`prune.min_acc` (the zoo keeps only those; the others are listed, not scored), the accuracy of the
+most probable value of every attribute against the truth, next to chance, and how many of the
+answers clear the metamodels' default threshold (`calibration.target_accuracy`) with their accuracy: once with the boxes' scores
+(log-probabilities, the command line) and once with their top-1 labels only (the Python API with
+a label-only wrapper, so kennen-i).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from kennen.config import load_params, section
 from kennen.io import write_csv
 from kennen.whiten import load_target, whiten
 from kennen.zoo.net import MnistNet, NetConfig, count_params
+from kennen.zoo.prune import PruneParams
 from kennen.zoo.train import TrainParams, TrainSpec, load_train_data, train_model
 
 SEED_BASE = 10**9  # torch seeds of the demo boxes: far from the zoo's derived seeds
@@ -40,7 +43,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("demo"))
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    tp = section(TrainParams, load_params(), "train_zoo")
+    params = load_params()
+    tp, min_acc = section(TrainParams, params, "train_zoo"), section(PruneParams, params, "prune").min_acc
     data = load_train_data(str(Path("data/mnist.npz").resolve()), tp.pool_size, tp.perm_seed, tp.test_batch)
     rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -63,7 +67,15 @@ def main() -> None:
     write_csv(args.out / "truth.csv", rows, list(rows[0]))
 
     hits: dict[str, dict[str, list[bool]]] = {"scores": {}, "labels": {}}
-    for i, row in enumerate(rows):
+    answered: dict[str, list[bool]] = {"scores": [], "labels": []}
+    right_answered: dict[str, list[bool]] = {"scores": [], "labels": []}
+    scored = [row for row in rows if row["test_acc"] >= min_acc]
+    for row in rows:
+        if row["test_acc"] < min_acc:
+            print(
+                f"{row['box']}: test accuracy {row['test_acc']}% < prune.min_acc {min_acc}: not scored", file=sys.stderr
+            )
+    for i, row in enumerate(scored):
         path = args.out / row["box"]
         cmd = ["kennen", "whiten", str(path), "--output-type", "logprob"]
         if i == 0:
@@ -75,12 +87,22 @@ def main() -> None:
         for kind, report in (("scores", scores), ("labels", labels)):
             for f in report["attributes"]:
                 a = BY_KEY[f["attribute"]]
-                hits[kind].setdefault(a.key, []).append(f["value"] == a.labels[a.index(row[a.key])])
+                right = f["best_guess"] == a.labels[a.index(row[a.key])]
+                hits[kind].setdefault(a.key, []).append(right)
+                answered[kind].append(f["answered"])
+                if f["answered"]:
+                    right_answered[kind].append(right)
+    if not scored:
+        print(f"no box reached prune.min_acc {min_acc}: nothing scored", file=sys.stderr)
+        return
     chance = float(np.mean([a.chance for a in ATTRIBUTES]))
     for kind, method in (("scores", scores["method"]), ("labels", "kennen-i")):
         acc = {k: 100 * float(np.mean(v)) for k, v in hits[kind].items()}
-        print(f"{kind} ({method}) over {len(rows)} fresh boxes: mean accuracy {np.mean(list(acc.values())):.1f}% "
-              f"(chance {chance:.1f}%); " + ", ".join(f"{k} {v:.0f}%" for k, v in acc.items()))  # fmt: skip
+        sure = right_answered[kind]
+        sure_text = f"{100 * np.mean(sure):.0f}% right" if sure else "none"
+        print(f"{kind} ({method}) over {len(scored)} fresh boxes: mean accuracy {np.mean(list(acc.values())):.1f}% "
+              f"(chance {chance:.1f}%); " + ", ".join(f"{k} {v:.0f}%" for k, v in acc.items())
+              + f"; answered {100 * np.mean(answered[kind]):.0f}% of attributes, of those {sure_text}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -35,8 +35,13 @@ TINY = {
     "queries": {"n_max": 20},
     "splits": {"test_fraction": 0.3},
     "kennen_o": {"n_queries": 5, "hidden": 16, "optimisers": {"default": {"epochs": 3}, "official": {"epochs": 3}}},
-    "kennen_o_sweep": {"n_train": [2, 4, 5000], "n_queries": [1, 5], "outputs": ["prob", "top1", "bottom1"], "subsets": 2,
-                       "checkpoint_subsets": 1},
+    "kennen_o_sweep": {
+        "n_train": [2, 4, 5000],
+        "n_queries": [1, 5],
+        "outputs": ["prob", "top1", "bottom1"],
+        "subsets": 2,
+        "checkpoint_subsets": 1,
+    },
     "levers": {"n_queries": [2, 5], "small_hidden": 4, "pca_dim": 3, "knn_k": 2},
     "kennen_i": {"epochs": 1, "step": {"batch": 4}},
     "kennen_io": {
@@ -117,8 +122,9 @@ def deep_update(base: dict, override: dict) -> dict:
     return out
 
 
-def tiny_params(idx: Path, **overrides) -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+def tiny_params(idx: Path, base: str = "params.yaml", **overrides) -> dict:
+    """``TINY`` over the params file ``base`` (a profile, relative to the repository), then ``overrides``."""
+    params = yaml.safe_load((REPO / base).read_text())
     params = deep_update(params, TINY)
     params["imagenet_probe"]["families"] = TINY["imagenet_probe"]["families"]  # a replacement, not a merge
     params["transfer"]["regimes"] = TINY["transfer"]["regimes"]

@@ -86,7 +86,8 @@ def test_kennen_o_stage_writes_intervals_seed_spread_and_predictions(tiny_zoo):
     assert ids == json.loads((tiny_zoo / "data/splits/r.json").read_text())["test"]
     assert accuracies(y_true, y_pred) == {f"acc.{k}": m[f"acc.{k}"] for k in (*KEYS, "mean")}
     table = read_csv(tiny_zoo / "reports/plots/kennen_o/optimisers.csv")
-    assert [t["setting"] for t in table] == ["default", "official", "final_boxes"] and {"mean_low", "mean_high"} <= set(table[0])
+    assert [t["setting"] for t in table] == ["default", "official", "final_boxes"]
+    assert {"mean_low", "mean_high"} <= set(table[0])
     assert np.isclose(float(table[0]["mean"]), m["acc.mean"])
 
 

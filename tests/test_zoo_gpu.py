@@ -5,14 +5,16 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from kennen import data as mnist_data
 from kennen.config import base_seed, load_params, section
+from kennen.io import read_csv
 from kennen.zoo.fused import fusion_groups
 from kennen.zoo.net import NetConfig
 from kennen.zoo.sample import SampleParams, sample_zoo
 from kennen.zoo.train import TrainParams, TrainSpec
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_params
 
 TRAINERS = ("loop", "fused_small", "fused")
 
@@ -127,3 +129,28 @@ def test_paper_profile_trains_fused_on_cuda_in_shards_that_fill_the_groups():
 def test_cuda_without_a_gpu_is_a_one_line_error():
     with pytest.raises(SystemExit, match="torch sees no CUDA device here"):
         _bench().main(["--device", "cuda"])
+
+
+@pytest.mark.slow
+def test_paper_profile_runs_on_cpu_under_tiny_params(idx_dir, tmp_path, monkeypatch):
+    """``profiles/paper.yaml`` with tiny sizes and ``device: cpu``: its zoo trains with the fused trainer and its
+    metamodel stages run on what it trains, so that on a GPU the paper's run is that profile as it is."""
+    from tests.test_kennen_o_stages import _run_stage
+
+    params = tiny_params(idx_dir, "profiles/paper.yaml", train_zoo={"device": "cpu", "checkpoints": []})
+    tp = section(TrainParams, params, "train_zoo")
+    assert (tp.trainer, params["kennen_o"]["boxes"], params["kennen_o_sweep"]["curves"]) == (
+        "fused",
+        "final",
+        ["final"],
+    )
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
+    stages = ["data", "sample_zoo", ("train_zoo", 0), ("train_zoo", 1), "zoo_table", "prune", "ensembles"]
+    for stage in [*stages, "queries", "splits", "kennen_o", ("kennen_o_sweep", "n_train")]:
+        assert _run_stage(tmp_path, stage) == 0, stage
+    models = read_csv(tmp_path / "data/zoo/models.csv")
+    assert len(models) == params["sample_zoo"]["n_models"] and all(float(m["test_acc"]) > 0 for m in models)
+    m = json.loads((tmp_path / "reports/metrics/kennen_o.json").read_text())
+    assert m["cv.checkpoint_boxes"] == 0 and "cv.final_boxes.acc.mean" not in m  # the paper's boxes only
+    assert m["cv.n_boxes"] == len(read_csv(tmp_path / "data/queries/boxes.csv"))
