@@ -173,3 +173,13 @@ def ctrl_c_default() -> None:
     """In the child: Ctrl-C's default action, as from a terminal. A suite started in the background (``nohup``,
     ``cmd &``) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt for it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# Fixtures that train a tiny zoo or run pipeline stages: every test that uses one is slow, whatever its own time.
+TRAINING_FIXTURES = {"tiny_zoo", "tiny_pipeline", "pipeline_copy"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -129,6 +129,7 @@ def _vgg_pair():
     return plain, folded
 
 
+@pytest.mark.slow
 def test_folded_vgg_computes_the_same_function():
     plain, folded = _vgg_pair()
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -137,6 +138,7 @@ def test_folded_vgg_computes_the_same_function():
         folded(torch.randn(1, 3, 64, 64))
 
 
+@pytest.mark.slow
 def test_folded_vgg_trains_along_the_same_path_at_49x_the_learning_rate():
     from kennen.imagenet.offline import FOLD, optimiser
 

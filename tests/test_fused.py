@@ -80,6 +80,7 @@ def _assert_same_models(fused, loop, tol=1e-9):
         assert abs(f.test_acc - r.test_acc) <= 0.5  # at most one test image in 200 on a rounding tie
 
 
+@pytest.mark.slow
 def test_one_step_of_each_agrees(data64):
     """Every member's first step (its own batch size, optimiser, activation, dropout) equals the per-model step."""
     data = replace(data64, subsets={k: v[:64] for k, v in data64.subsets.items()})  # one batch per member
@@ -95,12 +96,14 @@ def test_one_float32_step_agrees_to_rounding(train_data):
 
 
 @pytest.mark.parametrize("pool", [True, False])
+@pytest.mark.slow
 def test_whole_training_agrees(data64, pool):
     """Two epochs with members of different subset sizes, batch sizes and partial last batches finishing apart."""
     specs = _specs(pool, epochs=2)
     _assert_same_models(train_group(specs, data64), [train_model(s, data64) for s in specs])
 
 
+@pytest.mark.slow
 def test_members_honour_their_own_optimiser(data64):
     """SGD, Adam and RMSprop side by side from the same start and data: three different models, each its own."""
     base = TrainSpec(0, NetConfig("relu", False, True, 5, 2, 2), "sgd", 64, "half_0", torch_seed=7, epochs=1)
@@ -147,6 +150,7 @@ def test_groups_are_deterministic_and_share_a_structure():
         train_group(specs[:2], None)
 
 
+@pytest.mark.slow
 def test_stacked_forward_equals_each_network(train_data):
     """Shared-input (evaluation) and per-member-input stacks both equal the networks one by one."""
     torch.manual_seed(3)

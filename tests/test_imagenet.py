@@ -171,6 +171,7 @@ def tiny(mode: str, **extra) -> dict:
     return {"seed": 1, "imagenet_zoo": base["imagenet_zoo"], "imagenet_probe": probe, "imagenet_attack": attack}
 
 
+@pytest.mark.slow
 def test_offline_stages_smoke(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
     metrics = run_stages(tmp_path, tiny("offline"), capsys)
@@ -187,6 +188,7 @@ def test_offline_stages_smoke(tmp_path, monkeypatch, capsys):
     check_attack(tmp_path, "offline", 5)
 
 
+@pytest.mark.slow
 def test_pretrained_stages_with_stand_in_weights(tmp_path, torch_home, monkeypatch, capsys):
     monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
     for i, names in enumerate(SMALL.values()):

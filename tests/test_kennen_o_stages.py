@@ -55,6 +55,7 @@ def tiny_zoo(tmp_path_factory, idx_dir):
     return root
 
 
+@pytest.mark.slow
 def test_queries_stage_writes_every_boxs_outputs_in_table_order(tiny_zoo):
     boxes = read_csv(tiny_zoo / "data/queries/boxes.csv")
     with np.load(tiny_zoo / "data/queries/outputs.npz") as z:
@@ -132,6 +133,7 @@ def test_kennen_o_stage_cross_validates_over_configurations(tiny_zoo):
 
 
 @pytest.mark.parametrize("name", SWEEPS)
+@pytest.mark.slow
 def test_kennen_o_sweep_stage(tiny_zoo, monkeypatch, name):
     monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
     assert _run_stage(tiny_zoo, ("kennen_o_sweep", name)) == 0
@@ -213,6 +215,7 @@ def test_kennen_o_stage_calibrates_and_whiten_uses_it(tiny_zoo):
     assert far.ood.outside and "OUT OF THE ZOO" in far.table()
 
 
+@pytest.mark.slow
 def test_defences_stage_writes_every_setting_both_attackers_and_the_ladder(tiny_zoo, monkeypatch):
     """The ``defences`` stage on the tiny zoo: utility, non-adaptive and adaptive kennen-o with intervals per
     setting, the white-box and kennen-i rows, the plot data and the figure."""
@@ -259,6 +262,7 @@ def test_defences_stage_rejects_bad_settings_in_one_line(tiny_zoo, tmp_path, cap
         assert err.count("\n") == 0 and key in err, err
 
 
+@pytest.mark.slow
 def test_levers_stage_pairs_every_lever_with_kennen_o_itself(tiny_zoo):
     assert _run_stage(tiny_zoo, "levers") == 0
     lv = json.loads((tiny_zoo / "reports/metrics/levers.json").read_text())
@@ -355,6 +359,7 @@ def test_queries_stage_writes_the_checkpoint_boxes_of_the_kept_models(tiny_zoo):
     assert np.abs(c.outputs - final).max() > 1e-3  # one epoch of two is not the final model
 
 
+@pytest.mark.slow
 def test_levers_checkpoint_boxes_of_a_test_fold_never_teach_it(tiny_zoo, monkeypatch):
     from dataclasses import replace
 

@@ -188,6 +188,7 @@ print(time.perf_counter() - start, before, resource.getrusage(resource.RUSAGE_SE
 """
 
 
+@pytest.mark.slow
 def test_a_zip_bomb_is_refused_quickly_in_bounded_memory(tmp_path):
     path = tmp_path / "bomb.pt2"
     path.write_bytes(bomb(768))  # 768 MB of zeros in under 1 MB
@@ -288,6 +289,7 @@ PADDED = json.dumps({"outputs": [[0.1] * 10] * 2, "pad": "x" * (2 * MB)}).encode
     ],
     ids=["oversized", "unannounced", "lying"],
 )
+@pytest.mark.slow
 def test_http_answers_are_bounded(monkeypatch, respond, found):
     monkeypatch.setenv("KENNEN_MAX_ANSWER_MB", "1")
     with Answering(respond) as server, pytest.raises(KennenError) as e:
@@ -298,6 +300,7 @@ def test_http_answers_are_bounded(monkeypatch, respond, found):
 
 
 @pytest.mark.parametrize("depth", [65, 200_000])
+@pytest.mark.slow
 def test_deeply_nested_answers_are_refused(depth):
     body = ('{"outputs": ' + nested(depth) + "}").encode()
     with Answering(lambda h, s: send(h, body, len(body))) as server, pytest.raises(KennenError) as e:
@@ -375,6 +378,7 @@ def run_module(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_python_m_does_not_import_modules_from_the_current_folder(tmp_path):
     marker = tmp_path / "imported"
     for name in ("yaml", "safetensors"):
@@ -384,6 +388,7 @@ def test_python_m_does_not_import_modules_from_the_current_folder(tmp_path):
     assert err.strip().startswith("error: ftp://example.org/model: unsupported scheme ftp://") and one_line(err)
 
 
+@pytest.mark.slow
 def test_ctrl_c_is_one_line_and_exit_130(label_models, tmp_path):
     with Answering(lambda h, s: s.release.wait(30)) as server:
         args = ["whiten", server.url, "--output-type", "label", "--models", str(label_models), "--timeout", "30"]
@@ -394,6 +399,7 @@ def test_ctrl_c_is_one_line_and_exit_130(label_models, tmp_path):
     assert child.returncode == 130 and out == "" and err == "interrupted\n"
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_torch_imports_is_one_line_and_exit_130(tmp_path):
     child = run_module(["whiten", "http://127.0.0.1:9/never", "--output-type", "label"], tmp_path)
     time.sleep(0.5)  # past the interpreter's own start (~50 ms), within torch's import (a second or two)

@@ -99,6 +99,7 @@ def _touch_then_sleep(task: tuple[str, int]) -> int:
 
 
 @pytest.mark.parametrize("backend", ["serial", "process"])
+@pytest.mark.slow
 def test_the_first_failure_stops_the_rest_and_is_the_error_reported(tmp_path, monkeypatch, backend):
     monkeypatch.setenv("KENNEN_EXECUTOR", backend)
     monkeypatch.setenv("KENNEN_WORKERS", "2")

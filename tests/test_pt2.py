@@ -136,6 +136,7 @@ def run_whiten(capsys, path: Path) -> tuple[int, str]:
 # --- tests -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_malicious_archives_run_code_in_torch_and_nothing_in_kennen(honest, tmp_path, capsys):
     """Each payload is live (plain torch.export.load runs it, even weights-only forced); kennen refuses it, runs nothing."""
     (tmp_path / "evil_factory.py").write_text(f"{touch(tmp_path / 'marker_spec')}\nfactory = list\n")

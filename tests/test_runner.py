@@ -39,6 +39,7 @@ def _report(tmp_path) -> Report:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_finish_writes_every_output_of_a_metamodel_stage(tmp_path):
     a = argparse.Namespace(**{name: str(tmp_path / name) for name in OUTPUTS})
     out = Outputs.of(a)
@@ -86,6 +87,7 @@ def _square(x: int) -> int:
 
 
 @pytest.mark.parametrize("executor", ["serial", "process"])
+@pytest.mark.slow
 def test_train_tasks_keys_results_by_task(monkeypatch, caplog, executor):
     monkeypatch.setenv("KENNEN_EXECUTOR", executor)
     caplog.set_level("INFO", logger="kennen")

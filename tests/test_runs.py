@@ -29,6 +29,7 @@ def _world(n: int = 90, q: int = 4, seed: int = 0):
 
 
 @pytest.mark.parametrize("executor", ["serial", "process"])
+@pytest.mark.slow
 def test_parallel_runs_agree_with_one_at_a_time(monkeypatch, executor):
     """The same trainings, in a pool of 2 workers or serially, as ``train_and_evaluate`` one by one.
 

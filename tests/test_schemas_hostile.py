@@ -192,6 +192,7 @@ def test_each_knob_takes_its_bound(key, high):
 @pytest.mark.parametrize(("key", "high"), LIMITS)
 @FAST
 @given(over=st.integers(1, 10**40))
+@pytest.mark.slow
 def test_each_knob_refuses_a_value_above_its_bound(key, high, over):
     value = high + over
     with pytest.raises(KennenError) as err:

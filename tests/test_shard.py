@@ -45,6 +45,7 @@ def _args(folder: Path, out: str) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_killed_shard_resumes_model_by_model_with_identical_bytes(shard_inputs, monkeypatch, capfd):
     monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
     assert train_stage.main(_args(shard_inputs, "whole")) == 0

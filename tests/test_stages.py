@@ -73,6 +73,7 @@ def test_missing_input_file_is_named(tmp_path, idx_dir, capsys):
     assert_one_line_error(capsys, code, "nope.csv: file not found")
 
 
+@pytest.mark.slow
 def test_corrupt_data_file_stops_training(tmp_path, idx_dir, capsys):
     params = write_params(tmp_path, tiny_params(idx_dir))
     sample = tmp_path / "sample"
@@ -161,6 +162,7 @@ def _train_shard(tmp_path, idx_dir, name: str, **train_zoo) -> tuple:
     return read_table(folder / "shards" / "shard-0.csv"), state_dicts(folder / "shards" / "shard-0.safetensors")
 
 
+@pytest.mark.slow
 def test_fused_trainer_writes_the_loop_trainers_shard(tmp_path, idx_dir):
     loop_rows, loop_w = _train_shard(tmp_path, idx_dir, "loop")
     fused_rows, fused_w = _train_shard(tmp_path, idx_dir, "fused", trainer="fused", fuse_max=2, checkpoints=[])

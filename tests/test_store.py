@@ -32,6 +32,7 @@ def test_shard_round_trip_rebuilds_identical_models(idx_dir, tmp_path):
             np.testing.assert_array_equal(model(x).numpy(), net.eval()(x).numpy())
 
 
+@pytest.mark.slow
 def test_shard_bytes_do_not_depend_on_the_process(tmp_path):
     """Two processes writing the same results give byte-identical shards (DVC hashes them)."""
     import subprocess

@@ -40,6 +40,7 @@ def _headline(world) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", ["n_train", "n_queries", "output"])
+@pytest.mark.slow
 def test_the_headline_point_is_read_from_its_predictions_and_equals_a_retraining(world, monkeypatch, name):
     outputs, boxes, splits, folds = world
     headline = _headline(world)

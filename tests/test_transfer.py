@@ -53,6 +53,7 @@ def test_no_zoo_trainer_or_network_imported(path):
     assert not bad, f"{path.name} imports {sorted(bad)}"
 
 
+@pytest.mark.slow
 def test_worker_side_loads_no_zoo_module():
     code = "import sys, kennen.transfer.foreign; print([m for m in sys.modules if m.startswith('kennen.zoo')])"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
@@ -214,6 +215,7 @@ def _random_metamodels(models: Path, metrics: Path) -> None:
         (metrics / f"{name}.json").write_text(json.dumps(accuracies | counts))
 
 
+@pytest.mark.slow
 def test_stage_main_on_tiny_inputs(tmp_path, npz, monkeypatch):
     monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
     models, metrics_dir = tmp_path / "models", tmp_path / "metrics"

@@ -119,6 +119,7 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_whiten_saved_programs_beats_chance(world, tmp_path, capsys):
     results = []
     for i, (cfg, net) in enumerate(world["fresh"]):
@@ -296,6 +297,7 @@ class Server(_Local):
         self._serve(Handler)
 
 
+@pytest.mark.slow
 def test_whiten_over_http_with_retries(world, capsys):
     cfg, net = world["fresh"][5]
     with Server(net, fail_first=2) as server:
@@ -382,6 +384,7 @@ def test_unsupported_schemes_are_not_told_to_trust_code(capsys, tmp_path):
         assert one_line_error(code, out, err) and "unsupported scheme" in err and "--trust-code" not in err, err
 
 
+@pytest.mark.slow
 def test_console_script_is_installed():
     out = subprocess.run(
         [str(Path(sys.executable).parent / "kennen"), "whiten", "--help"], capture_output=True, text=True, cwd=REPO
@@ -542,6 +545,7 @@ class Trickle(_Local):
         self._serve(Handler)
 
 
+@pytest.mark.slow
 def test_the_timeout_bounds_each_whole_request():
     timeout, retries, backoff = 0.5, 1, 0.05
     with Trickle(pause=0.2) as server:
@@ -556,6 +560,7 @@ def test_the_timeout_bounds_each_whole_request():
     assert (retries + 1) * timeout <= elapsed < (retries + 1) * timeout + backoff + 0.5
 
 
+@pytest.mark.slow
 def test_a_budget_spent_on_a_failed_attempt_reports_the_servers_answer(world, capsys):
     cfg, net = world["fresh"][5]
     with Server(net, fail_first=100, fail_status=500) as server:

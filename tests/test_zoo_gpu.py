@@ -38,6 +38,7 @@ def report(idx_dir, tmp_path_factory):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_report_is_stamped_with_command_machine_and_regimes(report):
     assert report["command"].startswith("python benchmarks/zoo_gpu.py --device cpu")
     assert report["device"] == "cpu" and report["machine"]["torch"] == torch.__version__
