@@ -1,9 +1,9 @@
-"""kennen-o stages, old path against new, on the same inputs in one command (issue 15).
+"""kennen-o stages, old path against new, on the same inputs in one command.
 
 The workload is that of the ``kennen_o`` stage (every optimiser setting) plus the four
 ``kennen_o_sweep`` stages, with the params file's settings:
 
-- ``baseline``: the code before issue 15, one training after another in this process
+- ``baseline``: the code before parallel runs and early stopping, one training after another in this process
   (``train_and_evaluate`` with the fixed schedule, torch's default thread count), one seed,
   every sweep point trained (the headline's own points again).
 - ``new``: what the stages now do: ``kennen_o.seeds`` seeds of the headline, early stopping

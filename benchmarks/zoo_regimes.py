@@ -1,4 +1,4 @@
-"""Zoo training regimes: test accuracy against training cost (issue 15; the default profile is chosen from it).
+"""Zoo training regimes: test accuracy against training cost (the default profile is chosen from it).
 
 Trains one balanced sample of Table 1 configurations (every value of every sampled
 attribute appears equally often, up to rounding) with the pipeline's own trainer

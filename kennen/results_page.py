@@ -405,7 +405,7 @@ Per attribute (class-balanced accuracy, 95% interval):
 
 {per}
 
-What whiten's confidence says on these boxes (issue 16): the share flagged as outside the zoo, the share of
+What whiten's confidence says on these boxes: the share flagged as outside the zoo, the share of
 the ten answers given at each metamodel's default `--min-confidence`, the plain accuracy of the answers given
 and of all answers, and the ECE of the calibrated probabilities on the foreign boxes:
 

@@ -93,7 +93,7 @@ def test_repro_builds_the_zoo_and_is_idempotent(pipeline_copy):
 
 
 def test_changing_ensembles_reruns_only_downstream(pipeline_copy):
-    # The zoo stages and queries only: the one end-to-end repro is the test above (CI time, issue 19).
+    # The zoo stages and queries only: the one end-to-end repro is the test above (to keep CI time down).
     dvc(pipeline_copy, "repro", "zoo_report", "queries")
     params = yaml.safe_load((pipeline_copy / "params.yaml").read_text())
     params["ensembles"]["max_members"] = 2

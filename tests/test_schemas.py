@@ -272,7 +272,7 @@ def test_any_corruption_is_one_line_exit_2_and_no_output_touched(zoo, case, caps
     check()
 
 
-# --- the cases of issue 18, one by one -----------------------------------------------------------------------
+# --- hostile inputs, one case each --------------------------------------------------------------------------
 
 
 def _edit_csv(column: str, value: str | None, row: int = 1) -> Callable[[bytes], bytes]:
@@ -314,7 +314,7 @@ def test_issue_cases(zoo, case, corrupt, message, capsys):
 
 @pytest.mark.parametrize("case", ["kept", "kept-report"])
 def test_kept_ids_missing_from_the_models_table(zoo, case, capsys):
-    """Issue 18: kept ids missing from models.csv were a KeyError in ensembles; now exit 2 naming the id."""
+    """Kept ids missing from models.csv were a KeyError in ensembles; now exit 2 naming the id."""
     line = _run_broken(zoo, case, lambda d: _json_flip(d, 1, [0, 1, 9]), capsys)
     assert re.search(r"kept.json: model 9 is not in \S*models.csv", line), line
 

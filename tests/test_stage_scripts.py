@@ -1,4 +1,4 @@
-"""Every stage script is thin (style.md rule 1, issue 19): argument parsing plus one call into ``kennen``."""
+"""Every stage script is thin (the project's style rule 1): argument parsing plus one call into ``kennen``."""
 
 from __future__ import annotations
 

@@ -438,7 +438,7 @@ def test_a_stale_metamodel_is_a_one_line_error(world, tmp_path, capsys):
     assert code == 2 and "not a metamodel this version can read" in err and err.count("\n") == 1
 
 
-# --- trust and one-line failures (issue 16) --------------------------------------------------------
+# --- trust and one-line failures -------------------------------------------------------------------
 
 
 def write_module(folder: Path, name: str, source: str) -> str:
