@@ -351,3 +351,42 @@ def test_whiten_demo_scores_fresh_boxes_against_their_truth(tiny_pipeline, tmp_p
         assert float(mean) == pytest.approx(np.mean(list(want.values())), abs=0.051)
         flags = [f["answered"] for rep in runs for f in rep["attributes"]]
         assert int(answered) == round(100 * np.mean(flags))
+
+
+@pytest.mark.slow
+def test_precision_benchmark_trains_the_same_models_in_both_precisions(tmp_path, idx_dir, monkeypatch):
+    params = tiny_params(idx_dir)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    mnist_data.save(mnist_data.read_idx_dir(idx_dir), tmp_path / "mnist.npz")
+    out = tmp_path / "precision.json"
+    argv = ["zoo_precision.py", "--models", "2", "--epochs", "2", "--params", str(tmp_path / "params.yaml")]
+    monkeypatch.setattr(sys, "argv", [*argv, "--data", str(tmp_path / "mnist.npz"), "--out", str(out)])
+    module = _load("zoo_precision")
+    module.main()
+    report = json.loads(out.read_text())
+    rows, s = report["per_model"], report["summary"]
+    assert report["models"] == len(rows) == 2 and s["speedup"] > 0
+    for r in rows:
+        assert r["float32_s"] > 0 and r["bfloat16_s"] > 0
+        assert 0 <= r["float32_acc"] <= 100 and 0 <= r["bfloat16_acc"] <= 100
+    diffs = [r["bfloat16_acc"] - r["float32_acc"] for r in rows]
+    assert s["paired_diff_mean"] == pytest.approx(sum(diffs) / 2, abs=0.01)
+    assert "bfloat16 autocast" in module.render(report, str(out))
+
+
+def test_bfloat16_autocast_without_its_weight_cache_follows_the_updated_weights():
+    """The trap the precision benchmark avoids: one autocast context around a whole training with the default
+    weight cache keeps computing with the first step's bfloat16 weights."""
+    import torch
+
+    layer = torch.nn.Linear(4, 1, bias=False)
+    x = torch.ones(1, 4)
+    for cache, expect_change in ((True, False), (False, True)):
+        with torch.no_grad():
+            layer.weight.fill_(1.0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=cache):
+            before = layer(x).float().item()
+            with torch.no_grad():
+                layer.weight.fill_(2.0)
+            after = layer(x).float().item()
+        assert (after != before) is expect_change
