@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -176,10 +179,62 @@ def ctrl_c_default() -> None:
 
 
 # Fixtures that train a tiny zoo or run pipeline stages: every test that uses one is slow, whatever its own time.
-TRAINING_FIXTURES = {"tiny_zoo", "tiny_pipeline", "pipeline_copy"}
+TRAINING_FIXTURES = {"tiny_upstream", "tiny_zoo", "tiny_pipeline", "pipeline_copy"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+# --- a tiny pipeline built by the real stages, in-process, from their dvc.yaml command lines ---------------------
+
+# The stages every metamodel stage reads; early stopping that a tiny zoo can carve.
+TINY_UPSTREAM = ("data", "sample_zoo", ("train_zoo", 0), ("train_zoo", 1), "zoo_table", "prune", "ensembles",
+                 "queries", "splits", "transfer_boxes")  # fmt: skip
+TINY_EARLY_STOP = {"val_fraction": 0.25, "patience": 2, "min_val": 1}
+
+
+@contextlib.contextmanager
+def chdir(path: Path):
+    """``contextlib.chdir`` (Python 3.11+), for Python 3.10."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def run_stage(root: Path, stage: str | tuple[str, int | str], *extra: str) -> int:
+    """``main`` of a pipeline stage (``name`` or ``(name, shard or foreach item)``) with its ``dvc.yaml`` command
+    line, in ``root``; ``extra`` arguments are appended."""
+    name, item = stage if isinstance(stage, tuple) else (stage, None)
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][name]
+    cmd = spec["do"]["cmd"] if "foreach" in spec else spec["cmd"]
+    argv = shlex.split(cmd.replace("${item.shard}", str(item)).replace("${item}", str(item)))
+    assert argv[:2] == ["python", "-m"]
+    with chdir(root):
+        return importlib.import_module(argv[2]).main([*argv[3:], *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_upstream(tmp_path_factory, idx_dir) -> Path:
+    """``TINY_UPSTREAM`` run once on the tiny params (with ``TINY_EARLY_STOP``), serially: copy it with
+    :func:`tiny_copy` rather than writing into it."""
+    root = tmp_path_factory.mktemp("tiny_upstream")
+    params = tiny_params(idx_dir, kennen_o={"early_stop": TINY_EARLY_STOP})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KENNEN_EXECUTOR", "serial")
+        for stage in TINY_UPSTREAM:
+            assert run_stage(root, stage) == 0, stage
+    return root
+
+
+def tiny_copy(upstream: Path, tmp_path_factory, name: str) -> Path:
+    """A module's own copy of the tiny upstream pipeline, to run further stages in."""
+    root = tmp_path_factory.mktemp(name) / "repo"
+    shutil.copytree(upstream, root)
+    return root

@@ -6,13 +6,11 @@ their ``dvc.yaml`` command lines, in a temporary folder (as ``tests/test_kennen_
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import json
 import os
 import re
-import shlex
 import sys
 from pathlib import Path
 
@@ -21,11 +19,9 @@ import pytest
 import yaml
 
 from kennen import data as mnist_data
-from tests.conftest import REPO, tiny_params
+from tests.conftest import REPO, TINY_EARLY_STOP, chdir, run_stage, tiny_copy, tiny_params
 
-PIPELINE = ("data", "sample_zoo", ("train_zoo", 0), ("train_zoo", 1), "zoo_table", "prune", "ensembles", "queries",
-            "splits")  # fmt: skip
-EARLY_STOP = {"val_fraction": 0.25, "patience": 2, "min_val": 1}  # one a tiny zoo can carve
+EARLY_STOP = TINY_EARLY_STOP
 
 
 def _load(name: str, folder: str = "benchmarks"):
@@ -35,39 +31,11 @@ def _load(name: str, folder: str = "benchmarks"):
     return module
 
 
-@contextlib.contextmanager
-def _chdir(path: Path):
-    """``contextlib.chdir`` (Python 3.11+), for Python 3.10."""
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
-def _run_stage(root: Path, stage: str | tuple[str, int]) -> int:
-    """``main`` of a pipeline stage with its ``dvc.yaml`` command line, in ``root``."""
-    name, shard = stage if isinstance(stage, tuple) else (stage, None)
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][name]
-    cmd = spec["do"]["cmd"] if "foreach" in spec else spec["cmd"]
-    argv = shlex.split(cmd.replace("${item.shard}", str(shard)))
-    assert argv[:2] == ["python", "-m"]
-    with _chdir(root):
-        return importlib.import_module(argv[2]).main(argv[3:])
-
-
 @pytest.fixture(scope="module")
-def tiny_pipeline(tmp_path_factory, idx_dir) -> Path:
-    """The pipeline up to ``splits`` on tiny params: a zoo of 8 models, its boxes' outputs and the splits."""
-    root = tmp_path_factory.mktemp("bench_pipeline")
-    params = tiny_params(idx_dir, kennen_o={"early_stop": EARLY_STOP})
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KENNEN_EXECUTOR", "serial")
-        for stage in PIPELINE:
-            assert _run_stage(root, stage) == 0, stage
-    return root
+def tiny_pipeline(tiny_upstream, tmp_path_factory) -> Path:
+    """The pipeline up to ``splits`` (and the foreign boxes) on tiny params: a zoo of 8 models, its boxes' outputs
+    and the splits."""
+    return tiny_copy(tiny_upstream, tmp_path_factory, "bench_pipeline")
 
 
 def _mnist(tmp_path: Path, idx_dir: Path) -> Path:
@@ -218,7 +186,7 @@ def test_zoo_forward_times_three_ways_that_compute_the_same(tiny_pipeline, tmp_p
     module = _load("zoo_forward")
     threads = torch.get_num_threads()
     try:
-        with _chdir(tiny_pipeline):
+        with chdir(tiny_pipeline):
             module.main()
             nets = module.load_nets(Path("."))
     finally:
@@ -308,13 +276,13 @@ def test_whiten_demo_scores_fresh_boxes_against_their_truth(tiny_pipeline, tmp_p
 
     monkeypatch.setenv("KENNEN_EXECUTOR", "serial")
     for stage in ("kennen_o", "kennen_i"):
-        assert _run_stage(tiny_pipeline, stage) == 0, stage
+        assert run_stage(tiny_pipeline, stage) == 0, stage
     # the demo runs the `kennen` console script of this environment
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     demo = tmp_path / "demo"
     monkeypatch.setattr(sys, "argv", ["whiten_demo.py", "--boxes", "2", "--out", str(demo)])
     capsys.readouterr()
-    with _chdir(tiny_pipeline):
+    with chdir(tiny_pipeline):
         _load("whiten_demo", "scripts").main()
     out = capsys.readouterr().out
     truth = read_csv(demo / "truth.csv")

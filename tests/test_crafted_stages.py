@@ -7,11 +7,7 @@ stage's tasks are recorded as they run, to check that no fold trains on a config
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
-import os
-import shlex
 from pathlib import Path
 
 import pytest
@@ -29,52 +25,12 @@ from kennen.metamodel.runs import read_predictions
 from kennen.queries import read_boxes
 from kennen.splits import read_folds
 from kennen.stats import accuracies
-from tests.conftest import REPO, tiny_params
-
-UPSTREAM = (
-    "data",
-    "sample_zoo",
-    ("train_zoo", 0),
-    ("train_zoo", 1),
-    "zoo_table",
-    "prune",
-    "ensembles",
-    "queries",
-    "splits",
-)
-
-
-def run_stage(root: Path, stage: str | tuple[str, int], *extra: str) -> int:
-    """``main`` of a pipeline stage with its ``dvc.yaml`` command line, in ``root``."""
-    name, shard = stage if isinstance(stage, tuple) else (stage, None)
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][name]
-    cmd = spec["do"]["cmd"] if "foreach" in spec else spec["cmd"]
-    argv = shlex.split(cmd.replace("${item.shard}", str(shard)))
-    assert argv[:2] == ["python", "-m"]
-    with _chdir(root):
-        return importlib.import_module(argv[2]).main([*argv[3:], *extra])
-
-
-@contextlib.contextmanager
-def _chdir(path: Path):
-    """``contextlib.chdir`` (Python 3.11+), for Python 3.10."""
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
+from tests.conftest import run_stage, tiny_copy
 
 
 @pytest.fixture(scope="module")
-def tiny_zoo(tmp_path_factory, idx_dir):
-    root = tmp_path_factory.mktemp("crafted_stages")
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(idx_dir), sort_keys=False))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KENNEN_EXECUTOR", "serial")
-        for stage in UPSTREAM:
-            assert run_stage(root, stage) == 0, stage
-    return root
+def tiny_zoo(tiny_upstream, tmp_path_factory):
+    return tiny_copy(tiny_upstream, tmp_path_factory, "crafted_stages")
 
 
 @pytest.fixture

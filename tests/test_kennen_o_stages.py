@@ -6,10 +6,7 @@ stopping that a tiny zoo can carve), from the commands in ``dvc.yaml``, in a tem
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
-import shlex
 from pathlib import Path
 
 import numpy as np
@@ -20,42 +17,21 @@ from kennen.attributes import KEYS
 from kennen.io import read_csv
 from kennen.metamodel.kennen_o import accuracies
 from kennen.metamodel.runs import read_predictions
-from tests.conftest import REPO, tiny_params
+from tests.conftest import REPO, tiny_copy
+from tests.conftest import run_stage as _run_stage
 
-UPSTREAM = ("data", "sample_zoo", ("train_zoo", 0), ("train_zoo", 1), "zoo_table", "prune", "ensembles", "queries",
-            "splits", "transfer_boxes")  # fmt: skip
 SWEEPS = ("n_train", "n_queries", "output", "extrapolation")
 
 
-def _run_stage(root: Path, stage: str | tuple[str, int | str], *extra: str) -> int:
-    """``main`` of a pipeline stage with its ``dvc.yaml`` command line, in ``root``."""
-    name, item = stage if isinstance(stage, tuple) else (stage, None)
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][name]
-    cmd = spec["do"]["cmd"] if "foreach" in spec else spec["cmd"]
-    argv = shlex.split(cmd.replace("${item.shard}", str(item)).replace("${item}", str(item)))
-    assert argv[:2] == ["python", "-m"]
-    old = os.getcwd()
-    os.chdir(root)
-    try:
-        return importlib.import_module(argv[2]).main([*argv[3:], *extra])
-    finally:
-        os.chdir(old)
-
-
 @pytest.fixture(scope="module")
-def tiny_zoo(tmp_path_factory, idx_dir):
-    root = tmp_path_factory.mktemp("kennen_o_stages")
-    params = tiny_params(idx_dir, kennen_o={"early_stop": {"val_fraction": 0.25, "patience": 2, "min_val": 1}})
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+def tiny_zoo(tiny_upstream, tmp_path_factory):
+    root = tiny_copy(tiny_upstream, tmp_path_factory, "kennen_o_stages")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KENNEN_EXECUTOR", "serial")
-        for stage in UPSTREAM:
-            assert _run_stage(root, stage) == 0, stage
         assert _run_stage(root, "kennen_o") == 0
     return root
 
 
-@pytest.mark.slow
 def test_queries_stage_writes_every_boxs_outputs_in_table_order(tiny_zoo):
     boxes = read_csv(tiny_zoo / "data/queries/boxes.csv")
     with np.load(tiny_zoo / "data/queries/outputs.npz") as z:

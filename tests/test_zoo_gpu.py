@@ -136,7 +136,7 @@ def test_cuda_without_a_gpu_is_a_one_line_error():
 def test_paper_profile_runs_on_cpu_under_tiny_params(idx_dir, tmp_path, monkeypatch):
     """``profiles/paper.yaml`` with tiny sizes and ``device: cpu``: its zoo trains with the fused trainer and its
     metamodel stages run on what it trains, so that on a GPU the paper's run is that profile as it is."""
-    from tests.test_kennen_o_stages import _run_stage
+    from tests.conftest import run_stage as _run_stage
 
     params = tiny_params(idx_dir, "profiles/paper.yaml", train_zoo={"device": "cpu", "checkpoints": []})
     tp = section(TrainParams, params, "train_zoo")
