@@ -20,7 +20,7 @@ from kennen.queries import read_boxes
 from kennen.splits import read_split
 from stages import choices as stage
 from tests.conftest import REPO
-from tests.test_crafted_stages import _chdir
+from tests.conftest import chdir as _chdir
 from tests.test_crafted_stages import tiny_zoo as tiny_zoo  # noqa: F401  (the module-scoped fixture, reused)
 
 CANDIDATES = {"kennen_o": choices.KENNEN_O, "kennen_i": choices.KENNEN_I, "kennen_io": choices.KENNEN_IO}
