@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,10 +28,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from zoo_roofline import one_thread_report, run_cli  # noqa: E402
 from zoo_throughput import pick_specs  # noqa: E402
 
 from kennen.config import load_params, section  # noqa: E402
-from kennen.io import write_json  # noqa: E402
 from kennen.zoo.train import TrainParams, load_train_data, train_model  # noqa: E402
 
 PRECISIONS = ("float32", "bfloat16")
@@ -97,19 +94,8 @@ def measure(args: argparse.Namespace) -> dict:
         "models_within_1_point": int((np.abs(diff) <= 1.0).sum()),
         "largest_abs_diff": round(float(np.abs(diff).max()), 2),
     }
-    return {
-        "machine": f"{platform.processor() or platform.machine()}, 1 thread, bfloat16 features: "
-        f"{', '.join(cpu_flags()) or 'none found'}",
-        "torch": torch.__version__,
-        "date": datetime.date.today().isoformat(),
-        "command": " ".join(["python", *sys.argv]),
-        "profile": args.params,
-        "models": len(rows),
-        "epochs": specs[0].epochs,
-        "pool_size": tp.pool_size,
-        "summary": summary,
-        "per_model": rows,
-    }
+    features = f", bfloat16 features: {', '.join(cpu_flags()) or 'none found'}"
+    return one_thread_report(args.params, specs, tp.pool_size, summary, rows, features)
 
 
 def render(report: dict, path: str) -> str:
@@ -134,22 +120,7 @@ def render(report: dict, path: str) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", type=int, default=12)
-    p.add_argument("--epochs", type=int, default=None, help="default: the profile's train_zoo.epochs")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--data", default="data/mnist.npz")
-    p.add_argument("--out", default=None)
-    p.add_argument("--render", default=None, help="print the table of a report file and exit")
-    args = p.parse_args()
-    if args.render:
-        print(render(json.loads(Path(args.render).read_text()), args.render))
-        return
-    report = measure(args)
-    print(json.dumps(report["summary"], indent=1))
-    if args.out:
-        write_json(Path(args.out), report)
-        print(render(report, args.out))
+    run_cli(__doc__, measure, render)
 
 
 if __name__ == "__main__":

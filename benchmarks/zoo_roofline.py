@@ -151,15 +151,22 @@ def measure(args: argparse.Namespace) -> dict:
         "max_gain_at_conv_peak": round(trainer / (total / peak_conv), 2),
         "max_gain_at_matmul_peak": round(trainer / (total / peak_mm), 2),
     }
+    return one_thread_report(args.params, specs, tp.pool_size, summary, rows)
+
+
+def one_thread_report(
+    profile: str, specs: list[TrainSpec], pool_size: int, summary: dict, rows: list[dict], machine: str = ""
+) -> dict:
+    """A one-thread benchmark's report: the stamp (machine, torch, date, command, regime), summary and rows."""
     return {
-        "machine": f"{platform.processor() or platform.machine()}, 1 thread",
+        "machine": f"{platform.processor() or platform.machine()}, 1 thread{machine}",
         "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
         "command": " ".join(["python", *sys.argv]),
-        "profile": args.params,
+        "profile": profile,
         "models": len(rows),
         "epochs": specs[0].epochs,
-        "pool_size": tp.pool_size,
+        "pool_size": pool_size,
         "summary": summary,
         "per_model": rows,
     }
@@ -187,14 +194,15 @@ def render(report: dict, path: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run_cli(doc: str, measure, render, add_arguments=None) -> None:
+    """The command line of a one-thread zoo benchmark: measure and write a report, or ``--render`` one."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--models", type=int, default=12)
     p.add_argument("--epochs", type=int, default=None, help="default: the profile's train_zoo.epochs")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--data", default="data/mnist.npz")
-    p.add_argument("--bare-seconds", type=float, default=1.0, help="how long each model's bare step is repeated")
-    p.add_argument("--peak-seconds", type=float, default=2.0, help="how long each peak measurement runs")
+    if add_arguments is not None:
+        add_arguments(p)
     p.add_argument("--out", default=None)
     p.add_argument("--render", default=None, help="print the tables of a report file and exit")
     args = p.parse_args()
@@ -206,6 +214,15 @@ def main() -> None:
     if args.out:
         write_json(Path(args.out), report)
         print(render(report, args.out))
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bare-seconds", type=float, default=1.0, help="how long each model's bare step is repeated")
+    p.add_argument("--peak-seconds", type=float, default=2.0, help="how long each peak measurement runs")
+
+
+def main() -> None:
+    run_cli(__doc__, measure, render, _arguments)
 
 
 if __name__ == "__main__":

@@ -57,15 +57,18 @@ def test_checkpoint_cost_trains_the_same_weights_with_and_without(tmp_path, idx_
     assert result["bytes_per_model"] == 2 * 20 * 10 * 4 and result["ratio"] > 0
 
 
+def _one_thread_bench(tmp_path: Path, idx_dir: Path, name: str, epochs: int) -> tuple[list[str], Path]:
+    """The command line of a one-thread zoo benchmark on 2 models of the tiny params, and its output file."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(idx_dir)))
+    out = tmp_path / f"{name}.json"
+    argv = [f"{name}.py", "--models", "2", "--epochs", str(epochs), "--params", str(tmp_path / "params.yaml")]
+    return [*argv, "--data", str(_mnist(tmp_path, idx_dir)), "--out", str(out)], out
+
+
 @pytest.mark.slow
 def test_roofline_counts_the_work_and_places_the_trainer_under_the_peak(tmp_path, idx_dir, monkeypatch):
-    params = tiny_params(idx_dir)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    mnist_data.save(mnist_data.read_idx_dir(idx_dir), tmp_path / "mnist.npz")
-    out = tmp_path / "roofline.json"
-    argv = ["zoo_roofline.py", "--models", "2", "--epochs", "1", "--params", str(tmp_path / "params.yaml")]
-    argv += ["--data", str(tmp_path / "mnist.npz"), "--bare-seconds", "0.05", "--peak-seconds", "0.1"]
-    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(out)])
+    argv, out = _one_thread_bench(tmp_path, idx_dir, "zoo_roofline", epochs=1)
+    monkeypatch.setattr(sys, "argv", [*argv, "--bare-seconds", "0.05", "--peak-seconds", "0.1"])
     module = _load("zoo_roofline")
     module.main()
     report = json.loads(out.read_text())
@@ -323,12 +326,8 @@ def test_whiten_demo_scores_fresh_boxes_against_their_truth(tiny_pipeline, tmp_p
 
 @pytest.mark.slow
 def test_precision_benchmark_trains_the_same_models_in_both_precisions(tmp_path, idx_dir, monkeypatch):
-    params = tiny_params(idx_dir)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    mnist_data.save(mnist_data.read_idx_dir(idx_dir), tmp_path / "mnist.npz")
-    out = tmp_path / "precision.json"
-    argv = ["zoo_precision.py", "--models", "2", "--epochs", "2", "--params", str(tmp_path / "params.yaml")]
-    monkeypatch.setattr(sys, "argv", [*argv, "--data", str(tmp_path / "mnist.npz"), "--out", str(out)])
+    argv, out = _one_thread_bench(tmp_path, idx_dir, "zoo_precision", epochs=2)
+    monkeypatch.setattr(sys, "argv", argv)
     module = _load("zoo_precision")
     module.main()
     report = json.loads(out.read_text())
